@@ -1,0 +1,1 @@
+"""Built-in plugin: host load and memory figures in every keepalive."""

@@ -1,0 +1,224 @@
+"""The node configuration file ``pvcnoded.yaml``: every key, its type and default.
+
+Example::
+
+    node: hv1                 # this node's name in the cluster (required)
+    cluster: lab              # the cluster's name (required)
+    coordinator: true         # runs ZooKeeper and may become primary (default false)
+    zookeeper:
+      hosts: [10.0.0.1:2181, 10.0.0.2:2181, 10.0.0.3:2181]   # required
+      session_timeout: 6      # seconds before ZooKeeper expires a silent session
+    keepalive_interval: 5     # seconds between keepalives
+    log:
+      level: info             # debug | info | warning | error
+      zookeeper_lines: 2000   # node log lines kept in ZooKeeper for `pvc node log`
+    tasks:
+      retention: 86400        # seconds a finished task is kept
+    api:
+      enabled: false          # run pvcapid on this node (coordinators)
+      listen_address: 127.0.0.1
+      port: 7370
+      keys: []                # API keys accepted in X-Api-Key; empty = no authentication
+    plugins:
+      disabled: []            # plugin names not to load
+      <plugin name>: {...}    # that plugin's own section, validated by the plugin
+
+Errors name the key and the problem; ``load`` raises ConfigError with all of them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+DEFAULT_PATH = "/etc/pvc/pvcnoded.yaml"
+CONFIG_ENV = "PVC_CONFIG_FILE"
+
+
+class ConfigError(Exception):
+    """One or more problems in a configuration file; ``problems`` lists them."""
+
+    def __init__(self, problems: list[str], source: str = "") -> None:
+        self.problems = problems
+        self.source = source
+        where = f"{source}: " if source else ""
+        super().__init__(where + "; ".join(problems))
+
+
+@dataclass
+class ApiConfig:
+    enabled: bool = False
+    listen_address: str = "127.0.0.1"
+    port: int = 7370
+    keys: list[str] = field(default_factory=list)
+
+
+@dataclass
+class NodeConfig:
+    node: str
+    cluster: str
+    zookeeper_hosts: list[str]
+    coordinator: bool = False
+    zookeeper_session_timeout: float = 6.0
+    keepalive_interval: float = 5.0
+    log_level: str = "info"
+    log_zookeeper_lines: int = 2000
+    task_retention: float = 86400.0
+    api: ApiConfig = field(default_factory=ApiConfig)
+    disabled_plugins: list[str] = field(default_factory=list)
+    plugin_sections: dict[str, dict[str, Any]] = field(default_factory=dict)
+    source: str = ""
+
+    def plugin_section(self, name: str) -> dict[str, Any]:
+        """The plugin's own section (empty if the file has none)."""
+        return self.plugin_sections.get(name, {})
+
+
+class _Reader:
+    """Walks a parsed YAML mapping, collecting problems instead of stopping at the first."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.data = data
+        self.problems: list[str] = []
+
+    def _lookup(self, dotted: str) -> tuple[bool, Any]:
+        node: Any = self.data
+        for part in dotted.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return False, None
+            node = node[part]
+        return True, node
+
+    def problem(self, key: str, text: str) -> None:
+        self.problems.append(f"key '{key}': {text}")
+
+    def value(self, key: str, kind: type | tuple, default: Any = None, required: bool = False,
+              choices: tuple = (), minimum: float | None = None) -> Any:
+        present, value = self._lookup(key)
+        if not present or value is None:
+            if required:
+                self.problem(key, "is required")
+            return default
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if kind is int and isinstance(value, bool):
+            self.problem(key, f"must be an integer, not {value!r}")
+            return default
+        if not isinstance(value, kind):
+            names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+            self.problem(key, f"must be of type {names}, not {type(value).__name__} ({value!r})")
+            return default
+        if choices and value not in choices:
+            self.problem(key, f"must be one of {', '.join(map(str, choices))}, not {value!r}")
+            return default
+        if minimum is not None and value < minimum:
+            self.problem(key, f"must be at least {minimum}, not {value!r}")
+            return default
+        return value
+
+    def unknown(self, section: str, allowed: set[str]) -> None:
+        present, value = self._lookup(section) if section else (True, self.data)
+        if present and isinstance(value, dict):
+            for k in value:
+                if k not in allowed:
+                    full = f"{section}.{k}" if section else str(k)
+                    self.problem(full, "is not a known setting")
+        elif present and value is not None:
+            self.problem(section, f"must be a mapping, not {type(value).__name__}")
+
+
+_TOP = {"node", "cluster", "coordinator", "zookeeper", "keepalive_interval", "log", "tasks",
+        "api", "plugins"}
+
+
+def parse(data: Any, source: str = "") -> NodeConfig:
+    """Validate a parsed YAML document; raises ConfigError listing every problem."""
+    if not isinstance(data, dict):
+        raise ConfigError(["the file must hold a YAML mapping of settings"], source)
+    r = _Reader(data)
+    r.unknown("", _TOP)
+    for section, allowed in (("zookeeper", {"hosts", "session_timeout"}),
+                             ("log", {"level", "zookeeper_lines"}),
+                             ("tasks", {"retention"}),
+                             ("api", {"enabled", "listen_address", "port", "keys"})):
+        r.unknown(section, allowed)
+
+    node = r.value("node", str, required=True)
+    if node is not None and not _valid_name(node):
+        r.problem("node", f"{node!r} may hold only letters, digits, '-', '_' and '.'")
+    hosts = r.value("zookeeper.hosts", (list, str), required=True)
+    if isinstance(hosts, str):
+        hosts = [h.strip() for h in hosts.split(",") if h.strip()]
+    if hosts is not None:
+        if not hosts or not all(isinstance(h, str) and h for h in hosts):
+            r.problem("zookeeper.hosts", "must list at least one host[:port]")
+            hosts = None
+    keys = r.value("api.keys", list, default=[])
+    if keys and not all(isinstance(k, str) and len(k) >= 8 for k in keys):
+        r.problem("api.keys", "every key must be a string of at least 8 characters")
+
+    plugins = r.value("plugins", dict, default={})
+    disabled = plugins.get("disabled", []) if plugins else []
+    if not isinstance(disabled, list) or not all(isinstance(p, str) for p in disabled):
+        r.problem("plugins.disabled", "must be a list of plugin names")
+        disabled = []
+    sections = {}
+    for name, section in (plugins or {}).items():
+        if name == "disabled":
+            continue
+        if section is None:
+            section = {}
+        if not isinstance(section, dict):
+            r.problem(f"plugins.{name}", f"must be a mapping, not {type(section).__name__}")
+            continue
+        sections[str(name)] = section
+
+    cfg = NodeConfig(
+        node=node or "",
+        cluster=r.value("cluster", str, required=True) or "",
+        zookeeper_hosts=hosts or [],
+        coordinator=r.value("coordinator", bool, default=False),
+        zookeeper_session_timeout=r.value("zookeeper.session_timeout", float, 6.0, minimum=2),
+        keepalive_interval=r.value("keepalive_interval", float, 5.0, minimum=0.5),
+        log_level=r.value("log.level", str, "info", choices=("debug", "info", "warning", "error")),
+        log_zookeeper_lines=r.value("log.zookeeper_lines", int, 2000, minimum=10),
+        task_retention=r.value("tasks.retention", float, 86400.0, minimum=60),
+        api=ApiConfig(
+            enabled=r.value("api.enabled", bool, False),
+            listen_address=r.value("api.listen_address", str, "127.0.0.1"),
+            port=r.value("api.port", int, 7370, minimum=1),
+            keys=keys or [],
+        ),
+        disabled_plugins=disabled,
+        plugin_sections=sections,
+        source=source,
+    )
+    if cfg.api.port > 65535:
+        r.problem("api.port", f"must be at most 65535, not {cfg.api.port}")
+    if r.problems:
+        raise ConfigError(r.problems, source)
+    return cfg
+
+
+def load(path: str | None = None) -> NodeConfig:
+    """Read and validate the config file (``path``, else $PVC_CONFIG_FILE, else the default)."""
+    path = path or os.environ.get(CONFIG_ENV) or DEFAULT_PATH
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)
+    except FileNotFoundError:
+        raise ConfigError(["the file does not exist"], path) from None
+    except OSError as exc:
+        raise ConfigError([f"cannot be read: {exc.strerror}"], path) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError([f"is not valid YAML{where}"], path) from None
+    return parse(data, path)
+
+
+def _valid_name(text: str) -> bool:
+    return bool(text) and all(c.isalnum() or c in "-_." for c in text) and text[0].isalnum()

@@ -1,0 +1,409 @@
+"""pvcnoded: the per-node daemon — the kernel plus its plugins.
+
+Start-up: read and validate the config, load plugins (and let them validate their
+sections), connect to ZooKeeper, migrate the schema if needed, register the node
+(state ``init``), start the bus, the task runner, the keepalive (state ``run``
+after the first one) and, on coordinators, the election. SIGTERM: state
+``shutdown``, give up the primary role, stop plugins, state ``stop``, exit — all
+within ``SHUTDOWN_BUDGET`` seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+import psutil
+
+from pvc_kernel import __version__, nodeservice
+from pvc_kernel import config as config_mod
+from pvc_kernel.bus import Bus
+from pvc_kernel.election import CLIENT, Election
+from pvc_kernel.events import ConnectionChanged, Event, RoleChanged
+from pvc_kernel.nodelog import ZooKeeperLogHandler
+from pvc_kernel.plugins import PluginError, PluginHost
+from pvc_kernel.state import migrations, schema
+from pvc_kernel.state.store import Store
+from pvc_kernel.tasks import TaskRunner, prune
+
+log = logging.getLogger("pvcnoded")
+
+SHUTDOWN_BUDGET = 5.0
+EXIT_CONFIG, EXIT_PLUGIN, EXIT_SCHEMA, EXIT_ZOOKEEPER, EXIT_DUPLICATE = 2, 3, 4, 5, 6
+
+INIT, RUN, SHUTDOWN, STOP = "init", "run", "shutdown", "stop"
+
+
+class StartupError(Exception):
+    """The daemon cannot start; carries the exit code."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class NodeDaemon:
+    """One node's daemon. Plugins reach the node through this object."""
+
+    def __init__(self, config: config_mod.NodeConfig, plugins: PluginHost) -> None:
+        self.config = config
+        self.node = config.node
+        self.plugins = plugins
+        self.log = log
+        self.store = Store(config.zookeeper_hosts, timeout=config.zookeeper_session_timeout,
+                           listener=self._on_connection)
+        self.bus = Bus(self._dispatch)
+        self.bus.store = self.store
+        self.election: Election | None = None
+        self.tasks: TaskRunner | None = None
+        self.log_handler: ZooKeeperLogHandler | None = None
+        self.api_process: subprocess.Popen | None = None
+        self.stopping = threading.Event()
+        self.keepalive_count = 0
+        self.keepalive_bytes = 0
+        self.keepalive_ops = 0
+        self._registered = threading.Event()
+
+    # -- events ---------------------------------------------------------------------
+    def _dispatch(self, event: Event) -> None:
+        self.plugins.call_each("pvc_event", obj=event.obj, daemon=self, event=event)
+        nodeservice.on_event(self, event)
+
+    def _on_connection(self, state: str) -> None:
+        if state == "suspended":
+            log.warning("ZooKeeper connection suspended; pausing keepalives")
+        elif state == "lost":
+            log.warning("ZooKeeper session lost; will re-register when reconnected")
+        elif state == "connected" and self._registered.is_set():
+            log.info("ZooKeeper connection restored")
+            threading.Thread(target=self._reassert, name="reassert", daemon=True).start()
+        self.bus.publish(ConnectionChanged(obj=f"node:{self.node}", state=state))
+
+    def _reassert(self) -> None:
+        """After a new session, recreate our ephemeral presence key."""
+        try:
+            self.store.create_ephemeral("alive.node", str(os.getpid()), node=self.node)
+        except Exception:
+            log.exception("could not re-create the alive key")
+
+    # -- start-up ---------------------------------------------------------------------
+    def connect(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        hosts = ",".join(self.config.zookeeper_hosts)
+        while not self.stopping.is_set():
+            try:
+                self.store.start(timeout=min(10.0, max(1.0, deadline - time.monotonic())))
+                return
+            except Exception as exc:
+                if time.monotonic() >= deadline:
+                    raise StartupError(f"cannot reach ZooKeeper at {hosts}: {exc}",
+                                       EXIT_ZOOKEEPER) from None
+                log.warning("waiting for ZooKeeper at %s (%s)", hosts, exc)
+        raise StartupError("stopped while waiting for ZooKeeper", 0)
+
+    def migrate_schema(self) -> None:
+        try:
+            before = migrations.migrate(self.store, self.node)
+        except migrations.SchemaTooNewError as exc:
+            raise StartupError(str(exc), EXIT_SCHEMA) from None
+        now = migrations.current_version(self.store)
+        if before != now:
+            log.info("ZooKeeper schema migrated from version %d to %d", before, now)
+            for version in range(before + 1, now + 1):
+                self.plugins.call_each("pvc_schema_migrate", store=self.store, version=version)
+        cluster = self.store.get("config.cluster_name")
+        if not cluster:
+            self.store.update("config.cluster_name", lambda v: v or self.config.cluster)
+        elif cluster != self.config.cluster:
+            raise StartupError(f"this ZooKeeper holds cluster {cluster!r}, but the config says "
+                               f"cluster {self.config.cluster!r}", EXIT_CONFIG)
+
+    def static_data(self) -> dict[str, Any]:
+        uname = platform.uname()
+        data = {
+            "cpu_count": os.cpu_count() or 1,
+            "memory_total": psutil.virtual_memory().total // (1024 * 1024),
+            "kernel": uname.release,
+            "os": _os_name(),
+            "arch": uname.machine,
+            "pvc_version": __version__,
+        }
+        for _name, extra in self.plugins.call_each("pvc_node_static", daemon=self):
+            data.update(extra or {})
+        return data
+
+    def register(self) -> None:
+        """Claim this node's name and write its registration (state ``init``)."""
+        deadline = time.monotonic() + self.config.zookeeper_session_timeout * 1.5 + 1
+        while True:
+            try:
+                self.store.client.create(schema.path("alive.node", node=self.node),
+                                         str(os.getpid()).encode(), ephemeral=True,
+                                         makepath=True)
+                break
+            except Exception as exc:
+                if type(exc).__name__ != "NodeExistsError":
+                    raise
+                if time.monotonic() > deadline:
+                    raise StartupError(
+                        f"another pvcnoded for node {self.node!r} is connected to ZooKeeper",
+                        EXIT_DUPLICATE) from None
+                log.info("an earlier session of %s is still registered; waiting for it to "
+                         "expire", self.node)
+                time.sleep(0.5)
+        n = self.node
+        coord = "secondary" if self.config.coordinator else CLIENT
+        txn = self.store.transaction()
+        if not self.store.exists("node", node=n):
+            txn.create(schema.path("node", node=n), b"")
+            for key, value in (("node.domain_state", "ready"),
+                               ("node.desired_domain_state", "ready"),
+                               ("node.keepalive", "0"), ("node.stats", "{}"),
+                               ("node.static", "{}"), ("node.daemon_state", INIT),
+                               ("node.coordinator_state", coord)):
+                txn.create(schema.path(key, node=n), value.encode())
+        else:
+            for key in ("node.domain_state", "node.desired_domain_state", "node.keepalive",
+                        "node.stats", "node.static", "node.daemon_state",
+                        "node.coordinator_state"):
+                if not self.store.exists(key, node=n):
+                    txn.create(schema.path(key, node=n), b"")
+        self.store.commit(txn)
+        self.store.set("node.static", self.static_data(), node=n)
+        self.store.set("node.daemon_state", INIT, node=n)
+        self.store.set("node.coordinator_state", coord, node=n)
+        self.store.ensure("node.log", "", node=n)
+        self._registered.set()
+
+    def start(self) -> None:
+        self.connect()
+        self.migrate_schema()
+        self.register()
+        self.log_handler = ZooKeeperLogHandler(self.store, self.node,
+                                               self.config.log_zookeeper_lines)
+        self.log_handler.setFormatter(logging.Formatter(
+            "%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S"))
+        logging.getLogger().addHandler(self.log_handler)
+        self.log_handler.start()
+        log.info("node %s registered (PVC %s, coordinator: %s, plugins: %s)", self.node,
+                 __version__, self.config.coordinator, ", ".join(self.plugins.names) or "none")
+
+        handlers = nodeservice.task_handlers(self)
+        for _name, extra in self.plugins.call_each("pvc_task_handlers"):
+            handlers.update(extra or {})
+        self.tasks = TaskRunner(self.store, self.node, handlers, daemon=self)
+        self.tasks.recover()
+        self.plugins.call_each("pvc_node_start", daemon=self)
+        self.bus.watch_children("tasks", obj="tasks")
+        nodeservice.start(self)
+        self.keepalive()  # the first keepalive moves the node to `run`
+        threading.Thread(target=self._keepalive_loop, name="keepalive", daemon=True).start()
+        if self.config.coordinator:
+            self.election = Election(self.store, self.node, self._become_primary,
+                                     self._become_secondary,
+                                     session_timeout=self.config.zookeeper_session_timeout)
+            self.election.start()
+            if self.config.api.enabled:
+                threading.Thread(target=self._supervise_api, name="api-supervisor",
+                                 daemon=True).start()
+
+    # -- keepalive ------------------------------------------------------------------
+    def keepalive(self) -> None:
+        """One keepalive: timestamp + plugin stats (+ init→run) in ONE multi-op."""
+        if not self.store.connected:
+            return
+        stats: dict[str, Any] = {}
+        for _name, part in self.plugins.call_each("pvc_keepalive_stats", daemon=self):
+            stats.update(part or {})
+        n = self.node
+        ops = [(schema.path("node.keepalive", node=n), f"{time.time():.3f}".encode()),
+               (schema.path("node.stats", node=n), json.dumps(stats).encode())]
+        state, version = self.store.get_versioned("node.daemon_state", node=n)
+        txn = self.store.transaction()
+        for p, data in ops:
+            txn.set_data(p, data)
+        if state == INIT:
+            txn.set_data(schema.path("node.daemon_state", node=n), RUN.encode(), version=version)
+            ops.append(("", RUN.encode()))
+        results = txn.commit()
+        failed = [r for r in results if isinstance(r, Exception)]
+        if failed:
+            log.warning("keepalive transaction failed: %r", failed[0])
+            return
+        self.keepalive_count += 1
+        self.keepalive_ops += 1
+        self.keepalive_bytes += sum(len(d) for _, d in ops)
+        if state == INIT:
+            log.info("node %s is running", n)
+
+    def _keepalive_loop(self) -> None:
+        interval = self.config.keepalive_interval
+        next_at = time.monotonic() + interval
+        while not self.stopping.wait(max(0.0, next_at - time.monotonic())):
+            next_at += interval
+            if time.monotonic() > next_at:  # fell behind (e.g. ZooKeeper stalled): skip ahead
+                next_at = time.monotonic() + interval
+            try:
+                self.keepalive()
+                if self.election and self.election.is_primary:
+                    prune(self.store, self.config.task_retention)
+            except Exception as exc:
+                log.warning("keepalive failed: %s", exc)
+
+    # -- roles ----------------------------------------------------------------------
+    def _become_primary(self) -> None:
+        self.bus.publish(RoleChanged(obj=f"node:{self.node}", role="primary"))
+        self.plugins.call_each("pvc_become_primary", daemon=self)
+
+    def _become_secondary(self) -> None:
+        self.bus.publish(RoleChanged(obj=f"node:{self.node}", role="secondary"))
+        self.plugins.call_each("pvc_become_secondary", daemon=self)
+
+    # -- API supervision ------------------------------------------------------------
+    def _supervise_api(self) -> None:
+        """Run pvcapid with this node's config; restart it if it dies."""
+        argv = [sys.executable, "-m", "pvc_api.server", "--config", self.config.source]
+        backoff = 1.0
+        while not self.stopping.is_set():
+            started = time.monotonic()
+            try:
+                self.api_process = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+            except OSError as exc:
+                log.error("cannot start pvcapid: %s", exc)
+                self.stopping.wait(5)
+                continue
+            log.info("started pvcapid (pid %d)", self.api_process.pid)
+            while self.api_process.poll() is None and not self.stopping.wait(0.5):
+                pass
+            if self.stopping.is_set():
+                return
+            log.warning("pvcapid exited with %s; restarting", self.api_process.returncode)
+            backoff = 1.0 if time.monotonic() - started > 30 else min(backoff * 2, 30)
+            self.stopping.wait(backoff)
+
+    def _stop_api(self, timeout: float) -> None:
+        proc = self.api_process
+        if proc and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    # -- shutdown -------------------------------------------------------------------
+    def shutdown(self) -> None:
+        """Graceful stop; bounded by SHUTDOWN_BUDGET."""
+        started = time.monotonic()
+
+        def left() -> float:
+            return max(0.1, SHUTDOWN_BUDGET - 0.5 - (time.monotonic() - started))
+
+        log.info("shutting down")
+        self.stopping.set()
+        if self.store.connected:
+            self.store.set("node.daemon_state", SHUTDOWN, node=self.node)
+        if self.election:
+            self.election.stop(timeout=min(2.5, left()))
+        self._stop_api(min(1.0, left()))
+        if self.tasks:
+            self.tasks.stop()
+        self.plugins.call_each("pvc_node_stop", daemon=self)
+        self.bus.stop(timeout=min(1.0, left()))
+        if self.store.connected:
+            self.store.set("node.daemon_state", STOP, node=self.node)
+        log.info("stopped")
+        if self.log_handler:
+            logging.getLogger().removeHandler(self.log_handler)
+            self.log_handler.close()
+        self.store.stop()
+
+
+def _os_name() -> str:
+    try:
+        with open("/etc/os-release", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("PRETTY_NAME="):
+                    return line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    return platform.system()
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kazoo").setLevel(logging.WARNING)
+
+
+def build(config_path: str | None) -> NodeDaemon:
+    """Config + plugins → a daemon ready to start (raises StartupError)."""
+    try:
+        cfg = config_mod.load(config_path)
+    except config_mod.ConfigError as exc:
+        raise StartupError(f"configuration error in {exc}", EXIT_CONFIG) from None
+    _setup_logging(cfg.log_level)
+    host = PluginHost()
+    try:
+        host.load(cfg.disabled_plugins)
+    except PluginError as exc:
+        raise StartupError(str(exc), EXIT_PLUGIN) from None
+    problems = [p for _n, found in host.call_each("pvc_config_validate", config=cfg)
+                for p in (found or [])]
+    known = set(host.names) | set(cfg.disabled_plugins)
+    problems += [f"key 'plugins.{name}': no plugin named {name!r} is installed"
+                 for name in cfg.plugin_sections if name not in known]
+    if problems:
+        raise StartupError(f"configuration error in {cfg.source}: " + "; ".join(problems),
+                           EXIT_CONFIG)
+    return NodeDaemon(cfg, host)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="pvcnoded", description="PVC node daemon: registers this node in the cluster, "
+        "keeps it alive, runs its plugins and, on coordinators, the primary election.")
+    parser.add_argument("-c", "--config", help=f"config file (default ${config_mod.CONFIG_ENV} "
+                        f"or {config_mod.DEFAULT_PATH})")
+    parser.add_argument("--version", action="version", version=f"pvcnoded {__version__}")
+    args = parser.parse_args(argv)
+    try:
+        daemon = build(args.config)
+    except StartupError as exc:
+        print(f"pvcnoded: {exc}", file=sys.stderr)
+        return exc.code
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        daemon.stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        daemon.start()
+    except StartupError as exc:
+        print(f"pvcnoded: {exc}", file=sys.stderr)
+        daemon.store.stop()
+        return exc.code
+    except Exception:
+        log.exception("pvcnoded: unexpected error during start")
+        daemon.store.stop()
+        return 1
+    while not daemon.stopping.wait(1.0):
+        pass
+    watchdog = threading.Timer(SHUTDOWN_BUDGET, lambda: os._exit(1))
+    watchdog.daemon = True
+    watchdog.start()
+    daemon.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

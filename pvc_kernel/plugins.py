@@ -1,0 +1,103 @@
+"""Plugin discovery (stevedore, entry-point group ``pvc.plugins``) and hook calls (pluggy)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import pluggy
+from stevedore import NamedExtensionManager
+
+from pvc_kernel import hookspecs
+from pvc_kernel.state import schema
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "pvc.plugins"
+
+
+class PluginError(Exception):
+    """A plugin could not be loaded or does not fit the hook contracts."""
+
+
+def available(group: str = ENTRY_POINT_GROUP) -> list[str]:
+    """Names of every installed plugin, without importing any of them."""
+    probe = NamedExtensionManager(group, names=[], on_missing_entrypoints_callback=None)
+    return sorted({ep.name for ep in probe.list_entry_points()})
+
+
+class PluginHost:
+    """The process's pluggy PluginManager, filled from entry points."""
+
+    def __init__(self) -> None:
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        self.names: list[str] = []
+
+    @property
+    def hook(self) -> Any:
+        return self.pm.hook
+
+    def load(self, disabled: Iterable[str] = (), group: str = ENTRY_POINT_GROUP) -> list[str]:
+        """Import and register every plugin of ``group`` not in ``disabled``.
+
+        Raises PluginError naming the plugin if one fails to import or implements a hook
+        that ``hookspecs`` does not define.
+        """
+        disabled = set(disabled)
+        names = [n for n in available(group) if n not in disabled]
+        failures: list[str] = []
+
+        def on_failure(_mgr: Any, entry_point: Any, exc: BaseException) -> None:
+            failures.append(f"plugin '{entry_point.name}' ({entry_point.value}) failed to load: "
+                            f"{type(exc).__name__}: {exc}")
+
+        mgr = NamedExtensionManager(group, names=names, on_load_failure_callback=on_failure,
+                                    on_missing_entrypoints_callback=None)
+        if failures:
+            raise PluginError("; ".join(failures) + " (disable it with plugins.disabled)")
+        for ext in mgr:
+            self.register(ext.plugin, ext.name)
+        return self.names
+
+    def register(self, plugin: Any, name: str) -> None:
+        """Register one plugin object/module, checking its hooks against the specs."""
+        try:
+            self.pm.register(plugin, name=name)
+            self.pm.check_pending()
+        except (pluggy.PluginValidationError, ValueError) as exc:
+            try:
+                self.pm.unregister(name=name)
+            except Exception:  # not registered at all
+                pass
+            raise PluginError(f"plugin '{name}' does not fit the PVC hooks: {exc}") from None
+        self.names.append(name)
+        for key in self._call_one(name, "pvc_schema_keys") or []:
+            try:
+                schema.register(key)
+            except schema.SchemaError as exc:
+                raise PluginError(f"plugin '{name}': {exc}") from None
+
+    def _call_one(self, name: str, hook_name: str, **kwargs: Any) -> Any:
+        for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+            if impl.plugin_name == name:
+                return impl.function(**{a: kwargs[a] for a in impl.argnames})
+        return None
+
+    def call_each(self, hook_name: str, obj: str = "", **kwargs: Any) -> list[tuple[str, Any]]:
+        """Call every implementation of a hook in isolation.
+
+        Returns ``[(plugin name, result)]`` for the implementations that returned; one that
+        raises is logged with the plugin and ``obj`` and left out, the others still run.
+        """
+        results = []
+        for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
+            try:
+                value = impl.function(**{a: kwargs[a] for a in impl.argnames})
+            except Exception:
+                log.exception("plugin '%s' failed in %s%s", impl.plugin_name, hook_name,
+                              f" for {obj}" if obj else "")
+                continue
+            results.append((impl.plugin_name, value))
+        return results

@@ -1,0 +1,6 @@
+"""ZooKeeper state: the schema (every key path), the client store and migrations."""
+
+from pvc_kernel.state import schema
+from pvc_kernel.state.store import ConflictError, Store
+
+__all__ = ["schema", "Store", "ConflictError"]

@@ -1,0 +1,195 @@
+"""The one ZooKeeper client of a process, addressed by schema key names."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from kazoo.client import KazooClient, KazooState
+from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
+from kazoo.recipe.lock import Lock
+
+from pvc_kernel.state import schema
+
+log = logging.getLogger(__name__)
+
+StateListener = Callable[[str], None]
+"""Called with "connected", "suspended" or "lost" when the session state changes."""
+
+
+class ConflictError(Exception):
+    """A version-checked write lost a race more times than it was allowed to retry."""
+
+
+def _encode(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, (dict, list, bool, int, float)) or value is None:
+        return json.dumps(value).encode()
+    return str(value).encode()
+
+
+class Store:
+    """kazoo client + schema-aware helpers.
+
+    Values are stored as UTF-8 text; dicts and lists as JSON.
+    """
+
+    def __init__(self, hosts: str | Iterable[str], timeout: float = 6.0,
+                 listener: StateListener | None = None) -> None:
+        if not isinstance(hosts, str):
+            hosts = ",".join(hosts)
+        self.hosts = hosts
+        self.client = KazooClient(hosts=hosts, timeout=timeout,
+                                  connection_retry={"max_tries": -1, "delay": 0.2,
+                                                    "max_delay": 2.0},
+                                  command_retry={"max_tries": 3, "delay": 0.1,
+                                                 "max_delay": 1.0})
+        self._listeners: list[StateListener] = [listener] if listener else []
+        self.client.add_listener(self._on_state)
+
+    # -- connection -------------------------------------------------------
+    def _on_state(self, state: str) -> None:
+        name = {KazooState.CONNECTED: "connected", KazooState.SUSPENDED: "suspended",
+                KazooState.LOST: "lost"}.get(state, str(state).lower())
+        for fn in list(self._listeners):
+            try:
+                fn(name)
+            except Exception:  # a listener must never break kazoo's thread
+                log.exception("connection state listener failed")
+
+    def add_listener(self, fn: StateListener) -> None:
+        self._listeners.append(fn)
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Connect, waiting at most ``timeout`` seconds for a session."""
+        self.client.start(timeout=timeout)
+
+    def stop(self) -> None:
+        try:
+            self.client.stop()
+        finally:
+            self.client.close()
+
+    @property
+    def connected(self) -> bool:
+        return self.client.connected
+
+    @property
+    def session_id(self) -> int | None:
+        sid = self.client.client_id
+        return sid[0] if sid else None
+
+    # -- plain access -----------------------------------------------------
+    def get(self, name: str, default: str | None = None, **kw: Any) -> str | None:
+        try:
+            data, _ = self.client.get(schema.path(name, **kw))
+        except NoNodeError:
+            return default
+        return data.decode() if data is not None else default
+
+    def get_versioned(self, name: str, **kw: Any) -> tuple[str | None, int]:
+        """(value, version); version is -1 when the key does not exist."""
+        try:
+            data, stat = self.client.get(schema.path(name, **kw))
+        except NoNodeError:
+            return None, -1
+        return (data.decode() if data is not None else None), stat.version
+
+    def get_json(self, name: str, default: Any = None, **kw: Any) -> Any:
+        text = self.get(name, **kw)
+        if text in (None, ""):
+            return default
+        try:
+            return json.loads(text)
+        except ValueError:
+            log.warning("key %s holds invalid JSON", schema.path(name, **kw))
+            return default
+
+    def exists(self, name: str, **kw: Any) -> bool:
+        return self.client.exists(schema.path(name, **kw)) is not None
+
+    def children(self, name: str, **kw: Any) -> list[str]:
+        try:
+            return sorted(self.client.get_children(schema.path(name, **kw)))
+        except NoNodeError:
+            return []
+
+    def set(self, name: str, value: Any, **kw: Any) -> None:
+        """Create or overwrite one key (for keys only one writer owns)."""
+        p = schema.path(name, **kw)
+        data = _encode(value)
+        try:
+            self.client.set(p, data)
+        except NoNodeError:
+            try:
+                self.client.create(p, data, makepath=True)
+            except NodeExistsError:
+                self.client.set(p, data)
+
+    def ensure(self, name: str, value: Any = "", **kw: Any) -> bool:
+        """Create the key with ``value`` unless it exists; True if created."""
+        try:
+            self.client.create(schema.path(name, **kw), _encode(value), makepath=True)
+            return True
+        except NodeExistsError:
+            return False
+
+    def delete(self, name: str, recursive: bool = True, **kw: Any) -> None:
+        try:
+            self.client.delete(schema.path(name, **kw), recursive=recursive)
+        except NoNodeError:
+            pass
+
+    def create_ephemeral(self, name: str, value: Any = "", **kw: Any) -> None:
+        """Create an ephemeral key, replacing one left by an expired session of ours."""
+        p = schema.path(name, **kw)
+        try:
+            self.client.create(p, _encode(value), ephemeral=True, makepath=True)
+        except NodeExistsError:
+            _, stat = self.client.get(p)
+            if stat.ephemeralOwner != self.session_id:
+                self.client.delete(p)
+                self.client.create(p, _encode(value), ephemeral=True, makepath=True)
+
+    # -- safe concurrent writes ----------------------------------------------
+    def transaction(self):
+        """A kazoo transaction; add operations with paths from ``schema.path``."""
+        return self.client.transaction()
+
+    def commit(self, txn) -> None:
+        """Commit a transaction, raising ConflictError if any operation failed."""
+        results = txn.commit()
+        failed = [r for r in results if isinstance(r, Exception)]
+        if failed:
+            raise ConflictError(f"transaction failed: {failed[0]!r}")
+
+    def set_if_version(self, name: str, value: Any, version: int, **kw: Any) -> bool:
+        """Write only if the key is still at ``version`` (-1: must not exist). True on success."""
+        p = schema.path(name, **kw)
+        try:
+            if version == -1:
+                self.client.create(p, _encode(value), makepath=True)
+            else:
+                self.client.set(p, _encode(value), version=version)
+            return True
+        except (BadVersionError, NodeExistsError, NoNodeError):
+            return False
+
+    def update(self, name: str, fn: Callable[[str | None], Any], retries: int = 20,
+               **kw: Any) -> Any:
+        """Read-modify-write with a version check, retried on conflict; returns the new value."""
+        for _ in range(retries):
+            current, version = self.get_versioned(name, **kw)
+            new = fn(current)
+            if self.set_if_version(name, new, version, **kw):
+                return new
+        raise ConflictError(f"too many concurrent writers on {schema.path(name, **kw)}")
+
+    def lock(self, name: str, identifier: str = "") -> Lock:
+        """A cluster-wide exclusive lock under /locks/<name>."""
+        return self.client.Lock(schema.path("lock", lock=name), identifier)

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Install every Debian and PyPI dependency of PVC and its lab into ./.venv.
+# Idempotent: a second run only checks. Needs root (apt-get, network namespaces).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DEBIAN_PACKAGES=(
+  python3 python3-venv python3-dev gcc       # the project's venv is built on Debian's Python 3.11
+  zookeeper default-jre-headless              # real ZooKeeper servers in the lab and integration tests
+  iproute2 procps util-linux                  # network namespaces, process control, unshare
+)
+
+missing=()
+for p in "${DEBIAN_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "bootstrap: installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  for try in 1 2 3; do                       # another apt may hold the dpkg lock for a while
+    if apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null; then
+      break
+    fi
+    [ "$try" = 3 ] && { echo "bootstrap: apt-get failed" >&2; exit 1; }
+    sleep 10
+  done
+fi
+
+# Debian's python3 so that Debian-built bindings (libvirt, rados, rbd) are importable from the venv.
+if [ ! -x .venv/bin/python ]; then
+  echo "bootstrap: creating .venv"
+  /usr/bin/python3 -m venv --system-site-packages .venv
+fi
+stamp=.venv/.pvc-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ tests/sample_plugin/pyproject.toml -nt "$stamp" ]; then
+  echo "bootstrap: installing Python packages into .venv"
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -e '.[test]'
+  # A third-party plugin package, installed the way an operator would install one.
+  .venv/bin/pip install -q -e tests/sample_plugin
+  touch "$stamp"
+fi
+echo "bootstrap: ready ($(.venv/bin/python --version))"

@@ -19,6 +19,11 @@ Example::
       listen_address: 127.0.0.1
       port: 7370
       keys: []                # API keys accepted in X-Api-Key; empty = no authentication
+      threads: 8              # waitress worker threads (concurrent requests)
+      wait_timeout: 300       # seconds a request with wait=true blocks before answering 202
+      trusted_proxy: null     # address of the TLS front (reverse proxy) whose X-Forwarded-*
+                              # headers are believed; "*" trusts any peer; null trusts none
+      trusted_proxy_headers: [x-forwarded-proto, x-forwarded-for, x-forwarded-host]
     plugins:
       disabled: []            # plugin names not to load
       <plugin name>: {...}    # that plugin's own section, validated by the plugin
@@ -48,12 +53,22 @@ class ConfigError(Exception):
         super().__init__(where + "; ".join(problems))
 
 
+PROXY_HEADERS = ("forwarded", "x-forwarded-proto", "x-forwarded-for", "x-forwarded-host",
+                 "x-forwarded-port", "x-forwarded-by")
+"""The proxy headers waitress understands (``forwarded`` cannot be combined with the others)."""
+PROXY_HEADERS_DEFAULT = ("x-forwarded-proto", "x-forwarded-for", "x-forwarded-host")
+
+
 @dataclass
 class ApiConfig:
     enabled: bool = False
     listen_address: str = "127.0.0.1"
     port: int = 7370
     keys: list[str] = field(default_factory=list)
+    threads: int = 8
+    wait_timeout: float = 300.0
+    trusted_proxy: str | None = None
+    trusted_proxy_headers: list[str] = field(default_factory=lambda: list(PROXY_HEADERS_DEFAULT))
 
 
 @dataclass
@@ -143,7 +158,9 @@ def parse(data: Any, source: str = "") -> NodeConfig:
     for section, allowed in (("zookeeper", {"hosts", "session_timeout"}),
                              ("log", {"level", "zookeeper_lines"}),
                              ("tasks", {"retention"}),
-                             ("api", {"enabled", "listen_address", "port", "keys"})):
+                             ("api", {"enabled", "listen_address", "port", "keys", "threads",
+                                      "wait_timeout", "trusted_proxy",
+                                      "trusted_proxy_headers"})):
         r.unknown(section, allowed)
 
     node = r.value("node", str, required=True)
@@ -159,6 +176,14 @@ def parse(data: Any, source: str = "") -> NodeConfig:
     keys = r.value("api.keys", list, default=[])
     if keys and not all(isinstance(k, str) and len(k) >= 8 for k in keys):
         r.problem("api.keys", "every key must be a string of at least 8 characters")
+    proxy_headers = r.value("api.trusted_proxy_headers", list, default=list(PROXY_HEADERS_DEFAULT))
+    if not all(isinstance(h, str) and h.lower() in PROXY_HEADERS for h in proxy_headers):
+        r.problem("api.trusted_proxy_headers",
+                  f"each entry must be one of {', '.join(PROXY_HEADERS)}")
+        proxy_headers = list(PROXY_HEADERS_DEFAULT)
+    proxy_headers = [h.lower() for h in proxy_headers]
+    if "forwarded" in proxy_headers and len(set(proxy_headers)) > 1:
+        r.problem("api.trusted_proxy_headers", "'forwarded' cannot be combined with x-forwarded-*")
 
     plugins = r.value("plugins", dict, default={})
     disabled = plugins.get("disabled", []) if plugins else []
@@ -191,6 +216,10 @@ def parse(data: Any, source: str = "") -> NodeConfig:
             listen_address=r.value("api.listen_address", str, "127.0.0.1"),
             port=r.value("api.port", int, 7370, minimum=1),
             keys=keys or [],
+            threads=r.value("api.threads", int, 8, minimum=1),
+            wait_timeout=r.value("api.wait_timeout", float, 300.0, minimum=1),
+            trusted_proxy=r.value("api.trusted_proxy", str, None) or None,
+            trusted_proxy_headers=proxy_headers,
         ),
         disabled_plugins=disabled,
         plugin_sections=sections,

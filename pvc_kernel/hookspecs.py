@@ -156,3 +156,16 @@ def pvc_api_routes(api: Any) -> None:
 
     Called once in every pvcapid process at start.
     """
+
+
+@hookspec
+def pvc_api_status(api: Any) -> dict[str, Any]:
+    """Return this plugin's part of the cluster status (``GET /api/v1/status``).
+
+    Called in pvcapid on every ``GET /status`` request, after the core fields are read; ``api``
+    is the running ``pvc_api.app.Api`` (``api.store``, ``api.config``). Return a dict of
+    ClusterStatus fields; it is merged into the answer recursively (dicts are updated key by key,
+    other values replace the core value), e.g. ``{"vms": {"total": 3, "start,ready": 3},
+    "detail": {"vm": [...]}}``. Must be fast (one ZooKeeper round trip or so) and keep the types
+    of the ClusterStatus schema. A raising implementation is logged and left out.
+    """

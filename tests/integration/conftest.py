@@ -1,0 +1,31 @@
+"""Integration tier: real components started by fixtures."""
+
+from __future__ import annotations
+
+import pytest
+
+from pvc_kernel.state import Store
+from tests.support.daemons import DaemonProcess
+
+
+@pytest.fixture
+def store(zk_hosts):
+    s = Store(zk_hosts, timeout=5)
+    s.start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def daemons(tmp_path, zk_hosts):
+    """Factory for pvcnoded processes on the test's ZooKeeper chroot; all stopped at the end."""
+    started: list[DaemonProcess] = []
+
+    def make(node: str, **kw) -> DaemonProcess:
+        d = DaemonProcess(str(tmp_path), node, zk_hosts, **kw)
+        started.append(d)
+        return d.start()
+
+    yield make
+    for d in started:
+        d.kill()

@@ -1,0 +1,110 @@
+"""Plugin discovery through entry points, hook contract checks and isolation."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import types
+
+import pytest
+
+from pvc_kernel import config
+from pvc_kernel.hookspecs import hookimpl
+from pvc_kernel.plugins import PluginError, PluginHost, available
+
+
+class FakeDaemon:
+    def __init__(self, sections=None):
+        self.config = config.parse({"node": "hv1", "cluster": "c",
+                                    "zookeeper": {"hosts": ["a:1"]},
+                                    "plugins": sections or {}})
+
+
+def test_builtin_and_third_party_plugins_are_discovered():
+    names = available()
+    assert "hoststats" in names  # built-in, from this project's pyproject
+    assert "sample" in names     # third-party package installed from tests/sample_plugin
+
+
+def test_third_party_plugin_contributes_a_keepalive_stat():
+    host = PluginHost()
+    host.load()
+    stats = dict(host.call_each("pvc_keepalive_stats",
+                                daemon=FakeDaemon({"sample": {"greeting": "hej"}})))
+    assert stats["sample"]["sample"]["greeting"] == "hej"
+    assert stats["hoststats"]["host"]["memory_total"] > 0
+
+
+def test_disabled_plugin_is_not_loaded():
+    host = PluginHost()
+    host.load(disabled=["sample"])
+    assert "sample" not in host.names and "hoststats" in host.names
+
+
+def test_unknown_hook_implementation_fails_fast():
+    plugin = types.ModuleType("typo_plugin")
+
+    @hookimpl
+    def pvc_keepalive_stat(daemon):  # missing "s": no such hook
+        return {}
+
+    plugin.pvc_keepalive_stat = pvc_keepalive_stat
+    host = PluginHost()
+    with pytest.raises(PluginError, match="plugin 'typo' does not fit the PVC hooks"):
+        host.register(plugin, "typo")
+
+
+def test_a_raising_implementation_does_not_stop_the_others(caplog):
+    bad = types.ModuleType("bad")
+
+    @hookimpl
+    def pvc_keepalive_stats(daemon):
+        raise RuntimeError("sensor gone")
+
+    bad.pvc_keepalive_stats = pvc_keepalive_stats
+    host = PluginHost()
+    host.load()
+    host.register(bad, "bad")
+    results = dict(host.call_each("pvc_keepalive_stats", obj="node:hv1",
+                                  daemon=FakeDaemon()))
+    assert "bad" not in results and "hoststats" in results
+    assert "plugin 'bad' failed in pvc_keepalive_stats for node:hv1" in caplog.text
+
+
+def _broken_plugin_env(tmp_path):
+    """A plugin package whose import raises, declared through a real entry point."""
+    (tmp_path / "broken_plugin.py").write_text("raise ImportError('needs libfoo')\n")
+    dist = tmp_path / "broken_plugin-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[pvc.plugins]\nbroken = broken_plugin\n")
+    cfg = tmp_path / "pvcnoded.yaml"
+    cfg.write_text("node: hv1\ncluster: c\nzookeeper: {hosts: [a:1]}\n")
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    return cfg, env
+
+
+def test_plugin_that_fails_to_import_stops_the_daemon_naming_it(tmp_path):
+    cfg, env = _broken_plugin_env(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "pvc_kernel.daemon", "--config", str(cfg)],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 3
+    assert "plugin 'broken' (broken_plugin) failed to load: ImportError: needs libfoo" \
+        in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_broken_plugin_disabled_in_config_is_skipped(tmp_path):
+    cfg, env = _broken_plugin_env(tmp_path)
+    cfg.write_text(cfg.read_text() + "plugins: {disabled: [broken]}\n")
+    code = textwrap.dedent(f"""
+        from pvc_kernel.daemon import build
+        d = build({str(cfg)!r})
+        print(",".join(d.plugins.names))
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "broken" not in proc.stdout and "hoststats" in proc.stdout

@@ -111,3 +111,10 @@ def test_plugin_section_validated_by_the_plugin(tmp_path):
     assert "key 'plugins.sample.greeting': must be a string, not int" in proc.stderr
     assert "key 'plugins.nosuch': no plugin named 'nosuch' is installed" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_shipped_sample_config_is_valid():
+    import pathlib
+    sample = pathlib.Path(__file__).resolve().parents[2] / "deploy" / "pvcnoded.sample.yaml"
+    cfg = config.load(str(sample))
+    assert cfg.coordinator and cfg.api.enabled and len(cfg.zookeeper_hosts) == 3

@@ -1,0 +1,1 @@
+"""Core command groups of `pvc`, each imported only when used."""

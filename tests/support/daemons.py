@@ -12,6 +12,10 @@ from typing import Any
 
 import yaml
 
+from pvc_kernel.plugins import available
+
+KERNEL_TEST_PLUGINS = {"hoststats", "sample"}
+
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.1,
              what: str = "condition") -> Any:
@@ -37,9 +41,11 @@ class DaemonProcess:
         self.node = node
         self.config_path = os.path.join(workdir, f"{node}.yaml")
         self.log_path = os.path.join(workdir, f"{node}.log")
+        # Kernel tests run only the plugins that need no host subsystem.
+        others = [p for p in available() if p not in KERNEL_TEST_PLUGINS]
         data = {"node": node, "cluster": cluster, "coordinator": coordinator,
                 "zookeeper": {"hosts": hosts.split(","), "session_timeout": 3},
-                "keepalive_interval": 0.5}
+                "keepalive_interval": 0.5, "plugins": {"disabled": others}}
         data.update(settings)
         with open(self.config_path, "w") as fh:
             yaml.safe_dump(data, fh)

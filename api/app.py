@@ -1,0 +1,136 @@
+"""The Falcon application: one generic resource per path, built from the route table."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from functools import partial
+from typing import Any
+
+import falcon
+import falcon.media
+
+from pvc_api import auth, errors, params, zk
+from pvc_api.errors import ApiError
+from pvc_api.routes import CORE_ROUTES
+from pvc_api.schemas import COMPONENTS
+from pvc_api.spec import Call, Reply, Route
+from pvc_kernel.config import NodeConfig
+from pvc_kernel.plugins import PluginHost
+from pvc_kernel.state import Store
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/api/v1"
+
+
+class Api:
+    """The API of one pvcapid process: its route table and what handlers need.
+
+    Plugins receive this object in ``pvc_api_routes(api)`` and call ``api.add_route``.
+    """
+
+    def __init__(self, store: Store, config: NodeConfig, plugins: PluginHost | None = None,
+                 prefix: str = PREFIX) -> None:
+        self.store = store
+        self.config = config
+        self.plugins = plugins
+        self.prefix = prefix
+        self.routes: list[Route] = []
+        self.schemas: dict[str, dict[str, Any]] = dict(COMPONENTS)
+        self.stopping = threading.Event()
+        """Set at shutdown: handlers that wait (``wait=true``) return at once."""
+        self.zk_timeout = float(config.zookeeper_session_timeout)
+        self.cache = zk.Cache(store)
+        """Node keys for the read routes (watch-invalidated; mutations read fresh)."""
+        self.wait_timeout = float(config.api.wait_timeout)
+        self._keys = [key.encode() for key in config.api.keys]
+        self.app: falcon.App | None = None
+
+    # -- the table -------------------------------------------------------------------------
+    def add_route(self, route: Route) -> None:
+        """Add one route; a second route for the same method and path is an error."""
+        if self.app is not None:
+            raise RuntimeError("routes must be added before the application is built")
+        if any((r.method, r.path) == (route.method, route.path) for r in self.routes):
+            raise ValueError(f"route {route.method} {route.path} is already defined")
+        self.routes.append(route)
+
+    def add_schema(self, name: str, schema: dict[str, Any]) -> None:
+        """Add a response schema under ``#/components/schemas/<name>``."""
+        if name in self.schemas and self.schemas[name] != schema:
+            raise ValueError(f"schema {name!r} is already defined")
+        self.schemas[name] = schema
+
+    def plugin_status(self) -> list[dict[str, Any]]:
+        """What plugins add to ``GET /status`` (hook ``pvc_api_status``)."""
+        if self.plugins is None:
+            return []
+        return [part for _, part in self.plugins.call_each("pvc_api_status", api=self)
+                if isinstance(part, dict)]
+
+    # -- Falcon ---------------------------------------------------------------------------
+    def build(self) -> falcon.App:
+        """Create the Falcon application from the routes added so far (once)."""
+        app = falcon.App(media_type=falcon.MEDIA_JSON)
+        handler = falcon.media.JSONHandler(dumps=json.dumps, loads=json.loads)
+        app.req_options.media_handlers[falcon.MEDIA_JSON] = handler
+        app.resp_options.media_handlers[falcon.MEDIA_JSON] = handler
+        errors.install(app)
+        by_path: dict[str, dict[str, Route]] = {}
+        for route in self.routes:
+            by_path.setdefault(route.path, {})[route.method] = route
+        for path, methods in by_path.items():
+            app.add_route(self.prefix + path, _Resource(self, methods))
+        app.add_route(self.prefix, _Redirect(self.prefix + "/"))
+        self.app = app
+        return app
+
+    def respond(self, route: Route, req: falcon.Request, resp: falcon.Response,
+                **path: str) -> None:
+        """Run one route: auth, ZooKeeper check, parameters, handler, reply."""
+        if route.auth:
+            auth.check(req, self._keys)
+        if route.zookeeper and not self.store.connected:
+            raise ApiError(503, errors.UNAVAILABLE_MESSAGE)
+        args = params.parse(req, route.params)
+        args.update(path)
+        result = route.handler(Call(self, req, args))
+        reply = result if isinstance(result, Reply) else Reply(result)
+        resp.status = reply.status
+        for name, value in reply.headers.items():
+            resp.set_header(name, value)
+        if reply.status != 204 and reply.body is not None:
+            resp.media = reply.body
+
+
+class _Resource:
+    """A Falcon resource whose ``on_<method>`` responders run the routes of one path."""
+
+    def __init__(self, api: Api, routes: dict[str, Route]) -> None:
+        for method, route in routes.items():
+            setattr(self, f"on_{method.lower()}", partial(api.respond, route))
+
+
+class _Redirect:
+    """``/api/v1`` → ``/api/v1/`` (308), like the original."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        raise falcon.HTTPPermanentRedirect(f"{req.scheme}://{req.netloc}{self.target}")
+
+
+def create_app(store: Store, config: NodeConfig, plugins: PluginHost | None = None) -> Api:
+    """The API with the core routes and every plugin's routes; the WSGI app is ``api.app``."""
+    api = Api(store, config, plugins)
+    for route in CORE_ROUTES:
+        api.add_route(route)
+    if plugins is not None:
+        plugins.call_each("pvc_api_routes", api=api)
+    if not config.api.keys:
+        log.warning("api.keys is empty: the API accepts every request without authentication")
+    api.build()
+    return api

@@ -1,0 +1,111 @@
+"""Node objects (the reference's Node schema) built from the keys a node daemon writes.
+
+Every key of every node asked for is read in one pipelined batch, through the API's watch-
+invalidated cache unless ``fresh`` (mutations decide on fresh values); see ``pvc_api.zk``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from pvc_api import zk
+from pvc_api.errors import ApiError
+from pvc_kernel.state import schema
+
+if TYPE_CHECKING:
+    from pvc_api.app import Api
+
+KEYS = ("node", "node.static", "node.daemon_state", "node.coordinator_state",
+        "node.domain_state", "node.keepalive", "node.stats")
+"""What is read per node; ``node`` (the registration key itself) tells whether it exists."""
+
+UNKNOWN = "unknown"
+
+
+def _fetch(api: Api, requests: list[zk.Request], fresh: bool) -> list[Any]:
+    if fresh:
+        return zk.fetch(api.store, requests, api.zk_timeout)
+    return api.cache.fetch(requests, api.zk_timeout)
+
+
+def names(api: Api, fresh: bool = False) -> list[str]:
+    """Every registered node name, sorted."""
+    (found,) = _fetch(api, [zk.children("nodes")], fresh)
+    return found
+
+
+def read(api: Api, wanted: Iterable[str],
+         fresh: bool = False) -> dict[str, dict[str, str | None]]:
+    """Raw values by short key name (``static``, ``daemon_state``...) of the existing nodes
+    among ``wanted``, read in one round trip."""
+    wanted = [n for n in wanted if schema.valid_segment(n)]
+    values = _fetch(api, [zk.get(key, node=n) for n in wanted for key in KEYS], fresh)
+    raw = {}
+    for i, name in enumerate(wanted):
+        chunk = values[i * len(KEYS):(i + 1) * len(KEYS)]
+        if chunk[0] is not None:  # else not registered (or removed since the listing)
+            raw[name] = {key.rpartition(".")[2]: v for key, v in zip(KEYS, chunk, strict=True)}
+    return raw
+
+
+def to_int(value: Any) -> int:
+    try:
+        return int(float(value))
+    except (TypeError, ValueError, OverflowError):
+        return 0
+
+
+def to_float(value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return 0.0
+    return number if number == number and abs(number) != float("inf") else 0.0
+
+
+def _text(value: Any) -> str:
+    return str(value) if value not in (None, "") else UNKNOWN
+
+
+def build(name: str, raw: dict[str, str | None]) -> dict[str, Any]:
+    """The Node object; missing values read as zeros, "unknown" states and health "N/A"."""
+    static = zk.load_json(raw.get("static"), {})
+    host = zk.load_json(raw.get("stats"), {}).get("host")
+    host = host if isinstance(host, dict) else {}
+    cpu_count = to_int(static.get("cpu_count"))
+    total = to_int(host.get("memory_total") or static.get("memory_total"))
+    used = to_int(host.get("memory_used"))
+    free = to_int(host.get("memory_free")) if "memory_free" in host else max(total - used, 0)
+    return {
+        "name": name,
+        "daemon_state": _text(raw.get("daemon_state")),
+        "coordinator_state": _text(raw.get("coordinator_state")),
+        "domain_state": _text(raw.get("domain_state")),
+        "pvc_version": _text(static.get("pvc_version")),
+        "cpu_count": cpu_count,
+        "kernel": _text(static.get("kernel")),
+        "os": _text(static.get("os")),
+        "arch": _text(static.get("arch")),
+        "health": "N/A",
+        "health_plugins": [],
+        "health_details": [],
+        "load": to_float(host.get("load")),
+        "domains_count": 0,
+        "running_domains": [],
+        "vcpu": {"total": cpu_count, "allocated": 0},
+        "memory": {"total": total, "allocated": 0, "provisioned": 0, "used": used, "free": free},
+        "interfaces": {},
+        "keepalive": to_float(raw.get("keepalive")),
+    }
+
+
+def get(api: Api, name: str, fresh: bool = False) -> dict[str, Any] | None:
+    """One Node object, or None if there is no such node."""
+    raw = read(api, [name], fresh).get(name)
+    return build(name, raw) if raw is not None else None
+
+
+def missing(name: str) -> ApiError:
+    """The 400 of a mutation on a node that does not exist (the original's message)."""
+    return ApiError(400, f"ERROR: No node named {name} is present in the cluster.")

@@ -1,0 +1,95 @@
+"""``pvcapid``: serve the API with waitress on ``api.listen_address:api.port``.
+
+Reads the node's ``pvcnoded.yaml`` (``--config``, else $PVC_CONFIG_FILE, else the default),
+loads the plugins, connects to ZooKeeper in the background (answering 503 until connected) and
+stops promptly on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from typing import Any
+
+import waitress
+
+from pvc_api.app import Api, create_app
+from pvc_kernel import config as node_config
+from pvc_kernel.plugins import PluginError, PluginHost
+from pvc_kernel.state import Store
+
+log = logging.getLogger("pvcapid")
+
+
+def load(path: str | None) -> tuple[node_config.NodeConfig, PluginHost]:
+    """Read and validate the config and load the plugins; raises ConfigError/PluginError."""
+    cfg = node_config.load(path)
+    plugins = PluginHost()
+    plugins.load(cfg.disabled_plugins)
+    problems = [p for _, found in plugins.call_each("pvc_config_validate", config=cfg)
+                for p in found or []]
+    if problems:
+        raise node_config.ConfigError(problems, cfg.source)
+    return cfg, plugins
+
+
+def create_server(api: Api, cfg: node_config.NodeConfig) -> Any:
+    """A waitress server for ``api.app`` (not yet running), trusting the configured TLS front."""
+    extra: dict[str, Any] = {}
+    if cfg.api.trusted_proxy:
+        extra = {"trusted_proxy": cfg.api.trusted_proxy, "trusted_proxy_count": 1,
+                 "trusted_proxy_headers": cfg.api.trusted_proxy_headers,
+                 "clear_untrusted_proxy_headers": True}
+    return waitress.create_server(api.app, host=cfg.api.listen_address, port=cfg.api.port,
+                                  threads=cfg.api.threads, ident="pvcapid", **extra)
+
+
+def serve(cfg: node_config.NodeConfig, plugins: PluginHost) -> None:
+    """Run until SIGTERM/SIGINT."""
+    store = Store(cfg.zookeeper_hosts, timeout=cfg.zookeeper_session_timeout)
+    store.add_listener(lambda state: log.info("ZooKeeper connection %s", state))
+    api = create_app(store, cfg, plugins)
+    server = create_server(api, cfg)
+
+    def stop(signum: int, frame: Any) -> None:
+        api.stopping.set()  # requests waiting for a task answer now
+        raise SystemExit(0)  # waitress' run() catches it and closes the server
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    store.client.start_async()  # keeps retrying; requests get 503 until it is connected
+    log.info("pvcapid on %s listening on http://%s:%d%s (plugins: %s)", cfg.node,
+             cfg.api.listen_address, cfg.api.port, api.prefix, ", ".join(plugins.names) or "none")
+    try:
+        server.run()
+    finally:
+        api.stopping.set()
+        server.close()
+        store.stop()
+        log.info("pvcapid stopped")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pvcapid", description="PVC REST API daemon")
+    parser.add_argument("--config", "-c", help="path of pvcnoded.yaml (default: "
+                        f"${node_config.CONFIG_ENV} or {node_config.DEFAULT_PATH})")
+    args = parser.parse_args(argv)
+    try:
+        cfg, plugins = load(args.config)
+    except (node_config.ConfigError, PluginError) as exc:
+        print(f"pvcapid: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=cfg.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        serve(cfg, plugins)
+    except OSError as exc:  # e.g. the port is taken
+        log.error("cannot serve on %s:%d: %s", cfg.api.listen_address, cfg.api.port, exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -23,6 +23,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from kazoo.exceptions import NoNodeError
+
 from pvc_kernel.state import schema
 from pvc_kernel.state.store import Store
 
@@ -68,10 +70,20 @@ def get_task(store: Store, task_id: str) -> dict[str, Any] | None:
     return store.get_json("task", task_id=task_id)
 
 
-def list_tasks(store: Store) -> list[dict[str, Any]]:
-    """Every task record, oldest first."""
-    records = [get_task(store, tid) for tid in store.children("tasks")]
-    return sorted((r for r in records if r), key=lambda r: r.get("created") or 0)
+def list_tasks(store: Store, timeout: float = 10.0) -> list[dict[str, Any]]:
+    """Every task record, oldest first (all records are read in one round trip)."""
+    pending = [store.client.get_async(schema.path("task", task_id=tid))
+               for tid in store.children("tasks")]
+    records = []
+    for result in pending:
+        try:
+            data, _ = result.get(timeout=timeout)
+            records.append(json.loads(data))
+        except NoNodeError:  # pruned meanwhile
+            continue
+        except ValueError:
+            log.warning("ignoring a task record that is not JSON")
+    return sorted(records, key=lambda r: r.get("created") or 0)
 
 
 def update_task(store: Store, task_id: str, **changes: Any) -> dict[str, Any] | None:

@@ -65,6 +65,10 @@ class Store:
     def add_listener(self, fn: StateListener) -> None:
         self._listeners.append(fn)
 
+    def remove_listener(self, fn: StateListener) -> None:
+        if fn in self._listeners:
+            self._listeners.remove(fn)
+
     def start(self, timeout: float = 30.0) -> None:
         """Connect, waiting at most ``timeout`` seconds for a session."""
         self.client.start(timeout=timeout)

@@ -276,7 +276,8 @@ class NodeDaemon:
         while not self.stopping.is_set():
             started = time.monotonic()
             try:
-                self.api_process = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+                self.api_process = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+                                                    preexec_fn=_die_with_parent)
             except OSError as exc:
                 log.error("cannot start pvcapid: %s", exc)
                 self.stopping.wait(5)
@@ -325,6 +326,13 @@ class NodeDaemon:
             logging.getLogger().removeHandler(self.log_handler)
             self.log_handler.close()
         self.store.stop()
+
+
+def _die_with_parent() -> None:
+    """In a child: get SIGTERM when pvcnoded dies, even by SIGKILL (no orphaned pvcapid)."""
+    import ctypes
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _os_name() -> str:

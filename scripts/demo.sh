@@ -7,5 +7,5 @@ bash scripts/bootstrap.sh
 echo
 echo "The lab is up. Try:"
 echo "  .venv/bin/pvc-lab status"
-echo "  .venv/bin/pvc-lab pvc node list        # the pvc CLI, run where the lab's network is"
+echo "  .venv/bin/pvc-lab admin pvc node list  # the pvc CLI, run inside the lab network"
 echo "  .venv/bin/pvc-lab down                 # remove every namespace and process of the lab"

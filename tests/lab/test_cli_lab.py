@@ -31,15 +31,12 @@ def pvc_json(lab, *args: str):
 
 @pytest.fixture
 def cli_lab(healthy):
-    """The healthy lab once its API answers the CLI (skips when the lab serves no API)."""
-    try:
-        healthy.wait_for(
-            lambda: pvc(healthy, "node", "list", "-f", "json").returncode == 0,
-            API_UP_TIMEOUT,
-            "the API to answer `pvc node list`",
-        )
-    except Exception as exc:  # the lab without an API yet
-        pytest.skip(f"the lab's API does not answer: {exc}")
+    """The healthy lab once its API answers the CLI."""
+    healthy.wait_for(
+        lambda: pvc(healthy, "node", "list", "-f", "json").returncode == 0,
+        API_UP_TIMEOUT,
+        "the API to answer `pvc node list`",
+    )
     return healthy
 
 
@@ -107,3 +104,41 @@ def test_failover_when_the_first_coordinator_is_cut_off(cli_lab):
         assert out.returncode == 0, out.stderr
     finally:
         lab.heal(first)
+
+
+def test_api_answers_on_every_coordinator_and_wants_a_key(cli_lab):
+    """Any coordinator serves the API (state is in ZooKeeper), not only the primary."""
+    import requests
+
+    from pvc_lab import admin_namespace
+
+    lab = cli_lab
+    hosts = lab.env_vars()["PVC_API_HOSTS"].split(",")
+    key = lab.env_vars()["PVC_API_KEY"]
+    assert len(hosts) == len(lab.coordinators)
+    with admin_namespace(lab):
+        for host in hosts:
+            url = f"http://{host}/api/v1/node"
+            lab.wait_for(lambda u=url: requests.get(u, timeout=5).status_code == 401, 30,
+                         f"{url} to answer")
+            refused = requests.get(url, timeout=5)
+            assert refused.json() == {"message": "X-Api-Key Authentication required."}
+            wrong = requests.get(url, headers={"X-Api-Key": "not-the-key"}, timeout=5)
+            assert wrong.status_code == 401
+            nodes = requests.get(url, headers={"X-Api-Key": key}, timeout=5)
+            assert nodes.status_code == 200
+            assert sorted(n["name"] for n in nodes.json()) == sorted(lab.nodes)
+            assert requests.get(f"http://{host}/api/v1/", timeout=5).status_code == 200
+
+
+def test_next_command_works_after_the_coordinator_in_use_dies(cli_lab):
+    """Pull the plug on the node at the first address the CLI uses; it fails over."""
+    lab = cli_lab
+    first = lab.coordinators[0]
+    assert lab.env_vars()["PVC_API_HOSTS"].split(",")[0].startswith(lab.node(first).address)
+    assert pvc(lab, "node", "list").returncode == 0
+    lab.kill(first)
+    out = pvc(lab, "--timeout", "10", "node", "list", "-f", "json")
+    assert out.returncode == 0, out.stderr
+    states = {n["name"]: n for n in json.loads(out.stdout)}
+    assert first in states  # the dead node is still listed, by the surviving coordinators

@@ -72,6 +72,7 @@ class NodeDaemon:
         self.keepalive_bytes = 0
         self.keepalive_ops = 0
         self._registered = threading.Event()
+        self._running = False  # daemon_state is `run` (no need to read it per keepalive)
 
     # -- events ---------------------------------------------------------------------
     def _dispatch(self, event: Event) -> None:
@@ -83,6 +84,7 @@ class NodeDaemon:
             log.warning("ZooKeeper connection suspended; pausing keepalives")
         elif state == "lost":
             log.warning("ZooKeeper session lost; will re-register when reconnected")
+            self._running = False  # others may have changed our state meanwhile: re-read it
         elif state == "connected" and self._registered.is_set():
             log.info("ZooKeeper connection restored")
             threading.Thread(target=self._reassert, name="reassert", daemon=True).start()
@@ -227,7 +229,8 @@ class NodeDaemon:
         n = self.node
         ops = [(schema.path("node.keepalive", node=n), f"{time.time():.3f}".encode()),
                (schema.path("node.stats", node=n), json.dumps(stats).encode())]
-        state, version = self.store.get_versioned("node.daemon_state", node=n)
+        state, version = (RUN, 0) if self._running else \
+            self.store.get_versioned("node.daemon_state", node=n)
         txn = self.store.transaction()
         for p, data in ops:
             txn.set_data(p, data)
@@ -244,6 +247,7 @@ class NodeDaemon:
         self.keepalive_bytes += sum(len(d) for _, d in ops)
         if state == INIT:
             log.info("node %s is running", n)
+        self._running = state in (INIT, RUN)
 
     def _keepalive_loop(self) -> None:
         interval = self.config.keepalive_interval

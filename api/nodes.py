@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from pvc_api import zk
 from pvc_api.errors import ApiError
+from pvc_api.merging import merge
 from pvc_kernel.state import schema
 
 if TYPE_CHECKING:
@@ -68,8 +69,23 @@ def _text(value: Any) -> str:
     return str(value) if value not in (None, "") else UNKNOWN
 
 
-def build(name: str, raw: dict[str, str | None]) -> dict[str, Any]:
-    """The Node object; missing values read as zeros, "unknown" states and health "N/A"."""
+def build(api: Api, name: str, raw: dict[str, str | None]) -> dict[str, Any]:
+    """The Node object; missing values read as zeros, "unknown" states and health "N/A".
+
+    Plugins fill their fields (VM counts, allocations...) through ``pvc_api_node``.
+    """
+    node = _core(name, raw)
+    if api.plugins is not None:
+        stats = zk.load_json(raw.get("stats"), {})
+        stats = stats if isinstance(stats, dict) else {}
+        for _plugin, part in api.plugins.call_each("pvc_api_node", obj=f"node:{name}",
+                                                   stats=stats):
+            if isinstance(part, dict):
+                merge(node, part)
+    return node
+
+
+def _core(name: str, raw: dict[str, str | None]) -> dict[str, Any]:
     static = zk.load_json(raw.get("static"), {})
     host = zk.load_json(raw.get("stats"), {}).get("host")
     host = host if isinstance(host, dict) else {}
@@ -103,7 +119,7 @@ def build(name: str, raw: dict[str, str | None]) -> dict[str, Any]:
 def get(api: Api, name: str, fresh: bool = False) -> dict[str, Any] | None:
     """One Node object, or None if there is no such node."""
     raw = read(api, [name], fresh).get(name)
-    return build(name, raw) if raw is not None else None
+    return build(api, name, raw) if raw is not None else None
 
 
 def missing(name: str) -> ApiError:

@@ -22,6 +22,7 @@ EPILOG = """\b
 Examples:
   pvc-lab up                      3 coordinators hv1..hv3
   pvc-lab up --nodes 4            3 coordinators + 1 client (hv4)
+  pvc-lab up --storage            ... with Ceph (mon+mgr on hv1, an OSD per node)
   pvc-lab status                  nodes, processes, ZooKeeper modes, daemon states
   pvc-lab kill hv1                pull hv1's plug (SIGKILL all its processes)
   pvc-lab start hv1               start hv1's services again
@@ -74,11 +75,20 @@ node_arg = click.argument("node")
 @click.option("--subnet", default=specmod.DEFAULT_SUBNET, show_default=True,
               help="Lab subnet (exists only inside the lab's namespaces).")
 @click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for readiness.")
+@click.option("--storage", is_flag=True,
+              help="Also run Ceph: a monitor and manager on hv1, one OSD per node (file-backed "
+              "bluestore), until HEALTH_OK.")
+@click.option("--ceph-mons", type=click.Choice(["first", "all"]), default="first",
+              show_default=True, help="With --storage: a monitor on the first or on every "
+              "coordinator.")
 @click.pass_obj
-def up(lab: Lab, nodes: int, coordinators: int | None, subnet: str, timeout: float) -> None:
+def up(lab: Lab, nodes: int, coordinators: int | None, subnet: str, timeout: float,
+       storage: bool, ceph_mons: str) -> None:
     """Create the lab and wait until every node runs and a primary is elected."""
     t0 = time.monotonic()
-    st = lab.up(nodes=nodes, coordinators=coordinators, subnet=subnet, timeout=timeout)
+    options = {"storage": True, "ceph_mons": ceph_mons} if storage else {}
+    st = lab.up(nodes=nodes, coordinators=coordinators, subnet=subnet,
+                timeout=timeout + (120 if storage else 0), options=options)
     click.echo(f"lab {lab.name} up in {time.monotonic() - t0:.1f} s")
     _print_status(st)
 
@@ -200,6 +210,31 @@ def env(lab: Lab) -> None:
                f"{lab.admin_netns} pvc ...")
     for k, v in lab.env_vars().items():
         click.echo(f"export {k}={shlex.quote(v)}")
+
+
+@main.command("vm-xml")
+@click.argument("vm_name")
+@click.option("--memory", default=128, show_default=True, help="Guest memory in MiB.")
+@click.option("--disk", help="A raw disk image (on the lab's shared storage) to attach.")
+@click.pass_obj
+def vm_xml(lab: Lab, vm_name: str, memory: int, disk: str | None) -> None:
+    """Print a libvirt domain for the lab's tiny guest (its serial console goes to the lab's
+    shared directory), e.g. ``pvc-lab vm-xml demo1 > demo1.xml; pvc-lab admin pvc vm define
+    demo1.xml``."""
+    import uuid
+
+    from pvc_lab.guest import GuestError, build, domain_xml
+    from pvc_lab.libvirt import console_dir
+
+    if not lab.is_up():
+        raise LabError(f"no lab named {lab.name} is up")
+    try:
+        image = build()
+    except GuestError as exc:
+        raise LabError(str(exc)) from None
+    log = os.path.join(console_dir(lab.spec), f"{vm_name}.log")
+    click.echo(domain_xml(vm_name, image, log, memory_mib=memory, uuid=str(uuid.uuid4()),
+                          disk=disk), nl=False)
 
 
 @main.command("zk-leader")

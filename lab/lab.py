@@ -124,9 +124,14 @@ class Lab(Observer):
 
     # -- up / down ---------------------------------------------------------------------
     def up(self, nodes: int = 3, coordinators: int | None = None,
-           subnet: str = specmod.DEFAULT_SUBNET, timeout: float = 120.0) -> dict[str, Any]:
+           subnet: str = specmod.DEFAULT_SUBNET, timeout: float = 120.0,
+           options: dict[str, Any] | None = None) -> dict[str, Any]:
         """Create namespaces and network, start every service, wait until all are ready and
-        a primary exists; returns ``status()``."""
+        a primary exists; returns ``status()``.
+
+        ``options`` are kept in the spec's ``extra`` and switch optional services on, e.g.
+        ``{"storage": True}`` for Ceph (``{"ceph_mons": "all"}``: a monitor per coordinator).
+        """
         require_root()
         problem = zk_available()
         if problem:
@@ -137,8 +142,12 @@ class Lab(Observer):
             new = specmod.build(self.name, nodes, coordinators, subnet, self.state_dir)
         except SpecError as exc:
             raise LabError(str(exc)) from None
+        new.extra.update(options or {})
         for svc in self.services:
-            missing = [a for a in svc.argv(new, new.nodes[0])[:1]
+            placed = [n for n in new.nodes if svc.placed(new, n)]
+            if not placed:
+                continue
+            missing = [a for a in svc.argv(new, placed[0])[:1]
                        if not shutil.which(a, path=svc.env(new, new.nodes[0])["PATH"])]
             if missing:
                 raise LabError(f"{svc.name}: {missing[0]} not found (run scripts/bootstrap.sh)")
@@ -159,7 +168,7 @@ class Lab(Observer):
             raise LabError(f"network setup failed: {exc}") from None
         deadline = time.monotonic() + timeout
         for svc in self.services:
-            targets = [n for n in new.nodes if svc.runs_on(n)]
+            targets = [n for n in new.nodes if svc.placed(new, n)]
             if not targets:
                 continue
             self.progress(f"starting {svc.name} on {', '.join(n.name for n in targets)}")
@@ -167,6 +176,8 @@ class Lab(Observer):
         if new.coordinators and any(s.name == "pvcnoded" for s in self.services):
             self.wait_for(lambda: self.primary() is not None, deadline - time.monotonic(),
                           "a primary coordinator to be elected")
+        for svc in self.services:
+            svc.settle(self, max(1.0, deadline - time.monotonic()))
         return self.status()
 
     def _make_network(self, s: LabSpec) -> None:
@@ -282,7 +293,8 @@ class Lab(Observer):
                 time.sleep(0.2)
 
     def _node_services(self, node: NodeSpec, only: str | None = None) -> list[Service]:
-        return [s for s in self.services if s.runs_on(node) and (only is None or s.name == only)]
+        return [s for s in self.services
+                if s.placed(self.spec, node) and (only is None or s.name == only)]
 
     def start(self, node: str, wait: bool = True, timeout: float = 90.0,
               only: str | None = None) -> None:
@@ -382,12 +394,14 @@ class Lab(Observer):
                 self.heal(n.name)
         deadline = time.monotonic() + timeout
         for svc in self.services:
-            targets = [n for n in s.nodes if svc.runs_on(n)]
+            targets = [n for n in s.nodes if svc.placed(s, n)]
             if targets:
                 self._start_and_wait(svc, targets, deadline, healthy=True)
         if s.coordinators and any(v.name == "pvcnoded" for v in self.services):
             self.wait_for(lambda: self.primary() is not None, deadline - time.monotonic(),
                           "a primary coordinator")
+        for svc in self.services:
+            svc.settle(self, max(1.0, deadline - time.monotonic()))
 
 def _signal(sig: int | str) -> int:
     if isinstance(sig, int):

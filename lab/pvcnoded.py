@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from pvc_lab.ceph import plugin_section as ceph_plugin_section
+from pvc_lab.libvirt import vm_kvm_config
 from pvc_lab.services import Service
 from pvc_lab.spec import API_PORT, LabSpec, NodeSpec
 
@@ -41,6 +43,7 @@ def node_config(spec: LabSpec, node: NodeSpec) -> dict[str, Any]:
         "log": {"level": "info"},
         "api": {"enabled": node.coordinator, "listen_address": node.address,
                 "port": API_PORT, "keys": [spec.api_key]},
+        "plugins": {"vm_kvm": vm_kvm_config(spec, node), **ceph_plugin_section(spec, node)},
     }
 
 

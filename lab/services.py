@@ -33,6 +33,11 @@ class Service:
     def runs_on(self, node: NodeSpec) -> bool:
         return True
 
+    def placed(self, spec: LabSpec, node: NodeSpec) -> bool:
+        """Whether this lab runs the service on ``node``: ``runs_on``, unless the service
+        depends on a lab option kept in ``spec.extra`` (e.g. Ceph on ``storage``)."""
+        return self.runs_on(node)
+
     def netns(self, spec: LabSpec, node: NodeSpec) -> str:
         return node.netns
 
@@ -72,6 +77,10 @@ class Service:
     def describe(self, lab: Lab, node: NodeSpec) -> dict[str, Any]:
         """Extra fields for ``status`` (e.g. ZooKeeper's mode)."""
         return {}
+
+    def settle(self, lab: Lab, timeout: float) -> None:
+        """After ``up``/``restore`` started every service: wait until the service's cluster
+        as a whole is well (e.g. Ceph HEALTH_OK); raise LabError after ``timeout``."""
 
     # -- generic process handling --------------------------------------------
     def record(self, spec: LabSpec, node: NodeSpec) -> procs.ProcRecord | None:
@@ -135,7 +144,9 @@ def log_tail(path: str, lines: int = 3) -> str:
 
 def default_services() -> list[Service]:
     """Start order of a node's services (stopped in reverse order)."""
+    from pvc_lab.ceph import ceph_services
+    from pvc_lab.libvirt import Libvirtd
     from pvc_lab.pvcnoded import NodeDaemon
     from pvc_lab.zookeeper import ZooKeeper
 
-    return [ZooKeeper(), NodeDaemon()]
+    return [ZooKeeper(), *ceph_services(), Libvirtd(), NodeDaemon()]

@@ -148,6 +148,95 @@ def pvc_node_unflush(daemon: Any, ctx: Any) -> None:
     """
 
 
+# -- liveness: self-fence, rejoin, recovery of a fenced node ----------------------------------
+
+@hookspec
+def pvc_node_self_fence(daemon: Any, reason: str) -> None:
+    """Stop every workload of THIS node at once (hard), because the cluster may restart it
+    elsewhere: e.g. destroy every running VM.
+
+    Called by the kernel on the node itself, from the liveness thread: when no keepalive
+    could be written for ``config.suicide_delay`` seconds (the node is cut off from
+    ZooKeeper, which may be unreachable: do not use it), when the node finds that the cluster
+    declared it ``dead``/``fenced`` while it still runs, and before a node given up by the
+    cluster rejoins. Until the node has rejoined, the kernel delivers no bus events to
+    plugins. Must be idempotent and finish within seconds.
+    """
+
+
+@hookspec
+def pvc_node_rejoin_wait(daemon: Any) -> str | None:
+    """Return why this node must not rejoin the cluster yet, or None if it may.
+
+    Called by the kernel on the node itself, about once a second, while a node the cluster
+    gave up (daemon state ``dead``/``fenced``, or a self-fence) waits to rejoin: at start
+    before plugins are started, or after its ZooKeeper connection came back; always after
+    ``pvc_node_self_fence`` stopped its workloads. The node rejoins (state ``init`` → ``run``)
+    once every implementation returns None; e.g. the fencing plugin waits until the fence
+    and recovery of this node are finished and its storage access is given back.
+    """
+
+
+@hookspec
+def pvc_node_recover(daemon: Any, node: str,
+                     progress: Callable[[int, int, str], None]) -> dict[str, Any] | None:
+    """Restart the workloads of the dead node ``node`` on other nodes.
+
+    Called on the primary by the fencing plugin, only after ``node`` is confirmed powered
+    off or its storage access is cut, and again by the next primary if the one recovering
+    died (so it must be idempotent: pick up where a previous run stopped). Report with
+    ``progress(done, total, message)``. Return None if nothing of this plugin ran there,
+    else ``{"recovered": [...], "stopped": [...], "failed": [...]}`` (names, with a reason
+    for failures); return once the recovered workloads run or failed.
+    """
+
+
+# -- VM disks (called by the VM plugin, answered by storage plugins) ------------------------
+
+@hookspec
+def pvc_vm_disk_prepare(daemon: Any, vm: dict[str, Any], disk: dict[str, Any],
+                        purpose: str) -> dict[str, Any] | None:
+    """Check, and make ready, one disk of a VM on this node before the VM plugin uses it.
+
+    Called by vm_kvm on the node about to start a VM (``purpose`` ``"start"``) or to live-
+    migrate it away (``"migrate"``), once per ``<disk>`` of its domain XML, from a bus worker
+    while the VM's lock is held. ``vm`` is ``{"uuid", "name", "node"}``; ``disk`` is
+    ``{"type": "file"|"block"|"network"|..., "device": "disk"|"cdrom"|..., "source": path or
+    "pool/volume", "protocol": "rbd"|None, "format": "raw"|"qcow2"|None, "target": "vda",
+    "bus": "virtio"|...}``. Return None if this plugin does not handle that kind of disk, else
+    ``{"ok": bool, "reason": str, "shared": bool|None}``: ``ok`` false stops the operation
+    (a start leaves the VM in state ``fail`` with ``reason``); ``shared`` true means every
+    node reaches the same data, false that a live migration is impossible, None unknown
+    (libvirt decides). The first non-None answer counts; a disk no plugin handles goes to
+    libvirt as it is. Must be quick (seconds at most, no data copies).
+    """
+
+
+# -- shared storage and fencing (called by the fencing plugin, answered by storage plugins) --
+
+@hookspec
+def pvc_storage_fence(daemon: Any, node: str, addresses: list[str]) -> dict[str, Any] | None:
+    """Cut ``node``'s access to shared storage, so its VMs can be recovered elsewhere safely.
+
+    Called on the primary by the fencing plugin once ``node`` is declared dead, before its VMs
+    are restarted elsewhere (instead of, or in addition to, a BMC power-off). ``addresses`` are
+    the node's storage client IP addresses; empty means "use what the node registered" (the
+    storage plugin adds ``storage_addresses`` to the node's static data). Return None if this
+    plugin has no shared storage in the cluster, else ``{"ok": bool, "reason": str,
+    "addresses": [what was cut]}``; ``ok`` true means the node can no longer write. Must not
+    wait for the dead node; seconds at most.
+    """
+
+
+@hookspec
+def pvc_storage_unfence(daemon: Any, node: str, addresses: list[str]) -> dict[str, Any] | None:
+    """Give ``node`` its storage access back (after it was fenced and has restarted clean).
+
+    Called on the primary by the fencing plugin or an administrator's request; same arguments
+    and answer as ``pvc_storage_fence``.
+    """
+
+
 # -- API (pvcapid) -----------------------------------------------------------------------
 
 @hookspec
@@ -155,6 +244,17 @@ def pvc_api_routes(api: Any) -> None:
     """Add this plugin's REST routes to the API (``api.add_route(...)``, see ``pvc_api``).
 
     Called once in every pvcapid process at start.
+    """
+
+
+@hookspec
+def pvc_api_node(stats: dict[str, Any]) -> dict[str, Any]:
+    """Return this plugin's fields of a Node object, from that node's keepalive ``stats``.
+
+    Called in pvcapid for every node of every node listing, with the node's merged keepalive
+    stats (``{namespace: {...}}``, as written by ``pvc_keepalive_stats``). Return Node fields
+    to merge in recursively, e.g. ``{"domains_count": 2, "memory": {"allocated": 256}}``, or
+    ``{}``. Must be pure and fast: no ZooKeeper or host access.
     """
 
 

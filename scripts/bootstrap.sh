@@ -8,6 +8,12 @@ DEBIAN_PACKAGES=(
   python3 python3-venv python3-dev gcc       # the project's venv is built on Debian's Python 3.11
   zookeeper default-jre-headless              # real ZooKeeper servers in the lab and integration tests
   iproute2 procps util-linux                  # network namespaces, process control, unshare
+  libvirt-daemon libvirt-daemon-driver-qemu libvirt-daemon-system python3-libvirt  # vm_kvm
+  qemu-system-x86 qemu-utils                  # the lab's guests (TCG when KVM is unusable)
+  busybox-static cpio bindfs fuse3            # lab guest initramfs; shared storage per node
+  ceph-mon ceph-mgr ceph-osd ceph-common       # storage_ceph: Ceph 16 daemons + CLI (lab, tests)
+  python3-rados python3-rbd fio               # storage_ceph bindings; benchmark (fio's rbd engine)
+  qemu-block-extra                            # QEMU's rbd driver for VM disks on Ceph
 )
 
 missing=()

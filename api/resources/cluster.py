@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from pvc_api import nodes, openapi, zk
+from pvc_api.merging import merge
 from pvc_api.spec import Call, Reply
 from pvc_kernel import __version__ as pvc_version
 from pvc_kernel.state import schema
@@ -62,15 +63,6 @@ def _resources(node_list: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def merge(base: dict[str, Any], extra: dict[str, Any]) -> None:
-    """Merge ``extra`` into ``base``: dicts key by key, anything else replaces."""
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            merge(base[key], value)
-        else:
-            base[key] = value
-
-
 def status(call: Call) -> dict[str, Any]:
     """The cluster status: health from unacknowledged faults, node states and resources.
 
@@ -86,7 +78,7 @@ def status(call: Call) -> dict[str, Any]:
     faults.sort(key=lambda f: f["last_reported"], reverse=True)
     node_names = nodes.names(api)
     raw = nodes.read(api, node_names)
-    node_list = [nodes.build(n, raw[n]) for n in node_names if n in raw]
+    node_list = [nodes.build(api, n, raw[n]) for n in node_names if n in raw]
     counts: dict[str, int] = {"total": len(node_list)}
     for n in node_list:
         key = f"{n['daemon_state']},{n['domain_state']}"

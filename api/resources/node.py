@@ -31,7 +31,7 @@ def list_nodes(call: Call) -> list[dict[str, Any]]:
     match = params.name_filter(call.args["limit"])
     names = [n for n in nodes.names(api) if match(n)]
     raw = nodes.read(api, names)
-    found = [nodes.build(n, raw[n]) for n in names if n in raw]
+    found = [nodes.build(call.api, n, raw[n]) for n in names if n in raw]
     wanted = {k: call.args[k] for k in STATE_FILTERS if call.args.get(k)}
     if wanted:
         found = [n for n in found if any(n[k] == v for k, v in wanted.items())]

@@ -1,0 +1,372 @@
+"""``/storage/ceph/*`` handlers (PVC API v1 §3.8); the route table is in ``routes.py``.
+
+Pools, volumes and snapshots are read and changed here through librados/librbd (no node has
+to act); OSD add/remove and the benchmark are tasks on the node that must do the work.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from pvc_api import params, zk
+from pvc_api.errors import ApiError
+from pvc_api.spec import Call, Reply
+from pvc_kernel import tasks
+from pvc_kernel.state import schema
+from pvc_plugins.storage_ceph import (
+    benchmark,
+    osds,
+    pools,
+    snapshots,
+    upload,
+    volumes,
+)
+from pvc_plugins.storage_ceph.client import CephClient
+from pvc_plugins.storage_ceph.errors import StorageError
+from pvc_plugins.storage_ceph.keys import STATS_NAMESPACE
+from pvc_plugins.storage_ceph.settings import from_config
+
+_clients: dict[int, CephClient] = {}
+_lock = threading.Lock()
+
+
+def client(call: Call) -> CephClient:
+    """The API process's Ceph connection (made on first use)."""
+    with _lock:
+        found = _clients.get(id(call.api))
+        if found is None:
+            found = _clients[id(call.api)] = CephClient(from_config(call.api.config))
+        return found
+
+
+def guarded(fn: Any) -> Any:
+    """Turn StorageError into ``{"message"}`` answers with the error's status."""
+    def handler(call: Call) -> Any:
+        try:
+            return fn(call)
+        except StorageError as exc:
+            raise ApiError(exc.status, exc.message) from None
+    handler.__doc__ = fn.__doc__
+    handler.__name__ = fn.__name__
+    return handler
+
+
+def stub(call: Call) -> None:
+    """A stub kept for compatibility: answers null."""
+    return None
+
+
+def _primary(call: Call) -> str:
+    (primary,) = zk.fetch(call.api.store, [zk.get("config.primary_node")], call.api.zk_timeout)
+    return primary or "none"
+
+
+def _text(call: Call, key: str, kind: str) -> dict[str, str]:
+    primary, text = zk.fetch(call.api.store, [zk.get("config.primary_node"), zk.get(key)],
+                             call.api.zk_timeout)
+    return {"type": kind, "primary_node": primary or "none", "ceph_data": text or ""}
+
+
+def status(call: Call) -> dict[str, str]:
+    """Text of ``ceph status``, as last reported by the primary."""
+    return _text(call, "ceph.status", "status")
+
+
+def utilization(call: Call) -> dict[str, str]:
+    """Text of ``ceph df``, as last reported by the primary."""
+    return _text(call, "ceph.util", "utilization")
+
+
+def task_reply(call: Call, record: dict[str, Any], message: str, run_on: str) -> Reply:
+    return Reply({"message": message, "task_id": record["id"], "task_name": record["type"],
+                  "run_on": run_on}, status=202,
+                 headers={"Location": call.url(f"/tasks/{record['id']}")})
+
+
+# -- cluster options and OSDs ------------------------------------------------------------------
+
+@guarded
+def set_option(call: Call) -> dict[str, str]:
+    """Set or unset a cluster-wide OSD flag (``ceph osd set|unset``, e.g. noout)."""
+    return {"message": osds.set_option(client(call), call.args["option"], call.args["action"])}
+
+
+def _osd_data(call: Call) -> tuple[dict, dict, dict]:
+    store, t = call.api.store, call.api.zk_timeout
+    ids, nodes, (summary_text,) = (
+        zk.fetch(store, [zk.children("ceph.osds")], t)[0],
+        zk.fetch(store, [zk.children("nodes")], t)[0],
+        zk.fetch(store, [zk.get("ceph.summary")], t))
+    ids = [i for i in ids if schema.valid_segment(i)]
+    nodes = [n for n in nodes if schema.valid_segment(n)]
+    texts = zk.fetch(store, [zk.get("ceph.osd", osd=i) for i in ids]
+                     + [zk.get("node.stats", node=n) for n in nodes], t)
+    records = {i: zk.load_json(x, {}) for i, x in zip(ids, texts[:len(ids)], strict=True)}
+    stats = {n: zk.load_json(x, {}).get(STATS_NAMESPACE, {})
+             for n, x in zip(nodes, texts[len(ids):], strict=True)}
+    return records, stats, zk.load_json(summary_text, {})
+
+
+def list_osds(call: Call) -> list[dict[str, Any]]:
+    """List OSDs (sorted by id) with their node, device and statistics."""
+    found = osds.build_list(*_osd_data(call), match=params.name_filter(call.args["limit"]))
+    if not found:
+        raise ApiError(404, "OSD not found.")
+    return found
+
+
+def get_osd(call: Call) -> list[dict[str, Any]]:
+    """One OSD as a one-element array (the id matches fuzzily, like the original)."""
+    call.args["limit"] = call.args["osdid"]
+    return list_osds(call)
+
+
+def _osd_record(call: Call) -> dict[str, Any]:
+    found = [o for o in osds.build_list(*_osd_data(call)) if o["id"] == call.args["osdid"]]
+    if not found:
+        raise ApiError(404, "OSD not found.")
+    return found[0]
+
+
+@guarded
+def add_osd(call: Call) -> Reply:
+    """Create an OSD on a node's device (task ``osd.add`` on that node)."""
+    a = call.args
+    if a.get("ext_db_ratio") is not None or a.get("ext_db_size") or (a.get("osd_count") or 1) > 1:
+        raise StorageError("External DB devices and split OSDs are not supported by this "
+                           "storage plugin")
+    node = a["node"]
+    if not schema.valid_segment(node) or not call.api.store.exists("node", node=node):
+        raise StorageError(f'Node "{node}" not found.')
+    record = tasks.create_task(call.api.store, "osd.add", node,
+                               {"device": a["device"], "weight": a["weight"]})
+    return task_reply(call, record, f"Adding OSD on {node} device {a['device']}.", node)
+
+
+@guarded
+def remove_osd(call: Call) -> Reply:
+    """Remove an OSD (task ``osd.remove`` on its node): out, wait until safe unless force."""
+    osd = _osd_record(call)
+    if not osd["node"]:
+        raise StorageError(f"OSD {osd['id']} has no known node")
+    record = tasks.create_task(call.api.store, "osd.remove", osd["node"],
+                               {"osd": osd["id"], "force": bool(call.args["force"])})
+    return task_reply(call, record, f"Removing OSD {osd['id']} from {osd['node']}.",
+                      osd["node"])
+
+
+@guarded
+def get_osd_state(call: Call) -> dict[str, Any]:
+    """The OSD's up/in flags from the OSD map."""
+    return osds.osd_state(client(call), call.args["osdid"])
+
+
+@guarded
+def set_osd_state(call: Call) -> dict[str, str]:
+    """Mark the OSD in (online) or out (offline)."""
+    return {"message": osds.set_osd_state(client(call), call.args["osdid"], call.args["state"])}
+
+
+# -- pools --------------------------------------------------------------------------------------
+
+@guarded
+def list_pools(call: Call) -> list[dict[str, Any]]:
+    """List RBD pools with their usage."""
+    found = pools.list_pools(client(call), params.name_filter(call.args["limit"]))
+    if not found:
+        raise ApiError(404, "Pool not found.")
+    return found
+
+
+@guarded
+def get_pool(call: Call) -> list[dict[str, Any]]:
+    """One pool (exact name) as a one-element array."""
+    return [pools.get_pool(client(call), call.args["pool"])]
+
+
+@guarded
+def add_pool(call: Call) -> dict[str, str]:
+    """Create an RBD pool: PGs, ``copies=N,mincopies=M``, tier."""
+    a = call.args
+    settings = from_config(call.api.config)
+    return {"message": pools.add_pool(client(call), a["pool"], a["pgs"], a["replcfg"],
+                                      a.get("tier"), settings.failure_domain)}
+
+
+@guarded
+def set_pool_pgs(call: Call) -> dict[str, str]:
+    """Change a pool's PG count (a non-zero power of 2)."""
+    return {"message": pools.set_pgs(client(call), call.args["pool"], call.args["pgs"])}
+
+
+@guarded
+def remove_pool(call: Call) -> dict[str, str]:
+    """Remove a pool and every volume in it (needs yes-i-really-mean-it)."""
+    return {"message": pools.remove_pool(client(call), call.args["pool"])}
+
+
+# -- volumes ------------------------------------------------------------------------------------
+
+@guarded
+def list_volumes(call: Call) -> list[dict[str, Any]]:
+    """List volumes (``limit``: regex on the name; ``pool``: only this pool)."""
+    found = volumes.list_volumes(client(call), call.args.get("pool"),
+                                 params.name_filter(call.args["limit"]))
+    if not found:
+        raise ApiError(404, "Volume not found.")
+    return found
+
+
+@guarded
+def get_volume(call: Call) -> list[dict[str, Any]]:
+    """One volume as a one-element array; 404 if it does not exist."""
+    return [volumes.get_volume(client(call), call.args["pool"], call.args["volume"])]
+
+
+@guarded
+def add_volume(call: Call) -> dict[str, str]:
+    """Create a volume; sizes beyond the pool's free space need force."""
+    a = call.args
+    return {"message": volumes.add_volume(client(call), a["pool"], a["volume"], a["size"],
+                                          bool(a.get("force")))}
+
+
+@guarded
+def modify_volume(call: Call) -> dict[str, str]:
+    """Grow (new_size) or rename (new_name) a volume; one modification at a time."""
+    a = call.args
+    if a.get("new_size") and a.get("new_name"):
+        raise StorageError("Can only perform one modification at once")
+    if a.get("new_size"):
+        return {"message": volumes.resize_volume(client(call), a["pool"], a["volume"],
+                                                 a["new_size"], bool(a.get("force")))}
+    if a.get("new_name"):
+        return {"message": volumes.rename_volume(client(call), a["pool"], a["volume"],
+                                                 a["new_name"])}
+    raise StorageError("At least one modification must be specified")
+
+
+@guarded
+def remove_volume(call: Call) -> dict[str, str]:
+    """Remove a volume (refused while it has snapshots or is in use)."""
+    return {"message": volumes.remove_volume(client(call), call.args["pool"],
+                                             call.args["volume"])}
+
+
+@guarded
+def scan_volume(call: Call) -> dict[str, str]:
+    """Kept for compatibility: volumes are read from Ceph directly, so this only checks it."""
+    volumes.get_volume(client(call), call.args["pool"], call.args["volume"])
+    return {"message": f'Volume "{call.args["pool"]}/{call.args["volume"]}" is up to date.'}
+
+
+@guarded
+def clone_volume(call: Call) -> dict[str, str]:
+    """Copy a volume to a new one in the same pool (``snapshot``: copy-on-write clone)."""
+    a = call.args
+    return {"message": volumes.clone_volume(client(call), a["pool"], a["volume"],
+                                            a["new_volume"], bool(a.get("force")),
+                                            a.get("snapshot") or None)}
+
+
+@guarded
+def upload_volume(call: Call) -> dict[str, str]:
+    """Write a disk image into an existing volume (raw, or converted with qemu-img).
+
+    The body is the image itself (``application/octet-stream``) or, where the API hands
+    uploaded parts to handlers, a multipart part named ``file``.
+    """
+    a, req = call.args, call.req
+    files = getattr(req.context, "files", None) or {}
+    stream = files.get("file") or next(iter(files.values()), None)
+    if stream is None:
+        media = (req.content_type or "").split(";")[0].strip().lower()
+        if media.startswith(("multipart/", "application/json",
+                             "application/x-www-form-urlencoded")) or not req.content_length:
+            raise StorageError("Send the image as the request body with Content-Type "
+                               "application/octet-stream")
+        stream = req.bounded_stream
+    return {"message": upload.upload(client(call), a["pool"], a["volume"], stream,
+                                     a["image_format"], a.get("file_size"))}
+
+
+# -- snapshots ----------------------------------------------------------------------------------
+
+@guarded
+def list_snapshots(call: Call) -> list[dict[str, Any]]:
+    """List snapshots (``pool``, ``volume``, ``limit`` on the snapshot name)."""
+    a = call.args
+    found = snapshots.list_snapshots(client(call), a.get("pool"), a.get("volume"),
+                                     params.name_filter(a["limit"]))
+    if not found:
+        raise ApiError(404, "Volume snapshot not found.")
+    return found
+
+
+@guarded
+def get_snapshot(call: Call) -> list[dict[str, Any]]:
+    """One snapshot as a one-element array."""
+    a = call.args
+    return [snapshots.get_snapshot(client(call), a["pool"], a["volume"], a["snapshot"])]
+
+
+@guarded
+def add_snapshot(call: Call) -> dict[str, str]:
+    """Snapshot a volume."""
+    a = call.args
+    return {"message": snapshots.add_snapshot(client(call), a["pool"], a["volume"],
+                                              a["snapshot"])}
+
+
+@guarded
+def rename_snapshot(call: Call) -> dict[str, str]:
+    """Rename a snapshot."""
+    a = call.args
+    return {"message": snapshots.rename_snapshot(client(call), a["pool"], a["volume"],
+                                                 a["snapshot"], a["new_name"])}
+
+
+@guarded
+def remove_snapshot(call: Call) -> dict[str, str]:
+    """Remove a snapshot (refused while clones depend on it)."""
+    a = call.args
+    return {"message": snapshots.remove_snapshot(client(call), a["pool"], a["volume"],
+                                                 a["snapshot"])}
+
+
+@guarded
+def rollback_snapshot(call: Call) -> dict[str, str]:
+    """Roll a volume back to a snapshot (refused while the volume is in use)."""
+    a = call.args
+    return {"message": snapshots.rollback_snapshot(client(call), a["pool"], a["volume"],
+                                                   a["snapshot"])}
+
+
+# -- benchmark ----------------------------------------------------------------------------------
+
+def list_benchmarks(call: Call) -> list[dict[str, Any]]:
+    """Benchmark results, newest first (``job``: only that one)."""
+    found = benchmark.list_benchmarks(call.api.store, call.args.get("job"))
+    if not found:
+        raise ApiError(404, "No benchmark found.")
+    return found
+
+
+@guarded
+def run_benchmark(call: Call) -> Reply:
+    """Run the storage benchmark on a pool (task ``storage.benchmark`` on the primary)."""
+    pool = call.args["pool"]
+    if not client(call).pool_exists(pool):
+        raise StorageError(f'Pool "{pool}" is not valid.')
+    primary = _primary(call)
+    if primary == "none":
+        raise StorageError("There is no primary node to run the benchmark", 503)
+    job = call.args.get("name") or benchmark.default_job(primary)
+    txn = call.api.store.transaction()
+    benchmark.create_record(call.api.store, job, txn)
+    record = tasks.create_task(call.api.store, "storage.benchmark", primary,
+                               {"pool": pool, "job": job}, txn=txn)
+    call.api.store.commit(txn)
+    return task_reply(call, record, f"Storage benchmark {job} started on pool {pool}.",
+                      f"{primary} (primary)")

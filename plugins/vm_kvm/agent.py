@@ -1,0 +1,451 @@
+"""The node side: reconcile each VM's desired state with this node's libvirtd.
+
+Events for one VM (``vm:<uuid>``) arrive in order on one bus worker at a time: changes
+of its desired ``state``/``node``, of its ``observed`` record, and a periodic check. The
+rules, on node N for VM v (desired node D, domain running here R):
+
+* D == N, state start/migrate/unmigrate, not R → start here, unless ``observed`` says it
+  still runs on another node (a migration or shutdown there is not finished: wait);
+* D != N, R, a running state → migrate to D (live, falling back to a shutdown migration
+  unless live was forced; the target then starts it);
+* stop → hard stop; shutdown/disable → ACPI power button, hard stop after the timeout;
+  restart → shutdown + start; then the desired state moves on (version-checked).
+
+Safety: every transition of ``observed`` between "may run on X" and "runs nowhere / on
+Y", and every start, happens under the VM's ZooKeeper lock, and a node starts a VM only
+when ``observed`` says it runs nowhere else. A migration holds the lock from start to end.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from kazoo.exceptions import KazooException
+
+from pvc_kernel.events import ChildrenChanged, DataChanged, Event, TimerFired
+from pvc_kernel.state import schema
+from pvc_plugins.vm_kvm import console, domxml, keys, probe, records
+from pvc_plugins.vm_kvm.config import VmConfig
+from pvc_plugins.vm_kvm.hypervisor import Hypervisor, message
+from pvc_plugins.vm_kvm.records import Record
+
+log = logging.getLogger("pvc_plugins.vm_kvm")
+
+LOCK_WAIT = 3.0          # s a reconcile waits for a busy VM lock before retrying later
+POWER_BUTTON_EVERY = 5.0  # s between presses while waiting for an ACPI shutdown
+CHECK = "vm_kvm.check"
+
+
+class Agent:
+    """vm_kvm on one node (``daemon``): watches, reconciles, reports."""
+
+    def __init__(self, daemon: Any, cfg: VmConfig) -> None:
+        self.daemon = daemon
+        self.store = daemon.store
+        self.node: str = daemon.node
+        self.cfg = cfg
+        self.hv = Hypervisor(cfg.libvirt_uri)
+        self.virt_type = "qemu"
+        self.watched: set[str] = set()
+        self.assigned: dict[str, str] = {}      # uuid -> desired node (from watches)
+        self.observed_here: set[str] = set()    # uuids whose observed node is us
+        self.domains: dict[str, Any] = {}       # last poll: uuid -> DomInfo
+        self.memory: dict[str, int] = {}        # uuid -> MiB (from its XML)
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.ready = False
+        self.last_problem = ""
+
+    # -- life cycle --------------------------------------------------------------------
+    def start(self) -> None:
+        """Connect now if libvirtd answers, else keep trying at every poll (no VM is
+        placed on this node until it has published its facts)."""
+        self.daemon.bus.every(self.cfg.poll_interval, "vm_kvm.poll", obj="vm_kvm:poll")
+        self.connect()
+
+    def connect(self) -> bool:
+        if self.ready:
+            return True
+        try:
+            verdict = probe.decide(self.hv.conn(), self.cfg.virt_type, self.cfg.probe_cache,
+                                   self.cfg.probe_kernel, self.cfg.probe_initrd,
+                                   self.cfg.probe_timeout)
+            self.virt_type = verdict.virt_type
+            self.publish(verdict)
+        except Exception as exc:
+            problem = message(exc)
+            if problem != self.last_problem:
+                log.warning("vm_kvm: libvirt at %s is not usable (%s); retrying every %g s",
+                            self.cfg.libvirt_uri, problem, self.cfg.poll_interval)
+                self.last_problem = problem
+            return False
+        log.info("vm_kvm: libvirt %s, virt type %s (%s)", self.cfg.libvirt_uri,
+                 verdict.virt_type, verdict.reason)
+        self.ready = True
+        self.poll()
+        self.daemon.bus.watch_children("vms", obj="vm_kvm:vms")
+        return True
+
+    def publish(self, verdict: probe.Verdict) -> None:
+        conn = self.hv.conn()
+        address = self.cfg.migration_address or self.node
+        self.store.set("vm_kvm.node", {
+            "virt_type": verdict.virt_type, "virt_reason": verdict.reason,
+            "migration_uri": f"qemu+tcp://{address}/system",
+            "libvirt_version": conn.getLibVersion(), "memory_total": self.cfg.memory_total,
+            "started": round(time.time(), 3)}, node=self.node)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.hv.close()
+
+    # -- events ------------------------------------------------------------------------
+    def on_event(self, event: Event) -> None:
+        if self.stopping.is_set():
+            return
+        if isinstance(event, ChildrenChanged) and event.key == "vms":
+            self._watch(event.children)
+        elif isinstance(event, TimerFired) and event.obj == "vm_kvm:poll":
+            if self.connect():
+                self.poll()
+        elif event.obj.startswith("vm:") and self.ready:
+            uuid = event.obj[3:]
+            if isinstance(event, DataChanged):
+                self._note(uuid, event)
+            self.reconcile(uuid, report=isinstance(event, TimerFired))
+
+    def _watch(self, children: tuple[str, ...]) -> None:
+        bus = self.daemon.bus
+        for uuid in children:
+            if uuid in self.watched:
+                continue
+            self.watched.add(uuid)
+            for key in ("vm.node", "vm.state", "vm.observed"):
+                bus.watch_data(key, obj=f"vm:{uuid}", uuid=uuid)
+        for uuid in set(self.assigned) - set(children):
+            self.assigned.pop(uuid, None)
+
+    def _note(self, uuid: str, event: DataChanged) -> None:
+        with self.lock:
+            if event.key == "vm.node":
+                if event.value is None:
+                    self.assigned.pop(uuid, None)
+                else:
+                    self.assigned[uuid] = event.value
+            elif event.key == "vm.observed":
+                obs = keys.loads(event.value, {})
+                if obs.get("node") == self.node:
+                    self.observed_here.add(uuid)
+                else:
+                    self.observed_here.discard(uuid)
+
+    def poll(self) -> None:
+        """Look at libvirt; queue a check of every VM that concerns this node."""
+        if not self.ready:
+            return
+        try:
+            self.domains = self.hv.domains()
+        except Exception as exc:
+            log.warning("vm_kvm: cannot list domains of %s: %s", self.cfg.libvirt_uri,
+                        message(exc))
+            return
+        with self.lock:
+            mine = {u for u, n in self.assigned.items() if n == self.node}
+            mine |= self.observed_here
+        for uuid in mine | set(self.domains):
+            self.daemon.bus.publish(TimerFired(obj=f"vm:{uuid}", name=CHECK))
+
+    # -- reconcile ---------------------------------------------------------------------
+    def reconcile(self, uuid: str, report: bool = False) -> None:
+        rec = records.read(self.store, uuid)
+        info = self.hv.info(uuid)
+        if rec is None:
+            if info is not None and uuid in self.watched:
+                log.warning("VM %s was removed while running here; stopping it", info.name)
+                self.hv.destroy(uuid)
+            return
+        if info is not None and info.incoming:
+            return      # a migration towards us is in progress; its source reports the end
+        running = info is not None
+        here = rec.node == self.node
+        self.memory[uuid] = rec.memory
+        if running and report:
+            self.report(rec, info)
+        if here:
+            self._reconcile_here(rec, running)
+        elif running:
+            if rec.state in keys.RUN_STATES:
+                self.migrate_away(rec)
+            else:
+                self.stop_here(rec, graceful=rec.state != keys.STOP)
+        elif rec.observed.get("node") == self.node and rec.observed.get("state") in keys.LIVE:
+            self._mark_stopped(rec)
+
+    def _reconcile_here(self, rec: Record, running: bool) -> None:
+        state = rec.state
+        if state in (keys.START, keys.MIGRATE, keys.UNMIGRATE):
+            if running:
+                self._mark_running(rec)
+            else:
+                self.start_here(rec)
+        elif state == keys.RESTART:
+            if running and not self.stop_here(rec, graceful=True):
+                return
+            if self.start_here(rec):
+                records.set_state_if(self.store, rec, keys.START)
+        elif state in (keys.SHUTDOWN, keys.DISABLE):
+            force = state == keys.DISABLE and bool(rec.request.get("force"))
+            done = self.stop_here(rec, graceful=not force) if running else True
+            if done and state == keys.SHUTDOWN:
+                records.set_state_if(self.store, rec, keys.STOP)
+            if not running:
+                self._mark_stopped(rec)
+        elif state == keys.STOP:
+            if running:
+                self.stop_here(rec, graceful=False)
+            else:
+                self._mark_stopped(rec)
+
+    # -- observed transitions (under the VM lock) ---------------------------------------
+    def _locked(self, uuid: str, wait: float = LOCK_WAIT):
+        lock = self.store.lock(keys.lock_name(uuid), self.node)
+        try:
+            got = lock.acquire(timeout=wait)
+        except KazooException:
+            got = False
+        return lock if got else None
+
+    def _mark_running(self, rec: Record) -> None:
+        obs = rec.observed
+        if obs.get("node") == self.node and obs.get("state") == keys.RUNNING:
+            if rec.state in (keys.MIGRATE, keys.UNMIGRATE):
+                records.set_state_if(self.store, rec, keys.START)
+            return
+        lock = self._locked(rec.uuid)
+        if lock is None:
+            return
+        try:
+            fresh = records.read(self.store, rec.uuid)
+            if fresh and self.hv.info(rec.uuid) is not None:
+                records.write_observed(self.store, rec.uuid, self.node, keys.RUNNING,
+                                       libvirt_state="running")
+                if fresh.state in (keys.MIGRATE, keys.UNMIGRATE):
+                    records.set_state_if(self.store, fresh, keys.START)
+        finally:
+            lock.release()
+
+    def _mark_stopped(self, rec: Record, reason: str = "") -> None:
+        obs = rec.observed
+        if obs.get("node") not in (None, self.node) and obs.get("state") in keys.LIVE:
+            return      # it runs elsewhere; not ours to report
+        if obs.get("state") in (keys.STOPPED, keys.FAILED) and obs.get("node") in (None,
+                                                                                 self.node):
+            return
+        lock = self._locked(rec.uuid)
+        if lock is None:
+            return
+        try:
+            fresh = records.read(self.store, rec.uuid)
+            fobs = fresh.observed if fresh else {}
+            mine = fobs.get("node") in (None, self.node) or fobs.get("state") not in keys.LIVE
+            if fresh and mine and self.hv.info(rec.uuid) is None:
+                records.write_observed(self.store, rec.uuid, self.node, keys.STOPPED,
+                                       libvirt_state="shutoff", failed_reason=reason)
+        finally:
+            lock.release()
+
+    def _fail(self, rec: Record, reason: str) -> None:
+        log.error("VM %s failed on %s: %s", rec.name, self.node, reason)
+        records.write_observed(self.store, rec.uuid, self.node, keys.FAILED,
+                               libvirt_state="shutoff", failed_reason=reason,
+                               fail_version=rec.state_version)
+
+    # -- actions ------------------------------------------------------------------------
+    def start_here(self, rec: Record) -> bool:
+        """Start the VM on this node; True if it runs here afterwards."""
+        lock = self._locked(rec.uuid)
+        if lock is None:
+            return False
+        try:
+            fresh = records.read(self.store, rec.uuid)
+            if fresh is None or fresh.node != self.node or fresh.state not in keys.RUN_STATES:
+                return False
+            if self.hv.info(rec.uuid) is not None:
+                records.write_observed(self.store, rec.uuid, self.node, keys.RUNNING,
+                                       libvirt_state="running")
+                return True
+            obs = fresh.observed
+            if obs.get("state") in keys.LIVE and obs.get("node") != self.node:
+                log.info("VM %s: waiting for %s to release it before starting here",
+                         fresh.name, obs.get("node"))
+                return False
+            if (obs.get("state") == keys.FAILED and obs.get("node") == self.node
+                    and obs.get("fail_version") == fresh.state_version):
+                return False    # failed for this request; a new request retries
+            problem = self.daemon_disks(fresh, "start")
+            if problem:
+                self._fail(fresh, problem)
+                return False
+            try:
+                self.hv.create(domxml.for_host(fresh.xml, self.virt_type))
+            except Exception as exc:
+                self._fail(fresh, f"Failed to start VM: {message(exc)}")
+                return False
+            log.info("VM %s started on %s", fresh.name, self.node)
+            records.write_observed(self.store, rec.uuid, self.node, keys.RUNNING,
+                                   libvirt_state="running")
+            if fresh.state in (keys.MIGRATE, keys.UNMIGRATE):
+                records.set_state_if(self.store, fresh, keys.START)
+            return True
+        finally:
+            lock.release()
+
+    def stop_here(self, rec: Record, graceful: bool) -> bool:
+        """Stop the VM here (ACPI first if ``graceful``); False if a newer request
+        interrupted the shutdown."""
+        if graceful:
+            outcome = self.shutdown(rec, watch=True)
+            if outcome is None:
+                return False
+        else:
+            self.hv.destroy(rec.uuid)
+            log.info("VM %s stopped on %s", rec.name, self.node)
+        self._mark_stopped(records.read(self.store, rec.uuid) or rec)
+        return True
+
+    def shutdown(self, rec: Record, watch: bool, timeout: float | None = None) -> bool | None:
+        """ACPI shutdown, hard stop after ``timeout``. True: the guest powered off; False:
+        it was stopped hard; None: a newer request for the VM came in (``watch``)."""
+        timeout = self.cfg.shutdown_timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        pressed = 0.0
+        while time.monotonic() < deadline:
+            if self.hv.info(rec.uuid) is None:
+                log.info("VM %s shut down on %s", rec.name, self.node)
+                return True
+            if watch:
+                _, version = self.store.get_versioned("vm.state", uuid=rec.uuid)
+                if version != rec.state_version:
+                    log.info("VM %s: shutdown interrupted by a newer request", rec.name)
+                    return None
+            if time.monotonic() - pressed >= POWER_BUTTON_EVERY:
+                self.hv.press_power_button(rec.uuid)
+                pressed = time.monotonic()
+            if self.stopping.wait(0.2):
+                return None
+        log.warning("VM %s did not shut down within %g s; stopping it", rec.name, timeout)
+        self.hv.destroy(rec.uuid)
+        return False
+
+    def migrate_away(self, rec: Record) -> None:
+        """Move the running VM to its desired node (the lock is held throughout)."""
+        lock = self._locked(rec.uuid, wait=30.0)
+        if lock is None:
+            return
+        try:
+            fresh = records.read(self.store, rec.uuid)
+            if (fresh is None or fresh.node == self.node or fresh.state not in keys.RUN_STATES
+                    or self.hv.info(rec.uuid) is None):
+                return
+            self._migrate_locked(fresh)
+        finally:
+            lock.release()
+
+    def _migrate_locked(self, rec: Record) -> None:
+        target = rec.node
+        method = rec.meta.get("migration_method") or "live"
+        force_live = bool(rec.request.get("force_live"))
+        target_info = keys.loads(self.store.get("vm_kvm.node", node=target), None)
+        error = ""
+        if target_info is None:
+            error = f"node {target} runs no hypervisor"
+        elif self.store.get("node.daemon_state", node=target) != "run":
+            error = f"node {target} is not running"
+        if not error and (method != "shutdown" or force_live):
+            records.write_observed(self.store, rec.uuid, self.node, keys.MIGRATING,
+                                   target=target, libvirt_state="running")
+            disk_problem = self.daemon_disks(rec, "migrate")
+            if disk_problem:
+                error = disk_problem
+            else:
+                try:
+                    seconds = self.hv.migrate(rec.uuid, target_info["migration_uri"],
+                                              int(rec.meta.get("migration_max_downtime")
+                                                  or keys.DEFAULT_MAX_DOWNTIME),
+                                              self.cfg.migrate_timeout,
+                                              self.cfg.unsafe_migration)
+                except Exception as exc:
+                    error = message(exc)
+                else:
+                    log.info("VM %s live-migrated %s -> %s in %.2f s", rec.name, self.node,
+                             target, seconds)
+                    records.write_observed(self.store, rec.uuid, target, keys.RUNNING,
+                                           libvirt_state="running", migrated_in=round(seconds, 3))
+                    records.set_state_if(self.store, rec, keys.START)
+                    return
+            log.warning("VM %s: live migration to %s failed: %s", rec.name, target, error)
+        if force_live:
+            self._revert(rec, f"Live migration to {target} failed: {error}")
+            return
+        # shutdown migration: stop here; the target starts it once observed says stopped
+        self.shutdown(rec, watch=False)
+        records.write_observed(self.store, rec.uuid, self.node, keys.STOPPED,
+                               libvirt_state="shutoff",
+                               failed_reason=f"Live migration failed: {error}" if error else "")
+        log.info("VM %s shut down on %s for a move to %s", rec.name, self.node, target)
+
+    def _revert(self, rec: Record, reason: str) -> None:
+        log.error("VM %s: %s; it stays on %s", rec.name, reason, self.node)
+        txn = self.store.transaction()
+        txn.set_data(schema.path("vm.node", uuid=rec.uuid), self.node.encode(),
+                     version=rec.node_version)
+        txn.set_data(schema.path("vm.state", uuid=rec.uuid), keys.START.encode(),
+                     version=rec.state_version)
+        txn.set_data(schema.path("vm.last_node", uuid=rec.uuid), b"")
+        try:
+            self.store.commit(txn)
+        except Exception as exc:
+            log.warning("VM %s: could not revert the migration request: %s", rec.name, exc)
+        records.write_observed(self.store, rec.uuid, self.node, keys.RUNNING,
+                               libvirt_state="running", failed_reason=reason)
+
+    # -- disks and reports -------------------------------------------------------------
+    def daemon_disks(self, rec: Record, purpose: str) -> str:
+        """Ask the disk hook about every disk; the first problem, or ""."""
+        from pvc_plugins.vm_kvm import disks
+
+        return disks.check(self.daemon, rec, purpose)
+
+    def report(self, rec: Record, info: Any) -> None:
+        """Write the running VM's stats and console tail (only the node running it)."""
+        try:
+            self.store.set("vm.stats", self.hv.stats(rec.uuid), uuid=rec.uuid)
+        except Exception as exc:
+            log.debug("stats of %s: %s", rec.name, message(exc))
+        try:
+            path = domxml.parse(rec.xml).console_log
+        except domxml.XmlError:
+            path = None
+        if path:
+            tail = console.tail(path, self.cfg.console_lines)
+            if tail is not None and tail != self.store.get("vm.console", uuid=rec.uuid):
+                self.store.set("vm.console", tail, uuid=rec.uuid)
+        obs = rec.observed
+        if obs.get("node") == self.node and obs.get("libvirt_state") != info.state_name \
+                and obs.get("state") == keys.RUNNING:
+            records.write_observed(self.store, rec.uuid, self.node, keys.RUNNING,
+                                   libvirt_state=info.state_name)
+
+    def node_stats(self) -> dict[str, Any]:
+        """This node's VM figures for the keepalive (from the last poll; no libvirt call)."""
+        doms = dict(self.domains)
+        with self.lock:
+            assigned = [u for u, n in self.assigned.items() if n == self.node]
+        return {"virt_type": self.virt_type, "domains_count": len(assigned),
+                "memory_provisioned": sum(self.memory.get(u, 0) for u in assigned),
+                "running_domains": sorted(d.name for d in doms.values()),
+                "memory_allocated": sum(d.memory_mib for d in doms.values()),
+                "vcpu_allocated": sum(d.vcpus for d in doms.values())}

@@ -1,0 +1,225 @@
+"""`pvc vm vcpu|memory|network|volume`: client-side XML edits sent back with PUT /vm/NAME.
+
+``--live`` network/volume changes also hot-plug the device (POST/DELETE /vm/NAME/device).
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from typing import Any
+
+import click
+
+from pvc_cli.errors import PvcError
+from pvc_cli.output import emit_json, format_option, human_mib
+
+
+def _vm(name: str) -> tuple[dict[str, Any], ET.Element]:
+    from pvc_plugins.vm_kvm.cli import get_vm
+
+    v = get_vm(name)
+    return v, ET.fromstring(v.get("xml", "").replace("'", '"'))
+
+
+def _put(name: str, root: ET.Element, restart: bool) -> None:
+    from pvc_plugins.vm_kvm.cli import _echo_message, client
+
+    _echo_message(client().request("PUT", f"/vm/{name}", {
+        "xml": ET.tostring(root, encoding="unicode"), "restart": restart}).data)
+
+
+def _device(name: str, xml: str, detach: bool) -> None:
+    from pvc_cli.waiting import report_task, wait_task
+    from pvc_plugins.vm_kvm.cli import client
+
+    resp = client().request("DELETE" if detach else "POST", f"/vm/{name}/device",
+                            {"xml": xml}).data
+    task_id = resp.get("task_id")
+    if task_id:
+        report_task(task_id, wait_task(client(), task_id))
+
+
+restart_option = click.option("-r", "--restart", is_flag=True,
+                              help="Restart the VM so the change applies now.")
+live_option = click.option("--live", is_flag=True, help="Also hot-plug on the running VM.")
+
+
+@click.group()
+def vcpu() -> None:
+    """Show or set a VM's vCPU count."""
+
+
+@vcpu.command("get")
+@click.argument("name")
+def vcpu_get(name: str) -> None:
+    click.echo(_vm(name)[0].get("vcpu"))
+
+
+@vcpu.command("set")
+@click.argument("name")
+@click.argument("count", type=click.IntRange(min=1))
+@restart_option
+def vcpu_set(name: str, count: int, restart: bool) -> None:
+    """Set the vCPU count (applies at the next start, or now with --restart)."""
+    _, root = _vm(name)
+    el = root.find("vcpu")
+    if el is None:
+        el = ET.SubElement(root, "vcpu")
+    el.text = str(count)
+    _put(name, root, restart)
+
+
+@click.group()
+def memory() -> None:
+    """Show or set a VM's memory."""
+
+
+@memory.command("get")
+@click.argument("name")
+def memory_get(name: str) -> None:
+    click.echo(human_mib(_vm(name)[0].get("memory")))
+
+
+@memory.command("set")
+@click.argument("name")
+@click.argument("mib", type=click.IntRange(min=16))
+@restart_option
+def memory_set(name: str, mib: int, restart: bool) -> None:
+    """Set the memory in MiB (applies at the next start, or now with --restart)."""
+    _, root = _vm(name)
+    for tag in ("memory", "currentMemory"):
+        el = root.find(tag)
+        if el is not None:
+            el.set("unit", "MiB")
+            el.text = str(mib)
+    _put(name, root, restart)
+
+
+@click.group()
+def network() -> None:
+    """Show, add or remove a VM's network interfaces."""
+
+
+@network.command("get")
+@click.argument("name")
+@format_option
+def network_get(name: str, fmt: str) -> None:
+    nets = _vm(name)[0].get("networks") or []
+    if fmt != "pretty":
+        emit_json(nets, fmt)
+        return
+    for n in nets:
+        click.echo(f"{n.get('type')}\t{n.get('source')}\t{n.get('mac')}\t{n.get('model')}")
+
+
+@network.command("add")
+@click.argument("name")
+@click.argument("bridge")
+@click.option("--mac", help="MAC address (default: libvirt picks one).")
+@click.option("--model", default="virtio", show_default=True)
+@restart_option
+@live_option
+def network_add(name: str, bridge: str, mac: str | None, model: str, restart: bool,
+                live: bool) -> None:
+    """Add a bridged NIC on BRIDGE."""
+    _, root = _vm(name)
+    nic = ET.Element("interface", type="bridge")
+    ET.SubElement(nic, "source", bridge=bridge)
+    if mac:
+        ET.SubElement(nic, "mac", address=mac)
+    ET.SubElement(nic, "model", type=model)
+    devices = root.find("devices")
+    if devices is None:
+        raise PvcError("the VM's XML has no <devices>")
+    devices.append(nic)
+    _put(name, root, restart)
+    if live:
+        _device(name, ET.tostring(nic, encoding="unicode"), detach=False)
+
+
+@network.command("remove")
+@click.argument("name")
+@click.argument("mac_or_bridge")
+@restart_option
+@live_option
+def network_remove(name: str, mac_or_bridge: str, restart: bool, live: bool) -> None:
+    """Remove the NIC with this MAC address (or the first on this bridge)."""
+    _, root = _vm(name)
+    devices = root.find("devices")
+    for nic in devices.findall("interface") if devices is not None else []:
+        mac, src = nic.find("mac"), nic.find("source")
+        if (mac is not None and mac.get("address") == mac_or_bridge) or \
+                (src is not None and src.get("bridge") == mac_or_bridge):
+            devices.remove(nic)
+            _put(name, root, restart)
+            if live:
+                _device(name, ET.tostring(nic, encoding="unicode"), detach=True)
+            return
+    raise PvcError(f"VM {name} has no NIC {mac_or_bridge}")
+
+
+@click.group()
+def volume() -> None:
+    """Show, add or remove a VM's disks."""
+
+
+@volume.command("get")
+@click.argument("name")
+@format_option
+def volume_get(name: str, fmt: str) -> None:
+    disks = [d for d in _vm(name)[0].get("disks") or [] if d]
+    if fmt != "pretty":
+        emit_json(disks, fmt)
+        return
+    for d in disks:
+        click.echo(f"{d.get('dev')}\t{d.get('bus')}\t{d.get('type')}\t{d.get('name')}")
+
+
+@volume.command("add")
+@click.argument("name")
+@click.argument("path")
+@click.option("--dev", default="vdb", show_default=True, help="Target device in the guest.")
+@click.option("--bus", default="virtio", show_default=True)
+@click.option("--format", "fmt", default="raw", show_default=True, help="raw or qcow2.")
+@restart_option
+@live_option
+def volume_add(name: str, path: str, dev: str, bus: str, fmt: str, restart: bool,
+               live: bool) -> None:
+    """Add a file-backed disk (PATH on the shared filesystem)."""
+    _, root = _vm(name)
+    disk = ET.Element("disk", type="file", device="disk")
+    ET.SubElement(disk, "driver", name="qemu", type=fmt, cache="none")
+    ET.SubElement(disk, "source", file=path)
+    ET.SubElement(disk, "target", dev=dev, bus=bus)
+    devices = root.find("devices")
+    if devices is None:
+        raise PvcError("the VM's XML has no <devices>")
+    devices.append(disk)
+    _put(name, root, restart)
+    if live:
+        _device(name, ET.tostring(disk, encoding="unicode"), detach=False)
+
+
+@volume.command("remove")
+@click.argument("name")
+@click.argument("path_or_dev")
+@restart_option
+@live_option
+def volume_remove(name: str, path_or_dev: str, restart: bool, live: bool) -> None:
+    """Remove the disk with this source path or target device."""
+    _, root = _vm(name)
+    devices = root.find("devices")
+    for disk in devices.findall("disk") if devices is not None else []:
+        src, target = disk.find("source"), disk.find("target")
+        if (src is not None and path_or_dev in (src.get("file"), src.get("dev"),
+                                                src.get("name"))) or \
+                (target is not None and target.get("dev") == path_or_dev):
+            devices.remove(disk)
+            _put(name, root, restart)
+            if live:
+                _device(name, ET.tostring(disk, encoding="unicode"), detach=True)
+            return
+    raise PvcError(f"VM {name} has no disk {path_or_dev}")
+
+
+COMMANDS = [vcpu, memory, network, volume]

@@ -1,0 +1,58 @@
+"""VM disks through the ``pvc_vm_disk_prepare`` hook; this plugin answers for file disks.
+
+Another plugin (Ceph) answers for its own disks (``type='network' protocol='rbd'``); a
+disk nobody answers for goes to libvirt as it is.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from pvc_kernel.hookspecs import hookimpl
+from pvc_plugins.vm_kvm import domxml
+
+log = logging.getLogger(__name__)
+
+
+def check(daemon: Any, rec: Any, purpose: str) -> str:
+    """Ask the hook about each disk of ``rec``; the first problem, or ""."""
+    try:
+        found = domxml.disks(domxml.parse_root(rec.xml))
+    except domxml.XmlError as exc:
+        return f"invalid XML: {exc}"
+    vm = {"uuid": rec.uuid, "name": rec.name, "node": daemon.node}
+    for disk in found:
+        answers = daemon.plugins.call_each("pvc_vm_disk_prepare", obj=f"vm:{rec.uuid}",
+                                           daemon=daemon, vm=vm, disk=disk, purpose=purpose)
+        answer = next((a for _name, a in answers if a is not None), None)
+        if answer is None:
+            continue
+        if not answer.get("ok", False):
+            return answer.get("reason") or f"disk {disk.get('target')} is not usable"
+        if purpose == "migrate" and answer.get("shared") is False:
+            return f"disk {disk.get('target')} is not on shared storage"
+    return ""
+
+
+@hookimpl
+def pvc_vm_disk_prepare(daemon: Any, vm: dict[str, Any], disk: dict[str, Any],
+                        purpose: str) -> dict[str, Any] | None:
+    """File and block disks: the source must exist on this node (an empty CD-ROM is fine).
+
+    Whether the file is on shared storage is left to libvirt (``shared`` unknown): it
+    refuses a live migration of unshared disks, and vm_kvm then falls back to a shutdown
+    migration.
+    """
+    if disk.get("type") not in ("file", "block"):
+        return None
+    source = disk.get("source")
+    if not source:
+        if disk.get("device") in ("cdrom", "floppy"):
+            return {"ok": True, "shared": None}
+        return {"ok": False, "reason": f"disk {disk.get('target')} has no source"}
+    if purpose == "start" and not os.path.exists(source):
+        return {"ok": False, "reason": f"disk {disk.get('target')}: {source} does not exist "
+                                       f"on node {daemon.node}"}
+    return {"ok": True, "shared": None}

@@ -1,0 +1,224 @@
+"""This node's libvirtd: one connection (re-opened when it breaks) and the few calls PVC makes.
+
+Domains are transient: the definition lives in ZooKeeper and libvirt only knows the
+domains that run (``createXML``), so a stopped VM leaves nothing behind on any node.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import libvirt
+
+log = logging.getLogger(__name__)
+
+STATE_NAMES = {libvirt.VIR_DOMAIN_NOSTATE: "nostate", libvirt.VIR_DOMAIN_RUNNING: "running",
+               libvirt.VIR_DOMAIN_BLOCKED: "blocked", libvirt.VIR_DOMAIN_PAUSED: "paused",
+               libvirt.VIR_DOMAIN_SHUTDOWN: "shutdown", libvirt.VIR_DOMAIN_SHUTOFF: "shutoff",
+               libvirt.VIR_DOMAIN_CRASHED: "crashed", libvirt.VIR_DOMAIN_PMSUSPENDED: "pmsuspended"}
+
+
+def _silence(_ctx: Any, _err: Any) -> None:
+    """libvirt prints every error to stderr by default; PVC reports them itself."""
+
+
+libvirt.registerErrorHandler(_silence, None)
+
+
+@dataclass
+class DomInfo:
+    uuid: str
+    name: str
+    state: int
+    reason: int
+    memory_mib: int
+    vcpus: int
+
+    @property
+    def state_name(self) -> str:
+        return STATE_NAMES.get(self.state, str(self.state))
+
+    @property
+    def incoming(self) -> bool:
+        """Paused as the destination of a migration that has not finished."""
+        return (self.state == libvirt.VIR_DOMAIN_PAUSED
+                and self.reason in (libvirt.VIR_DOMAIN_PAUSED_MIGRATION,
+                                    libvirt.VIR_DOMAIN_PAUSED_STARTING_UP))
+
+
+def message(exc: Exception) -> str:
+    if isinstance(exc, libvirt.libvirtError):
+        return exc.get_error_message() or str(exc)
+    return str(exc)
+
+
+class Hypervisor:
+    """Thread-safe access to one libvirtd (libvirt connections may be shared by threads)."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self._conn: libvirt.virConnect | None = None
+        self._lock = threading.Lock()
+
+    def conn(self) -> libvirt.virConnect:
+        with self._lock:
+            if self._conn is not None:
+                try:
+                    if self._conn.isAlive():
+                        return self._conn
+                except libvirt.libvirtError:
+                    pass
+                log.warning("libvirt connection to %s lost; reconnecting", self.uri)
+                try:
+                    self._conn.close()
+                except libvirt.libvirtError:
+                    pass
+            self._conn = libvirt.open(self.uri)
+            return self._conn
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                try:
+                    self._conn.close()
+                except libvirt.libvirtError:
+                    pass
+                self._conn = None
+
+    # -- reading ---------------------------------------------------------------------
+    def domains(self) -> dict[str, DomInfo]:
+        """Every active domain, by UUID."""
+        out = {}
+        for dom in self.conn().listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
+            try:
+                out[dom.UUIDString()] = _info(dom)
+            except libvirt.libvirtError:   # it went away meanwhile
+                continue
+        return out
+
+    def lookup(self, uuid: str) -> libvirt.virDomain | None:
+        try:
+            dom = self.conn().lookupByUUIDString(uuid)
+            return dom if dom.isActive() else None
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return None
+            raise
+
+    def info(self, uuid: str) -> DomInfo | None:
+        dom = self.lookup(uuid)
+        if dom is None:
+            return None
+        try:
+            return _info(dom)
+        except libvirt.libvirtError:
+            return None
+
+    def stats(self, uuid: str) -> dict[str, Any]:
+        """Counters of a running domain, in the shapes the API reports."""
+        dom = self.lookup(uuid)
+        if dom is None:
+            return {}
+        out: dict[str, Any] = {"updated": round(time.time(), 3)}
+        try:
+            out["memory_stats"] = dom.memoryStats()
+        except libvirt.libvirtError:
+            out["memory_stats"] = {}
+        found = self.conn().domainListGetStats(
+            [dom], libvirt.VIR_DOMAIN_STATS_CPU_TOTAL | libvirt.VIR_DOMAIN_STATS_INTERFACE
+            | libvirt.VIR_DOMAIN_STATS_BLOCK)
+        raw = found[0][1] if found else {}
+        cpu_time = raw.get("cpu.time") or dom.info()[4]    # no cgroups: from /proc via info
+        out["vcpu_stats"] = {"cpu_time": cpu_time, "user_time": raw.get("cpu.user", 0),
+                             "system_time": raw.get("cpu.system", 0)}
+        out["net"] = [{k: raw.get(f"net.{i}.{k}", 0) for k in (
+            "name", "rx.bytes", "rx.pkts", "rx.errs", "rx.drop", "tx.bytes", "tx.pkts",
+            "tx.errs", "tx.drop")} for i in range(raw.get("net.count", 0))]
+        out["block"] = [{k: raw.get(f"block.{i}.{k}", 0) for k in (
+            "name", "path", "rd.reqs", "rd.bytes", "wr.reqs", "wr.bytes")}
+            for i in range(raw.get("block.count", 0))]
+        return out
+
+    # -- acting ----------------------------------------------------------------------
+    def create(self, xml: str) -> DomInfo:
+        return _info(self.conn().createXML(xml, 0))
+
+    def destroy(self, uuid: str) -> bool:
+        """Hard stop; True if a domain was running."""
+        dom = self.lookup(uuid)
+        if dom is None:
+            return False
+        try:
+            dom.destroy()
+        except libvirt.libvirtError as exc:
+            if self.lookup(uuid) is not None:
+                raise
+            log.debug("destroy raced with the domain's end: %s", message(exc))
+        return True
+
+    def press_power_button(self, uuid: str) -> bool:
+        dom = self.lookup(uuid)
+        if dom is None:
+            return False
+        try:
+            dom.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
+        except libvirt.libvirtError:
+            if self.lookup(uuid) is not None:
+                raise
+        return True
+
+    def migrate(self, uuid: str, dest_uri: str, max_downtime_ms: int, timeout: float,
+                unsafe: bool = False) -> float:
+        """Live peer-to-peer migration (the source libvirtd pushes to ``dest_uri``).
+
+        Returns the seconds it took; raises libvirtError (an overrun of ``timeout`` aborts
+        the job, leaving the VM running here).
+        """
+        dom = self.lookup(uuid)
+        if dom is None:
+            raise libvirt.libvirtError("the domain is not running here")
+        try:
+            dom.migrateSetMaxDowntime(max_downtime_ms, 0)
+        except libvirt.libvirtError as exc:
+            log.warning("cannot set the max downtime of %s: %s", uuid, message(exc))
+        flags = (libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER
+                 | libvirt.VIR_MIGRATE_ABORT_ON_ERROR)
+        if unsafe:
+            flags |= libvirt.VIR_MIGRATE_UNSAFE
+        timer = threading.Timer(timeout, _abort, (dom,))
+        timer.daemon = True
+        started = time.monotonic()
+        timer.start()
+        try:
+            dom.migrateToURI3(dest_uri, {}, flags)
+        finally:
+            timer.cancel()
+        return time.monotonic() - started
+
+    def attach(self, uuid: str, device_xml: str, detach: bool = False) -> None:
+        dom = self.lookup(uuid)
+        if dom is None:
+            raise libvirt.libvirtError("the domain is not running here")
+        if detach:
+            dom.detachDeviceFlags(device_xml, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+        else:
+            dom.attachDeviceFlags(device_xml, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+
+
+def _info(dom: libvirt.virDomain) -> DomInfo:
+    state, reason = dom.state()
+    _st, _max, mem_kib, vcpus, _cpu = dom.info()
+    return DomInfo(uuid=dom.UUIDString(), name=dom.name(), state=state, reason=reason,
+                   memory_mib=mem_kib // 1024, vcpus=vcpus)
+
+
+def _abort(dom: libvirt.virDomain) -> None:
+    try:
+        dom.abortJob()
+        log.warning("aborted a migration of %s that exceeded its time limit", dom.name())
+    except libvirt.libvirtError:
+        pass

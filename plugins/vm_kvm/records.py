@@ -1,0 +1,127 @@
+"""Reading VM records and the cluster's nodes from ZooKeeper, and version-checked writes."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from pvc_kernel.state import schema
+from pvc_kernel.state.store import Store
+from pvc_plugins.vm_kvm import domxml, keys
+from pvc_plugins.vm_kvm.placement import NodeInfo, VmLoad
+
+
+@dataclass
+class Record:
+    """One VM: desired state (with the version of its state key) and observed state."""
+
+    uuid: str
+    name: str
+    xml: str
+    state: str
+    state_version: int
+    node: str
+    last_node: str
+    meta: dict[str, Any]
+    tags: list[dict[str, Any]]
+    request: dict[str, Any]
+    observed: dict[str, Any]
+    node_version: int = -1
+    memory: int = 0
+    vcpus: int = 0
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def display_state(self) -> str:
+        """The state the API shows: ``fail`` while the last request failed, else desired."""
+        return display_state(self.state, self.state_version, self.observed)
+
+    @property
+    def running_on(self) -> str | None:
+        """The node the VM may be running on (observed), or None."""
+        obs = self.observed
+        return obs.get("node") if obs.get("state") in keys.LIVE else None
+
+
+def display_state(state: str, version: int, observed: dict[str, Any]) -> str:
+    if (observed.get("state") == keys.FAILED and observed.get("fail_version") == version
+            and state in keys.RUN_STATES):
+        return keys.FAIL
+    return state
+
+
+def read(store: Store, uuid: str, with_stats: bool = False) -> Record | None:
+    """The VM's record, or None if it is not defined."""
+    if not schema.valid_segment(uuid):
+        return None
+    name = store.get("vm", uuid=uuid)
+    if name is None:
+        return None
+    state, version = store.get_versioned("vm.state", uuid=uuid)
+    node, node_version = store.get_versioned("vm.node", uuid=uuid)
+    xml = store.get("vm.xml", uuid=uuid) or ""
+    rec = Record(uuid=uuid, name=name, xml=xml, state=state or keys.STOP,
+                 state_version=version, node=node or "", node_version=node_version,
+                 last_node=store.get("vm.last_node", uuid=uuid) or "",
+                 meta=keys.meta(store.get("vm.meta", uuid=uuid)),
+                 tags=keys.loads(store.get("vm.tags", uuid=uuid), []),
+                 request=keys.loads(store.get("vm.request", uuid=uuid), {}),
+                 observed=keys.loads(store.get("vm.observed", uuid=uuid), {}))
+    if with_stats:
+        rec.stats = keys.loads(store.get("vm.stats", uuid=uuid), {})
+    try:
+        dom = domxml.parse(xml)
+        rec.memory, rec.vcpus = dom.memory_mib, dom.vcpus
+    except domxml.XmlError:
+        pass
+    return rec
+
+
+def uuids(store: Store) -> list[str]:
+    return store.children("vms")
+
+
+def find(store: Store, name_or_uuid: str) -> str | None:
+    """The uuid of a VM given by name or uuid."""
+    if not schema.valid_segment(name_or_uuid):
+        return None
+    if store.exists("vm", uuid=name_or_uuid):
+        return name_or_uuid
+    return store.get("vm_name", vm_name=name_or_uuid)
+
+
+def all_records(store: Store) -> list[Record]:
+    return [r for r in (read(store, u) for u in uuids(store)) if r is not None]
+
+
+def loads_of(records: list[Record]) -> list[VmLoad]:
+    return [VmLoad(r.uuid, r.node, r.state, r.memory, r.vcpus) for r in records]
+
+
+def nodes(store: Store) -> list[NodeInfo]:
+    """Every registered node as placement sees it."""
+    out = []
+    for name in store.children("nodes"):
+        static = keys.loads(store.get("node.static", node=name), {})
+        stats = keys.loads(store.get("node.stats", node=name), {})
+        host = stats.get("host") if isinstance(stats.get("host"), dict) else {}
+        vm_node = keys.loads(store.get("vm_kvm.node", node=name), None)
+        total = (vm_node or {}).get("memory_total") or static.get("memory_total") or 0
+        out.append(NodeInfo(
+            name=name, memory_total=int(total), cpu_count=int(static.get("cpu_count") or 0),
+            daemon_state=store.get("node.daemon_state", node=name) or "",
+            domain_state=store.get("node.domain_state", node=name) or "",
+            load=float(host.get("load") or 0.0), hypervisor=vm_node is not None))
+    return out
+
+
+def set_state_if(store: Store, rec: Record, state: str) -> bool:
+    """Move the desired state on, only if nobody changed it since ``rec`` was read."""
+    return store.set_if_version("vm.state", state, rec.state_version, uuid=rec.uuid)
+
+
+def write_observed(store: Store, uuid: str, node: str, state: str, **extra: Any) -> None:
+    value = {"node": node, "state": state, "since": round(time.time(), 3), **extra}
+    store.set("vm.observed", json.dumps(value), uuid=uuid)

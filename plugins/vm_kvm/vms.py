@@ -1,0 +1,321 @@
+"""Administrator operations on VMs: they validate, then write desired state (never libvirt).
+
+Used by the API routes; every write that can race is a version-checked transaction.
+Errors are ``VmError(status, message)`` with the reference's messages where it has one.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from pvc_kernel.state import ConflictError, schema
+from pvc_kernel.state.store import Store
+from pvc_plugins.vm_kvm import domxml, keys, placement, records
+from pvc_plugins.vm_kvm.records import Record
+
+
+class VmError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def not_found(vm: str) -> VmError:
+    return VmError(400, f"ERROR: Could not find VM '{vm}' in the cluster!")
+
+
+def get(store: Store, vm: str, status: int = 400) -> Record:
+    uuid = records.find(store, vm)
+    rec = records.read(store, uuid) if uuid else None
+    if rec is None:
+        raise VmError(404, "VM not found.") if status == 404 else not_found(vm)
+    return rec
+
+
+def _tags(user: Iterable[str], protected: Iterable[str]) -> list[dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for name in user:
+        out[name] = {"name": name, "type": "user", "protected": False}
+    for name in protected:
+        out[name] = {"name": name, "type": "user", "protected": True}
+    return list(out.values())
+
+
+def _parse(xml: str) -> domxml.Domain:
+    try:
+        return domxml.parse(xml)
+    except domxml.XmlError as exc:
+        raise VmError(400, f"ERROR: The provided XML is not valid: {exc}") from None
+
+
+def _check_fit(store: Store, dom: domxml.Domain, node: str | None) -> list[placement.NodeInfo]:
+    nodes = records.nodes(store)
+    hosts = [n for n in nodes if n.hypervisor]
+    if node is not None:
+        target = next((n for n in nodes if n.name == node), None)
+        if target is None:
+            raise VmError(400, f"ERROR: Node '{node}' is not present in the cluster.")
+        if not target.hypervisor:
+            raise VmError(400, f"ERROR: Node '{node}' runs no hypervisor.")
+        hosts = [target]
+    if not hosts:
+        raise VmError(400, "ERROR: No node in the cluster runs a hypervisor.")
+    if not placement.could_ever_fit(hosts, dom.memory_mib, dom.vcpus):
+        biggest = max(hosts, key=lambda n: n.memory_total)
+        where = f"node '{node}'" if node else "any node"
+        raise VmError(400, f"ERROR: VM '{dom.name}' ({dom.memory_mib} MiB, {dom.vcpus} vCPUs) "
+                           f"does not fit {where}: the largest offers {biggest.memory_total} "
+                           f"MiB and {biggest.cpu_count} CPUs.")
+    return nodes
+
+
+def define(store: Store, xml: str, node: str | None = None, limit: list[str] | None = None,
+           selector: str | None = None, autostart: bool = False,
+           migration_method: str | None = None, max_downtime: int | None = None,
+           user_tags: Iterable[str] = (), protected_tags: Iterable[str] = (),
+           profile: str | None = None, state: str = keys.STOP) -> Record:
+    """Add a VM (initial state ``stop``) on ``node`` or the node its selector picks."""
+    dom = _parse(xml)
+    nodes = _check_fit(store, dom, node)
+    if records.find(store, dom.uuid) or store.exists("vm_name", vm_name=dom.name):
+        raise VmError(400, f"ERROR: A VM with the name '{dom.name}' or UUID '{dom.uuid}' "
+                           "already exists.")
+    if node is None:
+        loads = records.loads_of(records.all_records(store))
+        node = (placement.choose(nodes, loads, dom.memory_mib, dom.vcpus, selector, limit)
+                or placement.choose(nodes, [], dom.memory_mib, dom.vcpus, selector, limit)
+                or next(n.name for n in nodes if n.hypervisor
+                        and placement.could_ever_fit([n], dom.memory_mib, dom.vcpus)))
+    meta = {**keys.DEFAULT_META, "node_limit": limit or None,
+            "node_selector": selector if selector in keys.SELECTORS else None,
+            "node_autostart": bool(autostart),
+            "migration_method": migration_method if migration_method in ("live", "shutdown")
+            else None,
+            "migration_max_downtime": int(max_downtime or keys.DEFAULT_MAX_DOWNTIME),
+            "profile": profile}
+    store.ensure("vms")
+    store.ensure("vm_names")
+    u = dom.uuid
+    txn = store.transaction()
+    txn.create(schema.path("vm", uuid=u), dom.name.encode())
+    for key, value in (("vm.xml", xml), ("vm.state", state), ("vm.node", node),
+                       ("vm.last_node", ""), ("vm.meta", json.dumps(meta)),
+                       ("vm.tags", json.dumps(_tags(user_tags, protected_tags))),
+                       ("vm.request", json.dumps({"action": "define", "at": time.time()})),
+                       ("vm.observed", "{}"), ("vm.stats", "{}"), ("vm.console", "")):
+        txn.create(schema.path(key, uuid=u), value.encode())
+    txn.create(schema.path("vm_name", vm_name=dom.name), u.encode())
+    try:
+        store.commit(txn)
+    except ConflictError:
+        raise VmError(400, f"ERROR: A VM with the name '{dom.name}' or UUID '{u}' already "
+                           "exists.") from None
+    rec = records.read(store, u)
+    assert rec is not None
+    return rec
+
+
+def _write(store: Store, rec: Record, **values: Any) -> None:
+    """Version-checked desired-state write (``state`` and ``node`` are checked)."""
+    txn = store.transaction()
+    for field, value in values.items():
+        key = f"vm.{field}"
+        data = value if isinstance(value, str) else json.dumps(value)
+        version = {"state": rec.state_version, "node": rec.node_version}.get(field, -1)
+        txn.set_data(schema.path(key, uuid=rec.uuid), data.encode(), version=version)
+    try:
+        store.commit(txn)
+    except ConflictError:
+        raise VmError(409, f"ERROR: VM '{rec.name}' changed meanwhile; try again.") from None
+
+
+def _request(action: str, **extra: Any) -> dict[str, Any]:
+    return {"action": action, "at": round(time.time(), 3), **extra}
+
+
+STATE_MESSAGES = {keys.START: "Starting VM '{}'.", keys.SHUTDOWN: "Shutting down VM '{}'",
+                  keys.STOP: "Forcibly stopping VM '{}'.", keys.RESTART: "Restarting VM '{}'.",
+                  keys.DISABLE: "Disabled VM '{}'."}
+
+
+def set_state(store: Store, vm: str, state: str, force: bool = False) -> tuple[Record, str]:
+    rec = get(store, vm)
+    if state in (keys.SHUTDOWN, keys.RESTART) and rec.state not in keys.RUN_STATES:
+        raise VmError(400, f"ERROR: VM '{rec.name}' is not running.")
+    if state == keys.START:
+        nodes = records.nodes(store)
+        host = next((n for n in nodes if n.name == rec.node), None)
+        if host is None or not host.hypervisor:
+            raise VmError(400, f"ERROR: VM '{rec.name}' is assigned to node '{rec.node}', "
+                               "which runs no hypervisor.")
+    _write(store, rec, state=state, request=_request(state, force=bool(force)))
+    return rec, STATE_MESSAGES[state].format(rec.name)
+
+
+def migrate(store: Store, vm: str, action: str, node: str | None = None, force: bool = False,
+            force_live: bool = False) -> tuple[Record, str, str]:
+    """migrate (temporary) | unmigrate | move (permanent); returns (record, target, message)."""
+    rec = get(store, vm)
+    if action == "unmigrate":
+        if not rec.last_node:
+            raise VmError(400, f"ERROR: VM '{rec.name}' is not migrated.")
+        target, last = rec.last_node, ""
+    else:
+        if action == "migrate" and rec.last_node and not force:
+            raise VmError(400, f"ERROR: VM '{rec.name}' has been previously migrated.")
+        target = node or _choose(store, rec)
+        last = (rec.last_node or rec.node) if action == "migrate" else ""
+    nodes = {n.name: n for n in records.nodes(store)}
+    host = nodes.get(target)
+    if host is None:
+        raise VmError(400, f"ERROR: Node '{target}' is not present in the cluster.")
+    if target == rec.node:
+        raise VmError(400, f"ERROR: VM '{rec.name}' is already running on node '{target}'.")
+    running = rec.state in keys.RUN_STATES
+    if running:
+        if not host.hypervisor or host.daemon_state != "run":
+            raise VmError(400, f"ERROR: Node '{target}' is not ready to run VMs.")
+        used = placement.usage(v for v in records.loads_of(records.all_records(store))
+                               if v.uuid != rec.uuid).get(target)
+        if not placement.fits(host, rec.memory, rec.vcpus, used):
+            raise VmError(400, f"ERROR: VM '{rec.name}' ({rec.memory} MiB) does not fit on "
+                               f"node '{target}'.")
+    values: dict[str, Any] = {"node": target, "last_node": last,
+                              "request": _request(action, force_live=bool(force_live))}
+    if running:
+        values["state"] = keys.UNMIGRATE if action == "unmigrate" else keys.MIGRATE
+    _write(store, rec, **values)
+    verb = {"migrate": "Migrating VM '{}' to node '{}'.",
+            "unmigrate": "Unmigrating VM '{}' back to node '{}'.",
+            "move": "Permanently migrating VM '{}' to node '{}'."}[action]
+    return rec, target, verb.format(rec.name, target)
+
+
+def _choose(store: Store, rec: Record) -> str:
+    target = placement.choose(records.nodes(store),
+                              records.loads_of(records.all_records(store)), rec.memory,
+                              rec.vcpus, rec.meta.get("node_selector"),
+                              rec.meta.get("node_limit"), exclude=[rec.node], moving=rec.uuid)
+    if target is None:
+        raise VmError(400, f"ERROR: Could not find a valid migration target for VM "
+                           f"'{rec.name}'.")
+    return target
+
+
+def modify(store: Store, vm: str, xml: str, restart: bool = False) -> str:
+    rec = get(store, vm)
+    dom = _parse(xml)
+    if dom.uuid != rec.uuid:
+        raise VmError(400, "ERROR: The UUID of a VM cannot be changed.")
+    if dom.name != rec.name:
+        raise VmError(400, "ERROR: Use rename to change the name of a VM.")
+    _check_fit(store, dom, rec.node)
+    values: dict[str, Any] = {"xml": xml}
+    if restart and rec.state in keys.RUN_STATES:
+        values.update(state=keys.RESTART, request=_request("restart"))
+    _write(store, rec, **values)
+    return f"Modified VM '{rec.name}'." + (" Restarting it." if "state" in values else "")
+
+
+def set_meta(store: Store, vm: str, changes: dict[str, Any]) -> str:
+    rec = get(store, vm, status=404)
+    updates = {k: v for k, v in changes.items() if v is not None}
+    if not updates:
+        raise VmError(400, "ERROR: No updates to apply.")
+    meta = dict(rec.meta)
+    if "node_limit" in updates:
+        limit = updates["node_limit"]
+        if isinstance(limit, str):
+            limit = [n.strip() for n in limit.split(",") if n.strip()]
+        meta["node_limit"] = limit or None
+    if "node_selector" in updates:
+        selector = updates["node_selector"]
+        meta["node_selector"] = selector if selector in keys.SELECTORS else None
+    if "migration_method" in updates:
+        method = updates["migration_method"]
+        meta["migration_method"] = method if method in ("live", "shutdown") else None
+    for k in ("node_autostart", "migration_max_downtime", "profile"):
+        if k in updates:
+            meta[k] = updates[k]
+    _write(store, rec, meta=meta)
+    return f"Successfully modified PVC metadata of VM '{rec.name}'."
+
+
+def tag(store: Store, vm: str, action: str, name: str | None, protected: bool = False) -> str:
+    rec = get(store, vm, status=404)
+    if not name:
+        raise VmError(400, "ERROR: A tag name is required.")
+    tags = [t for t in rec.tags if t.get("name") != name]
+    if action == "add":
+        tags.append({"name": name, "type": "user", "protected": bool(protected)})
+        message = f"Added tag '{name}' to VM '{rec.name}'."
+    else:
+        found = next((t for t in rec.tags if t.get("name") == name), None)
+        if found is None:
+            raise VmError(400, f"ERROR: VM '{rec.name}' has no tag '{name}'.")
+        if found.get("type") != "user":
+            raise VmError(400, f"ERROR: Tag '{name}' is not a user tag.")
+        if found.get("protected"):
+            raise VmError(400, f"ERROR: Tag '{name}' is protected.")
+        message = f"Removed tag '{name}' from VM '{rec.name}'."
+    _write(store, rec, tags=tags)
+    return message
+
+
+def rename(store: Store, vm: str, new_name: str | None) -> str:
+    rec = get(store, vm)
+    if not new_name:
+        raise VmError(400, "ERROR: A new name is required.")
+    if rec.state not in (keys.STOP, keys.DISABLE) or rec.running_on:
+        raise VmError(400, f"ERROR: VM '{rec.name}' is not stopped.")
+    try:
+        xml = domxml.rename(rec.xml, new_name)
+        domxml.parse(xml)
+    except domxml.XmlError as exc:
+        raise VmError(400, f"ERROR: {exc}") from None
+    if store.exists("vm_name", vm_name=new_name):
+        raise VmError(400, f"ERROR: A VM named '{new_name}' already exists.")
+    txn = store.transaction()
+    txn.set_data(schema.path("vm.state", uuid=rec.uuid), rec.state.encode(),
+                 version=rec.state_version)
+    txn.set_data(schema.path("vm.xml", uuid=rec.uuid), xml.encode())
+    txn.set_data(schema.path("vm", uuid=rec.uuid), new_name.encode())
+    txn.delete(schema.path("vm_name", vm_name=rec.name))
+    txn.create(schema.path("vm_name", vm_name=new_name), rec.uuid.encode())
+    try:
+        store.commit(txn)
+    except ConflictError:
+        raise VmError(400, f"ERROR: VM '{rec.name}' changed meanwhile or the name "
+                           f"'{new_name}' was taken; try again.") from None
+    return f"Renamed VM '{rec.name}' to '{new_name}'."
+
+
+def remove(store: Store, vm: str, stop_timeout: float = 60.0) -> str:
+    """Undefine: stop it (hard) if it runs, then delete its record (disks are kept)."""
+    rec = get(store, vm)
+    if rec.running_on or rec.state in keys.RUN_STATES:
+        if rec.state != keys.STOP:
+            _write(store, rec, state=keys.STOP, request=_request("stop", by="remove"))
+        wait_for(store, rec.uuid, lambda r: r.running_on is None, stop_timeout)
+    store.delete("vm_name", vm_name=rec.name)
+    store.delete("vm", uuid=rec.uuid)
+    store.delete("lock", lock=keys.lock_name(rec.uuid))
+    return f"Removed VM '{rec.name}' from the cluster."
+
+
+def wait_for(store: Store, uuid: str, done: Callable[[Record], bool], timeout: float,
+             stop: Any = None) -> Record | None:
+    """Poll the VM until ``done(record)`` (or it is gone); None on timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rec = records.read(store, uuid)
+        if rec is None or done(rec):
+            return rec
+        if stop is not None and stop.is_set():
+            return None
+        time.sleep(0.25)
+    return None

@@ -1,0 +1,63 @@
+"""Milestone 1: a real Ceph (mon, mgr, 2 bluestore-on-file OSDs) inside a network namespace.
+
+The shared environment (``tests.support.ceph``) is brought up once per session; its
+bring-up timings and daemon memory are printed for the record (``-s``).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+
+from pvc_lab import ceph as labceph
+from tests.support import ceph as support
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="session")
+def ceph():
+    why = support.problem()
+    if why:
+        pytest.skip(why)
+    env = support.acquire()
+    yield env
+    support.release()
+
+
+def test_cluster_reaches_health_ok_in_its_namespace(ceph):
+    assert labceph.health_ok(ceph.cluster.site)
+    st = ceph.cluster.site.ceph("status")
+    assert st["osdmap"]["num_up_osds"] == 2
+    mons = ceph.cluster.site.ceph("mon", "dump")["mons"]
+    assert mons[0]["public_addrs"]["addrvec"][0]["addr"].startswith(ceph.cluster.site.address)
+    print(f"\nCeph bring-up (s): {ceph.bringup}")
+    print(f"Ceph daemon RSS (KiB): {ceph.cluster.memory()}")
+
+
+def test_daemons_listen_only_inside_the_namespace(ceph):
+    inside = subprocess.run(["ip", "netns", "exec", ceph.ns, "ss", "-ltnH"],
+                            capture_output=True, text=True, check=True).stdout
+    assert f"{ceph.cluster.site.address}:3300" in inside
+    root = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True, check=True).stdout
+    assert f"{ceph.cluster.site.address}:3300" not in root
+
+
+def test_every_daemon_is_tracked_by_pid_and_in_the_namespace(ceph):
+    records = ceph.cluster.records()
+    assert {"mon", "mgr"} <= set(records)
+    assert sum(1 for n in records if n.startswith("osd.")) >= 2
+    in_ns = set(labceph.netns.pids(ceph.ns))
+    assert {r.pid for r in records.values()} <= in_ns
+
+
+def test_killed_osd_is_marked_down_and_recovers(ceph):
+    osd = ceph.cluster.osd_ids[-1]
+    ceph.cluster.kill_osd(osd)
+    labceph.wait_for(lambda: labceph.osds_up(ceph.cluster.site)[0] == 1, 60, "OSD down")
+    ceph.cluster.start_osd(osd)
+    started = time.monotonic()
+    ceph.cluster.wait_healthy(120)
+    print(f"\nOSD restart to HEALTH_OK: {time.monotonic() - started:.1f} s")

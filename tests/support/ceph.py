@@ -1,0 +1,140 @@
+"""A standalone real Ceph (1 mon, 1 mgr, 2 OSDs) plus a ZooKeeper, both inside one network
+namespace, shared by the storage integration tests of one pytest process.
+
+Tests run *inside* the namespace (``inside()``): the calling thread enters it, so librados,
+kazoo and every subprocess (ceph, fio, qemu-img) reach the cluster on its own addresses.
+Everything is stopped by PID and the namespace removed when the last user is done.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from pvc_lab import netns, procs
+from pvc_lab.ceph import CephCluster, available
+from tests.support.zookeeper import ZooKeeperServer
+from tests.support.zookeeper import available as zk_available
+
+NS_PREFIX = "pvcceph-"
+BASE_ROOT = "/var/tmp/pvc-ceph-it"
+
+
+@dataclass
+class CephEnv:
+    cluster: CephCluster
+    zk: ZooKeeperServer
+    bringup: dict[str, float]
+
+    @property
+    def ns(self) -> str:
+        return self.cluster.ns
+
+    @property
+    def conf(self) -> str:
+        return self.cluster.conf
+
+    @contextmanager
+    def inside(self) -> Iterator[None]:
+        with netns.inside(self.ns):
+            yield
+
+    def zk_hosts(self) -> str:
+        """A connect string with a fresh chroot (an empty cluster state per test)."""
+        from kazoo.client import KazooClient
+
+        chroot = f"/t-{uuid.uuid4().hex[:10]}"
+        with self.inside():
+            client = KazooClient(hosts=self.zk.hosts)
+            client.start(timeout=30)
+            client.ensure_path(chroot)
+            client.stop()
+            client.close()
+        return self.zk.hosts + chroot
+
+    def plugin_config(self, node: str = "ceph1", **section: Any) -> Any:
+        """A NodeConfig whose storage_ceph section points at this cluster."""
+        from pvc_kernel.config import parse
+
+        data = {"node": node, "cluster": "test", "zookeeper": {"hosts": [self.zk.hosts]},
+                "plugins": {"storage_ceph": {"ceph_conf": self.conf, "osd_launcher": "spawn",
+                                             "failure_domain": "osd", **section}}}
+        return parse(data)
+
+
+def problem() -> str | None:
+    if os.geteuid() != 0:
+        return "the Ceph integration tests need root (network namespaces)"
+    missing = available()
+    if missing:
+        return f"Ceph cannot run here: {missing}"
+    if not zk_available():
+        return "ZooKeeper is not installed (run scripts/bootstrap.sh)"
+    try:
+        import rados  # noqa: F401
+        import rbd  # noqa: F401
+    except ImportError:
+        return "python3-rados/python3-rbd are not importable (venv without system site-packages?)"
+    return None
+
+
+def _clean_stale() -> None:
+    """Namespaces of earlier runs whose pytest is gone: end their processes, delete them."""
+    for ns in netns.names():
+        if not ns.startswith(NS_PREFIX) or not ns[len(NS_PREFIX):].isdigit():
+            continue
+        if procs.alive(int(ns[len(NS_PREFIX):])):
+            continue
+        stray = {p: procs.start_time(p) for p in netns.pids(ns)}
+        procs.terminate(stray, 2.0)
+        netns.delete(ns)
+        shutil.rmtree(os.path.join(BASE_ROOT, ns[len(NS_PREFIX):]), ignore_errors=True)
+
+
+_env: CephEnv | None = None
+_users = 0
+_lock = threading.Lock()
+
+
+def acquire() -> CephEnv:
+    """Start the shared environment on first use (raises on failure, after cleaning up)."""
+    global _env, _users
+    with _lock:
+        if _env is None:
+            _clean_stale()
+            pid = str(os.getpid())
+            base = os.path.join(BASE_ROOT, pid)
+            shutil.rmtree(base, ignore_errors=True)
+            cluster = CephCluster(base, NS_PREFIX + pid, osds=2, fast_fail=True)
+            zk = None
+            try:
+                t0 = time.monotonic()
+                bringup = cluster.up()
+                zk = netns.call_in(cluster.ns, ZooKeeperServer)
+                netns.call_in(cluster.ns, zk.start)
+                bringup["total_with_zookeeper"] = round(time.monotonic() - t0, 2)
+            except BaseException:
+                if zk is not None:
+                    zk.cleanup()
+                cluster.down()
+                raise
+            _env = CephEnv(cluster, zk, bringup)
+        _users += 1
+        return _env
+
+
+def release() -> None:
+    global _env, _users
+    with _lock:
+        _users -= 1
+        if _users == 0 and _env is not None:
+            _env.zk.cleanup()
+            _env.cluster.cleanup()
+            _env = None

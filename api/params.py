@@ -8,6 +8,8 @@ parameter (one string, not the original's ``{"message": {param: help}}`` dict).
 from __future__ import annotations
 
 import re
+import shutil
+import tempfile
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -15,6 +17,9 @@ import falcon
 
 from pvc_api.errors import ApiError
 from pvc_api.spec import Param
+
+SPOOL_IN_MEMORY = 8 * 1024 * 1024
+"""Uploaded file parts larger than this go to a temporary file while the request runs."""
 
 TRUE = frozenset({"y", "yes", "t", "true", "on", "1"})
 FALSE = frozenset({"n", "no", "f", "false", "off", "0"})
@@ -47,9 +52,16 @@ def _body_values(req: falcon.Request) -> dict[str, list[Any]]:
         for name, value in (req.get_media() or {}).items():
             values[name] = list(value) if isinstance(value, list) else [value]
     elif media == falcon.MEDIA_MULTIPART:
+        files: dict[str, Any] = {}
         for part in req.get_media():
-            if part.filename is None:  # uploads are read by the routes that take them
+            if part.filename is None:
                 values.setdefault(part.name, []).append(part.get_text())
+            else:  # an upload: spooled (memory, then disk) for the route that takes it
+                spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)
+                shutil.copyfileobj(part.stream, spool, 1 << 20)
+                spool.seek(0)
+                files[part.name] = spool
+        req.context.files = files
     return values
 
 

@@ -131,3 +131,24 @@ def test_api_config_keys_are_validated():
     with pytest.raises(config.ConfigError, match="cannot be combined"):
         config.parse({**base, "api": {"trusted_proxy_headers": ["forwarded",
                                                                 "x-forwarded-for"]}})
+
+
+def test_multipart_file_parts_reach_the_route():
+    """Uploads sent the way the original CLI sends them (multipart, part ``file``)."""
+    cfg = config.parse({"node": "hv1", "cluster": "c", "zookeeper": {"hosts": ["x:1"]}})
+    api = Api(Store("127.0.0.1:9"), cfg)
+
+    def take(call):
+        """Read the upload."""
+        files = call.req.context.files
+        return {"size": len(files["file"].read()), "format": call.args["image_format"]}
+
+    api.add_route(Route("POST", "/upload", take, "Upload", zookeeper=False, auth=False,
+                        params=(Param("image_format"),)))
+    body = (b"--XX\r\nContent-Disposition: form-data; name=\"image_format\"\r\n\r\nraw\r\n"
+            b"--XX\r\nContent-Disposition: form-data; name=\"file\"; filename=\"d.img\"\r\n"
+            b"Content-Type: application/octet-stream\r\n\r\n" + b"\0" * 70000 + b"\r\n--XX--\r\n")
+    r = falcon.testing.TestClient(api.build()).simulate_post(
+        "/api/v1/upload", body=body, headers={"Content-Type": "multipart/form-data; boundary=XX"})
+    assert r.status_code == 200, r.text
+    assert r.json == {"size": 70000, "format": "raw"}

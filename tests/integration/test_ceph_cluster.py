@@ -13,6 +13,7 @@ import pytest
 
 from pvc_lab import ceph as labceph
 from tests.support import ceph as support
+from tests.support.daemons import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +29,12 @@ def ceph():
 
 
 def test_cluster_reaches_health_ok_in_its_namespace(ceph):
-    assert labceph.health_ok(ceph.cluster.site)
+    # other modules share this cluster (pools come and go): wait for it to settle
+    try:
+        wait_for(lambda: labceph.health_ok(ceph.cluster.site), 90, what="HEALTH_OK")
+    except AssertionError:
+        raise AssertionError(
+            f"not HEALTH_OK: {ceph.cluster.site.ceph('health', 'detail')}") from None
     st = ceph.cluster.site.ceph("status")
     assert st["osdmap"]["num_up_osds"] == 2
     mons = ceph.cluster.site.ceph("mon", "dump")["mons"]

@@ -14,6 +14,7 @@ from pvc_kernel import tasks
 from pvc_kernel.state import Store, schema
 from pvc_plugins.storage_ceph import benchmark, plugin, pools, stats
 from tests.support import ceph as support
+from tests.support.daemons import wait_for
 
 pytestmark = pytest.mark.integration
 NODE = "ceph1"
@@ -63,10 +64,16 @@ def run_task(daemon, kind, args, timeout=300.0):
 
 def test_node_stats_and_records(ceph, node):
     rt = plugin.runtime(node)
-    rt.collect(node.store)
+    first = str(ceph.cluster.osd_ids[0])
+
+    def collected():  # usage figures appear once the OSD has reported to the manager
+        rt.collect(node.store)
+        osd = rt.last["osds"].get(first)
+        return osd if osd and osd["kb"] > 0 else None
+
+    one = wait_for(collected, 60, what="OSD usage in the collected stats")
     found = rt.last["osds"]
     assert sorted(found) == sorted(str(i) for i in ceph.cluster.osd_ids)
-    one = found[str(ceph.cluster.osd_ids[0])]
     assert one["up"] == 1 and one["in"] == 1 and one["node"] == NODE and one["kb"] > 0
     assert one["state"] == "exists,up" and one["class"] == "hdd"
     assert plugin.pvc_keepalive_stats(node) == {"ceph": rt.last}

@@ -212,6 +212,22 @@ def pvc_vm_disk_prepare(daemon: Any, vm: dict[str, Any], disk: dict[str, Any],
     """
 
 
+@hookspec
+def pvc_vm_disk_unlock(daemon: Any, vm: dict[str, Any],
+                       disk: dict[str, Any]) -> dict[str, Any] | None:
+    """Remove every storage lock held on one disk of a VM (``pvc vm flush-locks``).
+
+    Called by vm_kvm on the VM's node inside its ``vm.flush_locks`` task, once per ``<disk>``
+    of its domain XML, while the VM's lock is held and after checking that the VM should not
+    run (state stop, disable, fail or mirror) unless the administrator forced it. Break the
+    locks whoever holds them, live or not, and make sure a holder can no longer write (e.g.
+    blocklist it). ``vm`` and ``disk`` are as in ``pvc_vm_disk_prepare``. Return None if
+    this plugin does not handle that kind of disk, else ``{"ok": bool, "reason": str,
+    "removed": int}`` (how many locks it removed); ``ok`` false fails the task with
+    ``reason``. The first non-None answer counts. Must be quick (seconds at most).
+    """
+
+
 # -- shared storage and fencing (called by the fencing plugin, answered by storage plugins) --
 
 @hookspec

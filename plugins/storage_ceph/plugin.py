@@ -113,9 +113,25 @@ def pvc_vm_disk_prepare(daemon: Any, vm: dict[str, Any], disk: dict[str, Any],
         return None
     rt = runtime(daemon)
     if not rt.settings.enabled:
-        return {"ok": False, "reason": f"disk {disk.get('target')}: Ceph is not configured "
-                                       f"on node {rt.settings.node}"}
+        return _no_ceph(rt, disk)
     return vmdisks.prepare_rbd(rt.client, rt.settings, disk, purpose)
+
+
+@hookimpl
+def pvc_vm_disk_unlock(daemon: Any, vm: dict[str, Any],
+                       disk: dict[str, Any]) -> dict[str, Any] | None:
+    """RBD disks: break every lock on the volume (each holder is blocklisted)."""
+    if disk.get("protocol") != "rbd":
+        return None
+    rt = runtime(daemon)
+    if not rt.settings.enabled:
+        return {**_no_ceph(rt, disk), "removed": 0}
+    return vmdisks.unlock_rbd(rt.client, disk)
+
+
+def _no_ceph(rt: Runtime, disk: dict[str, Any]) -> dict[str, Any]:
+    return {"ok": False, "reason": f"disk {disk.get('target')}: Ceph is not configured "
+                                   f"on node {rt.settings.node}"}
 
 
 def _fence(daemon: Any, node: str, addresses: list[str], cut: bool) -> dict[str, Any] | None:

@@ -1,4 +1,5 @@
-"""RBD disks of VMs (hook ``pvc_vm_disk_prepare``) and storage fencing (``pvc_storage_fence``).
+"""RBD disks of VMs (hooks ``pvc_vm_disk_prepare``, ``pvc_vm_disk_unlock``) and storage
+fencing (``pvc_storage_fence``).
 
 A VM's RBD disk is ``<disk type='network'><source protocol='rbd' name='pool/volume'>``. Before
 a start the volume must exist and its lock must be free: a lock held from one of this node's
@@ -7,6 +8,9 @@ client is broken only if that client no longer watches the image (it died), else
 refused with a readable reason. Breaking a lock blocklists its holder, so a half-dead writer
 can never write again. The answer also carries what libvirt needs to reach the cluster
 (``libvirt``: monitor hosts, ceph.conf, user, secret).
+
+``pvc vm flush-locks`` (hook ``pvc_vm_disk_unlock``) breaks every lock on a volume, live
+holder or not: the VM plugin allows it only for a VM that should not run, unless forced.
 
 Fencing blocklists a node's storage addresses (``osd blocklist range add <ip>/32``) for
 ten years, until ``pvc_storage_unfence`` removes the entries.
@@ -18,6 +22,7 @@ import ipaddress
 import json
 import logging
 import re
+from collections.abc import Callable
 from typing import Any
 
 import psutil
@@ -69,19 +74,23 @@ def locker_ip(addr: str) -> str:
     return addr.split("v1:")[-1].split("v2:")[-1].split(":")[0].strip("[]")
 
 
-def prepare_rbd(client: CephClient, settings: Settings, disk: dict[str, Any],
-                purpose: str) -> dict[str, Any]:
-    import rbd
-
+def _source(disk: dict[str, Any]) -> tuple[str, str, str, str]:
+    """``(pool, volume, "pool/volume", target)`` of an RBD disk."""
     spec = str(disk.get("source") or "")
     pool, _, volume = spec.partition("/")
-    target = disk.get("target") or spec
-    libvirt = {"hosts": mon_hosts(settings), "config": settings.ceph_conf,
-               "username": settings.rados_id, "secret": settings.libvirt_secret}
+    return pool, volume, spec, disk.get("target") or spec
+
+
+def _on_image(client: CephClient, disk: dict[str, Any],
+              work: Callable[[Any, str, str], dict[str, Any]]) -> dict[str, Any]:
+    """Run ``work(image, spec, target)`` on the disk's open RBD image and return its answer;
+    a failure answer when the source is not ``pool/volume``, the volume is missing or Ceph
+    fails."""
+    import rbd
+
+    pool, volume, spec, target = _source(disk)
     if not pool or not volume:
         return {"ok": False, "reason": f"disk {target}: RBD source {spec!r} is not pool/volume"}
-    if purpose != "start":
-        return {"ok": True, "shared": True, "libvirt": libvirt}
     try:
         with client.ioctx(pool) as ioctx:
             try:
@@ -89,18 +98,61 @@ def prepare_rbd(client: CephClient, settings: Settings, disk: dict[str, Any],
             except rbd.ImageNotFound:
                 return {"ok": False, "reason": f"disk {target}: volume {spec} does not exist"}
             with image:
-                lockers = image.list_lockers() or {}
-                watching = {w.get("addr") for w in image.watchers_list()}
-                mine = local_addresses()
-                for who, cookie, addr in lockers.get("lockers", []):
-                    if locker_ip(addr) not in mine and addr in watching:
-                        return {"ok": False, "reason": f"disk {target}: volume {spec} is locked "
-                                f"by a live client at {addr} (another node runs it?)"}
-                    log.warning("breaking stale lock on %s held by %s (%s)", spec, who, addr)
-                    image.break_lock(who, cookie)
-    except StorageError as exc:
+                return work(image, spec, target)
+    except (StorageError, rbd.Error) as exc:
         return {"ok": False, "reason": f"disk {target}: {exc}"}
-    return {"ok": True, "shared": True, "libvirt": libvirt}
+
+
+def _lockers(image: Any) -> list[tuple[str, str, str]]:
+    """Every holder of the image's lock as ``(client, cookie, address)``."""
+    return [tuple(x) for x in (image.list_lockers() or {}).get("lockers", [])]
+
+
+def _break(image: Any, spec: str, who: str, cookie: str, addr: str, why: str) -> None:
+    """Break one lock; librbd blocklists the holder first, so it can never write again."""
+    log.warning("breaking %s lock on %s held by %s (%s)", why, spec, who, addr)
+    image.break_lock(who, cookie)
+
+
+def prepare_rbd(client: CephClient, settings: Settings, disk: dict[str, Any],
+                purpose: str) -> dict[str, Any]:
+    libvirt = {"hosts": mon_hosts(settings), "config": settings.ceph_conf,
+               "username": settings.rados_id, "secret": settings.libvirt_secret}
+
+    def free_stale_locks(image: Any, spec: str, target: str) -> dict[str, Any]:
+        watching = {w.get("addr") for w in image.watchers_list()}
+        mine = local_addresses()
+        for who, cookie, addr in _lockers(image):
+            if locker_ip(addr) not in mine and addr in watching:
+                return {"ok": False, "reason": f"disk {target}: volume {spec} is locked "
+                        f"by a live client at {addr} (another node runs it?)"}
+            _break(image, spec, who, cookie, addr, "stale")
+        return {"ok": True, "shared": True, "libvirt": libvirt}
+
+    pool, volume, _, _ = _source(disk)
+    if purpose != "start" and pool and volume:
+        return {"ok": True, "shared": True, "libvirt": libvirt}
+    return _on_image(client, disk, free_stale_locks)
+
+
+def unlock_rbd(client: CephClient, disk: dict[str, Any]) -> dict[str, Any]:
+    """Break every lock on the disk's volume, whoever holds it (``pvc vm flush-locks``).
+
+    ``{"ok", "reason", "removed": how many locks were broken}``; on a failure ``removed``
+    counts those broken before it.
+    """
+    removed = 0
+
+    def break_all(image: Any, spec: str, target: str) -> dict[str, Any]:
+        nonlocal removed
+        for who, cookie, addr in _lockers(image):
+            _break(image, spec, who, cookie, addr, "flushed")
+            removed += 1
+        return {"ok": True, "reason": "", "removed": removed}
+
+    answer = _on_image(client, disk, break_all)
+    answer.setdefault("removed", removed)
+    return answer
 
 
 def fence(client: CephClient, addresses: list[str], cut: bool) -> dict[str, Any]:

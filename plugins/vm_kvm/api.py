@@ -14,7 +14,7 @@ from pvc_api.errors import ApiError
 from pvc_api.spec import Call, Reply
 from pvc_kernel import tasks
 from pvc_kernel.state import schema
-from pvc_plugins.vm_kvm import domxml, keys, records, vminfo, vms
+from pvc_plugins.vm_kvm import domxml, keys, locks, records, vminfo, vms
 from pvc_plugins.vm_kvm.records import Record
 
 NOT_FOUND = "VM not found."
@@ -235,7 +235,7 @@ def set_node(call: Call) -> dict[str, str]:
     return {"message": message}
 
 
-# -- console / rename / devices ------------------------------------------------------------
+# -- console / rename / devices / locks ---------------------------------------------------
 
 def console(call: Call) -> dict[str, str]:
     """The last ``lines`` lines of the VM's serial console log."""
@@ -268,8 +268,12 @@ def _device(call: Call, detach: bool) -> Reply:
     if node is None:
         raise ApiError(400, f"ERROR: VM '{rec.name}' is not running; edit its XML instead.")
     kind = "vm.device_detach" if detach else "vm.device_attach"
-    record = tasks.create_task(call.api.store, kind, node,
-                               {"uuid": rec.uuid, "xml": call.args["xml"]})
+    return _task(call, kind, node, {"uuid": rec.uuid, "xml": call.args["xml"]})
+
+
+def _task(call: Call, kind: str, node: str, args: dict[str, Any]) -> Reply:
+    """Create a task owned by ``node``; the 202 reply pointing at it."""
+    record = tasks.create_task(call.api.store, kind, node, args)
     return Reply({"task_id": record["id"], "task_name": kind, "run_on": node}, status=202,
                  headers={"Location": call.url(f"/tasks/{record['id']}")})
 
@@ -282,6 +286,18 @@ def attach_device(call: Call) -> Reply:
 def detach_device(call: Call) -> Reply:
     """Hot-detach a device (its XML) from the running VM, as a task on the VM's node."""
     return _device(call, detach=True)
+
+
+def flush_locks(call: Call) -> Reply:
+    """Break the storage (RBD) locks of the VM's disks, as a task on the VM's node.
+
+    The VM must be in state stop, disable, fail or mirror, unless ``force`` (400 otherwise).
+    """
+    rec = _one(call)
+    why = locks.refusal(rec, call.args["force"])
+    if why:
+        raise ApiError(400, why)
+    return _task(call, locks.TASK, rec.node, {"uuid": rec.uuid, "force": call.args["force"]})
 
 
 # -- cluster status --------------------------------------------------------------------------

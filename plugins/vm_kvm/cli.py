@@ -306,6 +306,35 @@ def meta(name: str, limit: str | None, selector: str | None, autostart: bool | N
         "profile": profile}).data)
 
 
+@vm.command("flush-locks")
+@click.argument("name")
+@click.option("--force", is_flag=True,
+              help="Also when the VM is not stopped, disabled, failed or a mirror "
+                   "(cuts a running VM's storage).")
+@click.option("-w", "--wait", is_flag=True, help="Wait for the task and show its progress.")
+def flush_locks(name: str, force: bool, wait: bool) -> None:
+    """Remove the storage (RBD) locks held on a VM's disks, e.g. left by a crashed node.
+
+    Runs as a task on the VM's node; the VM must be in state stop, disable, fail or mirror
+    unless --force. POST /vm/NAME/locks.
+
+    \b
+    Examples:
+      pvc vm flush-locks web1 --wait
+      pvc vm flush-locks web1 --force
+    """
+    from pvc_cli.waiting import report_task, wait_task
+
+    data = client().post(f"/vm/{name}/locks", {"force": force or None}).data
+    task_id = str(data.get("task_id", "")) if isinstance(data, dict) else ""
+    if not task_id:
+        _echo_message(data)
+    elif wait:
+        report_task(task_id, wait_task(client(), task_id))
+    else:
+        click.echo(f"Task ID: {task_id} assigned to node {data.get('run_on', '?')}")
+
+
 # --- tags / console --------------------------------------------------------------------------
 
 @vm.group()

@@ -110,9 +110,10 @@ def pvc_api_status(api: Any) -> dict[str, Any]:
 @hookimpl
 def pvc_task_handlers() -> dict[str, Any]:
     """``vm.device_attach`` / ``vm.device_detach`` on the node running the VM."""
-    from pvc_plugins.vm_kvm import devices
+    from pvc_plugins.vm_kvm import devices, locks
 
-    return {"vm.device_attach": devices.attach, "vm.device_detach": devices.detach}
+    return {"vm.device_attach": devices.attach, "vm.device_detach": devices.detach,
+            locks.TASK: locks.flush}
 
 
 @hookimpl

@@ -117,6 +117,15 @@ ROUTES = [
           params=(VM, Param("xml", required=True, description="Device XML")),
           responses={202: ("Task created", ref("VMTaskReply")), 400: ("Bad XML", MSG),
                      404: ("No such VM", MSG)}),
+    Route("POST", "/vm/{vm}/locks", h.flush_locks, "Flush the RBD locks of a VM's disks",
+          tag=TAG, params=(VM, Param("force", "bool", default=False,
+                                     description="Also when the VM is not in state stop, "
+                                                 "disable, fail or mirror (cuts a running "
+                                                 "VM's storage)")),
+          responses={202: ("Task vm.flush_locks created on the VM's node",
+                           ref("VMTaskReply")),
+                     400: ("The VM's state forbids it without force", MSG),
+                     404: ("No such VM", MSG)}),
 ]
 
 

@@ -22,6 +22,19 @@ print("locked", flush=True)
 time.sleep(600)
 """
 
+LOCKER = """
+import sys, time, rados, rbd
+c = rados.Rados(conffile=sys.argv[1], rados_id="admin"); c.connect()
+io = c.open_ioctx(sys.argv[2])
+one = rbd.Image(io, sys.argv[3])
+one.write(b"c" * 4096, 0)            # the exclusive lock of a writer
+two = rbd.Image(io, sys.argv[4])
+two.lock_shared("cookie-a", "tag")   # two advisory locks
+two.lock_shared("cookie-b", "tag")
+print("locked", flush=True)
+time.sleep(600)
+"""
+
 
 @pytest.fixture(scope="session")
 def ceph():
@@ -111,3 +124,85 @@ def test_fence_and_unfence_blocklist_a_nodes_addresses(ceph, daemon):
         assert "10.253.0.77" not in vmdisks.blocklisted(client)
         assert vmdisks.storage_addresses(plugin.runtime(daemon).settings) == \
             [ceph.cluster.site.address]
+
+
+def dead_holder(ceph, pool: str, *images: str) -> None:
+    """Lock ``images`` from a client that then dies (kill -9): its locks stay behind."""
+    child = subprocess.Popen([sys.executable, "-c", LOCKER, ceph.conf, pool, *images],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "locked"
+    finally:
+        child.kill()
+        child.wait()
+
+
+def lockers(client, pool: str, image: str) -> list:
+    import rbd
+
+    with client.ioctx(pool) as ioctx, rbd.Image(ioctx, image) as img:
+        return list((img.list_lockers() or {}).get("lockers", []))
+
+
+def test_unlock_hook_answers_only_for_rbd(ceph, daemon):
+    vm = {"uuid": "u", "name": "vm", "node": "ceph1"}
+    assert plugin.pvc_vm_disk_unlock(daemon, vm, {"type": "file", "source": "/x"}) is None
+    with ceph.inside():
+        answer = plugin.pvc_vm_disk_unlock(daemon, vm, disk("vmpool/nothere"))
+    assert answer["ok"] is False and "does not exist" in answer["reason"]
+    assert answer["removed"] == 0
+
+
+def test_flush_locks_task_breaks_every_lock_of_the_vms_disks(ceph, daemon):
+    """vm.flush_locks on a VM with two RBD disks locked by a dead client: refused while the
+    VM should run, then every lock is broken and the volumes are writable again."""
+    import rbd
+
+    from pvc_kernel import tasks
+    from pvc_kernel.plugins import PluginHost
+    from pvc_kernel.state import Store, schema
+    from pvc_plugins.vm_kvm import keys, locks
+
+    for key in keys.KEYS:
+        schema.register(key)
+    with ceph.inside():
+        client = plugin.runtime(daemon).client
+        volumes.add_volume(client, "vmpool", "fl0", "16M")
+        volumes.add_volume(client, "vmpool", "fl1", "16M")
+        dead_holder(ceph, "vmpool", "fl0", "fl1")
+        assert len(lockers(client, "vmpool", "fl0")) == 1
+        assert len(lockers(client, "vmpool", "fl1")) == 2
+
+        store = Store(ceph.zk_hosts(), timeout=5)
+        store.start()
+        host = PluginHost()
+        host.register(plugin, "storage_ceph")
+        node = SimpleNamespace(config=daemon.config, node="ceph1", store=store, plugins=host)
+        try:
+            uuid = "3b2f6c1e-5d4a-4c8b-9e7f-0a1b2c3d4e5f"
+            xml = (f"<domain type='kvm'><name>flvm</name><uuid>{uuid}</uuid>"
+                   "<memory unit='MiB'>128</memory><vcpu>1</vcpu><devices>"
+                   + "".join(f"<disk type='network' device='disk'><source protocol='rbd' "
+                             f"name='vmpool/fl{i}'/><target dev='vd{'ab'[i]}' bus='virtio'/>"
+                             "</disk>" for i in (0, 1)) + "</devices></domain>")
+            for name, value in (("vm", "flvm"), ("vm.xml", xml), ("vm.state", "start"),
+                                ("vm.node", "ceph1")):
+                store.set(name, value, uuid=uuid)
+
+            def run(force: bool = False) -> str:
+                record = tasks.create_task(store, locks.TASK, "ceph1",
+                                           {"uuid": uuid, "force": force})
+                return locks.flush(tasks.TaskContext(store, record, node))
+
+            with pytest.raises(RuntimeError, match="in state 'start'"):
+                run()
+            assert len(lockers(client, "vmpool", "fl1")) == 2      # untouched
+            store.set("vm.state", "stop", uuid=uuid)
+            assert run() == "Flushed locks on VM flvm: 3 lock(s) removed."
+            assert lockers(client, "vmpool", "fl0") == lockers(client, "vmpool", "fl1") == []
+            assert run(force=True) == "Flushed locks on VM flvm: 0 lock(s) removed."
+            with client.ioctx("vmpool") as ioctx, rbd.Image(ioctx, "fl0") as img:
+                img.write(b"mine" * 1024, 0)
+        finally:
+            plugin.pvc_node_stop(node)
+            store.stop()

@@ -140,3 +140,40 @@ def test_start_failure_shows_fail_state(vmcluster, client):
     vm = client.simulate_get(f"{V1}/vm/bad1").json[0]
     assert vm["state"] == "fail" and "/no/such.img" in vm["failed_reason"]
     assert client.simulate_delete(f"{V1}/vm/bad1").status_code == 200
+
+
+def test_flush_locks_runs_as_a_task_on_the_vms_node(vmcluster, client):
+    """POST /vm/<vm>/locks: 202 + vm.flush_locks task on the VM's node (stop, fail), 400
+    while it should run unless forced, 404 for an unknown VM. File disks hold no locks."""
+    c = vmcluster
+
+    def flush(vm: str, **params: str) -> dict:
+        r = client.simulate_post(f"{V1}/vm/{vm}/locks", params=params)
+        assert r.status_code == 202, r.text
+        assert r.json["task_name"] == "vm.flush_locks" and r.json["run_on"] == "hv2"
+        assert r.headers["Location"].endswith(f"{V1}/tasks/{r.json['task_id']}")
+        return wait_for(lambda: (t := client.simulate_get(
+            f"{V1}/tasks/{r.json['task_id']}").json)["state"] in ("SUCCESS", "FAILURE") and t,
+            30, 0.2, "the flush-locks task")
+
+    r = client.simulate_post(f"{V1}/vm/nothere/locks")
+    assert r.status_code == 404 and r.json == {"message": "VM not found."}
+    assert client.simulate_post(f"{V1}/vm", params={"xml": c.xml("lk1"), "node": "hv2"}
+                                ).status_code == 200
+    task = flush("lk1")
+    assert task["state"] == "SUCCESS", task
+    assert task["status"] == "Flushed locks on VM lk1: 0 lock(s) removed."
+
+    r = client.simulate_post(f"{V1}/vm/lk1/state", params={"state": "start"})
+    assert r.status_code == 200, r.text
+    r = client.simulate_post(f"{V1}/vm/lk1/locks")
+    assert r.status_code == 400 and "in state 'start'" in r.json["message"]
+    assert flush("lk1", force="true")["state"] == "SUCCESS"
+    assert client.simulate_delete(f"{V1}/vm/lk1").status_code == 200
+
+    client.simulate_post(f"{V1}/vm", params={"xml": c.xml("lk2", disk="/no/such.img"),
+                                             "node": "hv2"})
+    client.simulate_post(f"{V1}/vm/lk2/state", params={"state": "start", "wait": "true"})
+    assert client.simulate_get(f"{V1}/vm/lk2/state").json["state"] == "fail"
+    assert flush("lk2")["state"] == "SUCCESS"
+    assert client.simulate_delete(f"{V1}/vm/lk2").status_code == 200

@@ -93,3 +93,30 @@ def test_log_and_new_lines(api):
     assert result.stdout.splitlines() == ["GUEST-BOOTED", "tick 1"]
     assert new_lines("a\nb\nc", "b\nc\nd\ne") == ["d", "e"]
     assert new_lines("", "x") == ["x"]
+
+
+def test_flush_locks_waits_for_the_task(api):
+    api.route("POST", "/vm/web1/locks", status=202,
+              body={"task_id": "ab12cd34", "task_name": "vm.flush_locks", "run_on": "hv1"})
+    api.sequence("GET", "/tasks/ab12cd34", [
+        (200, {"state": "RUNNING", "current": 0, "total": 2,
+               "status": "Flushing locks of disk vda"}),
+        (200, {"state": "SUCCESS", "current": 2, "total": 2,
+               "status": "Flushed locks on VM web1: 2 lock(s) removed."})])
+    result = run("vm", "flush-locks", "web1", "--wait")
+    assert result.exit_code == 0, result.output
+    assert "SUCCESS: Flushed locks on VM web1: 2 lock(s) removed." in result.stdout
+    assert api.calls("POST", "/vm/web1/locks")[0].query == {}
+
+
+def test_flush_locks_force_and_refusal(api):
+    api.route("POST", "/vm/web1/locks", status=202,
+              body={"task_id": "t1", "task_name": "vm.flush_locks", "run_on": "hv2"})
+    result = run("vm", "flush-locks", "web1", "--force")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == "Task ID: t1 assigned to node hv2"
+    assert api.calls("POST", "/vm/web1/locks")[0].query == {"force": ["True"]}
+    api.route("POST", "/vm/db1/locks", status=400,
+              body={"message": "ERROR: VM 'db1' is in state 'start'; ..."})
+    result = run("vm", "flush-locks", "db1")
+    assert result.exit_code != 0 and "in state 'start'" in result.output

@@ -23,6 +23,7 @@ Examples:
   pvc-lab up                      3 coordinators hv1..hv3
   pvc-lab up --nodes 4            3 coordinators + 1 client (hv4)
   pvc-lab up --storage            ... with Ceph (mon+mgr on hv1, an OSD per node)
+  pvc-lab up --no-bmc             ... without the simulated BMCs (no fencing by power off)
   pvc-lab status                  nodes, processes, ZooKeeper modes, daemon states
   pvc-lab kill hv1                pull hv1's plug (SIGKILL all its processes)
   pvc-lab start hv1               start hv1's services again
@@ -78,15 +79,19 @@ node_arg = click.argument("node")
 @click.option("--storage", is_flag=True,
               help="Also run Ceph: a monitor and manager on hv1, one OSD per node (file-backed "
               "bluestore), until HEALTH_OK.")
+@click.option("--bmc/--no-bmc", default=True, show_default=True,
+              help="A simulated BMC per node (IPMI over LAN at <subnet>.(100+I)): power off "
+              "kills the node, power on starts it; the fencing plugin uses them.")
 @click.option("--ceph-mons", type=click.Choice(["first", "all"]), default="first",
               show_default=True, help="With --storage: a monitor on the first or on every "
               "coordinator.")
 @click.pass_obj
 def up(lab: Lab, nodes: int, coordinators: int | None, subnet: str, timeout: float,
-       storage: bool, ceph_mons: str) -> None:
+       storage: bool, bmc: bool, ceph_mons: str) -> None:
     """Create the lab and wait until every node runs and a primary is elected."""
     t0 = time.monotonic()
     options = {"storage": True, "ceph_mons": ceph_mons} if storage else {}
+    options["bmc"] = bmc
     st = lab.up(nodes=nodes, coordinators=coordinators, subnet=subnet,
                 timeout=timeout + (120 if storage else 0), options=options)
     click.echo(f"lab {lab.name} up in {time.monotonic() - t0:.1f} s")

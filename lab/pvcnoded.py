@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from pvc_lab.bmc import plugin_section as bmc_plugin_section
 from pvc_lab.ceph import plugin_section as ceph_plugin_section
 from pvc_lab.libvirt import vm_kvm_config
 from pvc_lab.services import Service
@@ -43,7 +44,8 @@ def node_config(spec: LabSpec, node: NodeSpec) -> dict[str, Any]:
         "log": {"level": "info"},
         "api": {"enabled": node.coordinator, "listen_address": node.address,
                 "port": API_PORT, "keys": [spec.api_key]},
-        "plugins": {"vm_kvm": vm_kvm_config(spec, node), **ceph_plugin_section(spec, node)},
+        "plugins": {"vm_kvm": vm_kvm_config(spec, node), **ceph_plugin_section(spec, node),
+                    **bmc_plugin_section(spec, node)},
     }
 
 

@@ -144,9 +144,10 @@ def log_tail(path: str, lines: int = 3) -> str:
 
 def default_services() -> list[Service]:
     """Start order of a node's services (stopped in reverse order)."""
+    from pvc_lab.bmc import BmcService
     from pvc_lab.ceph import ceph_services
     from pvc_lab.libvirt import Libvirtd
     from pvc_lab.pvcnoded import NodeDaemon
     from pvc_lab.zookeeper import ZooKeeper
 
-    return [ZooKeeper(), *ceph_services(), Libvirtd(), NodeDaemon()]
+    return [ZooKeeper(), *ceph_services(), Libvirtd(), NodeDaemon(), BmcService()]

@@ -9,6 +9,13 @@ Example::
       hosts: [10.0.0.1:2181, 10.0.0.2:2181, 10.0.0.3:2181]   # required
       session_timeout: 6      # seconds before ZooKeeper expires a silent session
     keepalive_interval: 5     # seconds between keepalives
+    fence_intervals: 4        # a node in state `run` whose keepalive is older than
+                              # keepalive_interval × fence_intervals is dead: the primary
+                              # fences it (fence delay, 20 s by default)
+    suicide_intervals: 2      # a node without a keepalive written for longer than
+                              # keepalive_interval × suicide_intervals (cut off from
+                              # ZooKeeper) stops its own VMs; must be less than
+                              # fence_intervals, so it happens before anyone may fence it
     log:
       level: info             # debug | info | warning | error
       zookeeper_lines: 2000   # node log lines kept in ZooKeeper for `pvc node log`
@@ -79,6 +86,8 @@ class NodeConfig:
     coordinator: bool = False
     zookeeper_session_timeout: float = 6.0
     keepalive_interval: float = 5.0
+    fence_intervals: int = 4
+    suicide_intervals: int = 2
     log_level: str = "info"
     log_zookeeper_lines: int = 2000
     task_retention: float = 86400.0
@@ -86,6 +95,16 @@ class NodeConfig:
     disabled_plugins: list[str] = field(default_factory=list)
     plugin_sections: dict[str, dict[str, Any]] = field(default_factory=dict)
     source: str = ""
+
+    @property
+    def fence_delay(self) -> float:
+        """Seconds of keepalive silence after which a running node is dead."""
+        return self.keepalive_interval * self.fence_intervals
+
+    @property
+    def suicide_delay(self) -> float:
+        """Seconds without a written keepalive after which a node stops its own VMs."""
+        return self.keepalive_interval * self.suicide_intervals
 
     def plugin_section(self, name: str) -> dict[str, Any]:
         """The plugin's own section (empty if the file has none)."""
@@ -145,8 +164,8 @@ class _Reader:
             self.problem(section, f"must be a mapping, not {type(value).__name__}")
 
 
-_TOP = {"node", "cluster", "coordinator", "zookeeper", "keepalive_interval", "log", "tasks",
-        "api", "plugins"}
+_TOP = {"node", "cluster", "coordinator", "zookeeper", "keepalive_interval", "fence_intervals",
+        "suicide_intervals", "log", "tasks", "api", "plugins"}
 
 
 def parse(data: Any, source: str = "") -> NodeConfig:
@@ -208,6 +227,8 @@ def parse(data: Any, source: str = "") -> NodeConfig:
         coordinator=r.value("coordinator", bool, default=False),
         zookeeper_session_timeout=r.value("zookeeper.session_timeout", float, 6.0, minimum=2),
         keepalive_interval=r.value("keepalive_interval", float, 5.0, minimum=0.5),
+        fence_intervals=r.value("fence_intervals", int, 4, minimum=2),
+        suicide_intervals=r.value("suicide_intervals", int, 2, minimum=1),
         log_level=r.value("log.level", str, "info", choices=("debug", "info", "warning", "error")),
         log_zookeeper_lines=r.value("log.zookeeper_lines", int, 2000, minimum=10),
         task_retention=r.value("tasks.retention", float, 86400.0, minimum=60),
@@ -225,6 +246,11 @@ def parse(data: Any, source: str = "") -> NodeConfig:
         plugin_sections=sections,
         source=source,
     )
+    if cfg.suicide_intervals >= cfg.fence_intervals:
+        r.problem("suicide_intervals", f"must be less than fence_intervals "
+                  f"({cfg.fence_intervals}), not {cfg.suicide_intervals}: a node cut off from "
+                  "ZooKeeper must stop its VMs (after keepalive_interval × suicide_intervals) "
+                  "before the others may fence it (after keepalive_interval × fence_intervals)")
     if cfg.api.port > 65535:
         r.problem("api.port", f"must be at most 65535, not {cfg.api.port}")
     if r.problems:

@@ -6,6 +6,15 @@ sections), connect to ZooKeeper, migrate the schema if needed, register the node
 after the first one) and, on coordinators, the election. SIGTERM: state
 ``shutdown``, give up the primary role, stop plugins, state ``stop``, exit — all
 within ``SHUTDOWN_BUDGET`` seconds.
+
+Liveness (see docs/fencing.md): the primary declares a running node ``dead`` when its
+keepalive is older than ``keepalive_interval × fence_intervals`` (the fence delay) and a
+fencing plugin fences it. A node that could not write a keepalive for
+``keepalive_interval × suicide_intervals`` (shorter, config validation enforces it) fences
+itself: plugins stop its workloads (``pvc_node_self_fence``) and get no bus events until
+the node has rejoined. A node the cluster gave up (state ``dead``/``fenced``, found at start
+or while running, or after a self-fence) stops its workloads, then rejoins once every
+``pvc_node_rejoin_wait`` says so: state ``init`` → ``run``.
 """
 
 from __future__ import annotations
@@ -41,6 +50,9 @@ SHUTDOWN_BUDGET = 5.0
 EXIT_CONFIG, EXIT_PLUGIN, EXIT_SCHEMA, EXIT_ZOOKEEPER, EXIT_DUPLICATE = 2, 3, 4, 5, 6
 
 INIT, RUN, SHUTDOWN, STOP = "init", "run", "shutdown", "stop"
+DEAD, FENCED = "dead", "fenced"
+GIVEN_UP = (DEAD, FENCED)
+"""States the primary writes for a node it declared dead / fenced."""
 
 
 class StartupError(Exception):
@@ -73,9 +85,17 @@ class NodeDaemon:
         self.keepalive_ops = 0
         self._registered = threading.Event()
         self._running = False  # daemon_state is `run` (no need to read it per keepalive)
+        self.in_service = threading.Event()  # closed: plugins get no bus events (self-fenced)
+        self.in_service.set()
+        self.last_keepalive = time.monotonic()  # when the last keepalive was written
+        self.self_fenced = False
+        self._rejoining = threading.Lock()
 
     # -- events ---------------------------------------------------------------------
     def _dispatch(self, event: Event) -> None:
+        while not self.in_service.wait(0.5):  # self-fenced: hold the event until we rejoin
+            if self.stopping.is_set():
+                return
         self.plugins.call_each("pvc_event", obj=event.obj, daemon=self, event=event)
         nodeservice.on_event(self, event)
 
@@ -144,7 +164,10 @@ class NodeDaemon:
         return data
 
     def register(self) -> None:
-        """Claim this node's name and write its registration (state ``init``)."""
+        """Claim this node's name and write its registration (state ``init``).
+
+        A node the cluster gave up (state ``dead``/``fenced``) first waits until it may
+        rejoin and stops what may still run here (``rejoin``)."""
         deadline = time.monotonic() + self.config.zookeeper_session_timeout * 1.5 + 1
         while True:
             try:
@@ -163,6 +186,8 @@ class NodeDaemon:
                          "expire", self.node)
                 time.sleep(0.5)
         n = self.node
+        if self.store.get("node.daemon_state", node=n) in GIVEN_UP:
+            self.rejoin("the cluster declared this node dead while it was down", start=True)
         coord = "secondary" if self.config.coordinator else CLIENT
         txn = self.store.transaction()
         if not self.store.exists("node", node=n):
@@ -208,7 +233,11 @@ class NodeDaemon:
         self.bus.watch_children("tasks", obj="tasks")
         nodeservice.start(self)
         self.keepalive()  # the first keepalive moves the node to `run`
+        self.last_keepalive = time.monotonic()
+        self.store.client.DataWatch(schema.path("node.daemon_state", node=self.node),
+                                    self._on_own_state)
         threading.Thread(target=self._keepalive_loop, name="keepalive", daemon=True).start()
+        threading.Thread(target=self._liveness_loop, name="liveness", daemon=True).start()
         if self.config.coordinator:
             self.election = Election(self.store, self.node, self._become_primary,
                                      self._become_secondary,
@@ -242,6 +271,7 @@ class NodeDaemon:
         if failed:
             log.warning("keepalive transaction failed: %r", failed[0])
             return
+        self.last_keepalive = time.monotonic()
         self.keepalive_count += 1
         self.keepalive_ops += 1
         self.keepalive_bytes += sum(len(d) for _, d in ops)
@@ -262,6 +292,76 @@ class NodeDaemon:
                     prune(self.store, self.config.task_retention)
             except Exception as exc:
                 log.warning("keepalive failed: %s", exc)
+
+    # -- liveness: self-fence and rejoin ------------------------------------------------
+    def _liveness_loop(self) -> None:
+        """Self-fence when no keepalive was written for ``suicide_delay``; rejoin after."""
+        delay = self.config.suicide_delay
+        while not self.stopping.wait(min(0.5, self.config.keepalive_interval / 4)):
+            silent = time.monotonic() - self.last_keepalive
+            if not self.self_fenced and silent > delay:
+                self.self_fence(f"no keepalive written for {silent:.1f} s (suicide delay "
+                                f"{delay:g} s = keepalive_interval × suicide_intervals)")
+            elif self.self_fenced and silent < self.config.keepalive_interval * 2:
+                self._start_rejoin("ZooKeeper is reachable again after a self-fence")
+
+    def self_fence(self, reason: str) -> None:
+        """Stop this node's workloads now and hold plugin events until it rejoins."""
+        self.in_service.clear()
+        self.self_fenced = True
+        log.error("self-fence: %s; stopping this node's workloads", reason)
+        self.plugins.call_each("pvc_node_self_fence", obj=f"node:{self.node}", daemon=self,
+                               reason=reason)
+
+    def _on_own_state(self, data: bytes | None, _stat: Any) -> bool:
+        state = data.decode() if data else ""
+        if state in GIVEN_UP and self._registered.is_set() and not self.stopping.is_set():
+            self._start_rejoin(f"the cluster declared this node {state} while it runs")
+        return not self.stopping.is_set()
+
+    def _start_rejoin(self, reason: str) -> None:
+        if self._rejoining.locked():
+            return
+        threading.Thread(target=self.rejoin, args=(reason,), name="rejoin",
+                         daemon=True).start()
+
+    def rejoin(self, reason: str, start: bool = False) -> None:
+        """Stop this node's workloads, wait until every plugin lets it rejoin, then return to
+        ``init`` (the next keepalive moves it to ``run``) and resume plugin events."""
+        with self._rejoining:
+            if not start and not self.self_fenced and \
+                    self.store.get("node.daemon_state", node=self.node) not in GIVEN_UP:
+                return      # another rejoin just finished
+            self.in_service.clear()
+            log.warning("rejoining the cluster: %s", reason)
+            self.self_fence("rejoining after the cluster gave this node up")
+            said = None
+            while not self.stopping.is_set():
+                try:
+                    waits = [w for _n, w in self.plugins.call_each(
+                        "pvc_node_rejoin_wait", obj=f"node:{self.node}", daemon=self) if w]
+                except Exception as exc:  # ZooKeeper gone again
+                    waits = [str(exc)]
+                if not self.store.connected:
+                    waits.append("no ZooKeeper connection")
+                if not waits:
+                    break
+                if waits != said:
+                    log.info("waiting to rejoin: %s", "; ".join(waits))
+                    said = waits
+                self.stopping.wait(1.0)
+            if self.stopping.is_set():
+                return
+            if not start:
+                state, version = self.store.get_versioned("node.daemon_state", node=self.node)
+                if state in GIVEN_UP:
+                    self.store.set_if_version("node.daemon_state", INIT, version,
+                                              node=self.node)
+                self._running = False   # the next keepalive reads the state: init → run
+            self.last_keepalive = time.monotonic()   # a whole suicide delay from here
+            self.self_fenced = False
+            self.in_service.set()
+            log.info("rejoined the cluster")
 
     # -- roles ----------------------------------------------------------------------
     def _become_primary(self) -> None:
@@ -382,7 +482,12 @@ def build(config_path: str | None) -> NodeDaemon:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="pvcnoded", description="PVC node daemon: registers this node in the cluster, "
-        "keeps it alive, runs its plugins and, on coordinators, the primary election.")
+        "keeps it alive, runs its plugins and, on coordinators, the primary election.",
+        epilog="Liveness: a running node whose keepalive is older than keepalive_interval × "
+        "fence_intervals (default 5 s × 4 = 20 s) is declared dead and fenced by the primary; "
+        "a node that cannot write a keepalive for keepalive_interval × suicide_intervals "
+        "(default 5 s × 2 = 10 s, must be shorter) stops its own VMs first. "
+        "See docs/fencing.md.")
     parser.add_argument("-c", "--config", help=f"config file (default ${config_mod.CONFIG_ENV} "
                         f"or {config_mod.DEFAULT_PATH})")
     parser.add_argument("--version", action="version", version=f"pvcnoded {__version__}")

@@ -14,6 +14,7 @@ DEBIAN_PACKAGES=(
   ceph-mon ceph-mgr ceph-osd ceph-common       # storage_ceph: Ceph 16 daemons + CLI (lab, tests)
   python3-rados python3-rbd fio               # storage_ceph bindings; benchmark (fio's rbd engine)
   qemu-block-extra                            # QEMU's rbd driver for VM disks on Ceph
+  ipmitool                                    # talks to the lab's simulated BMCs (tests, admins)
 )
 
 missing=()

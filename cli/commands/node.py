@@ -217,6 +217,8 @@ def render_node_info(painter: Painter, n: dict[str, Any]) -> str:
             f"{human_mib(mem.get('provisioned'))} provisioned",
         ),
     ]
+    if isinstance(n.get("bmc"), dict):
+        pairs.append(("BMC", bmc_text(n["bmc"])))
     text = render_pairs(painter, pairs)
     details = [d for d in n.get("health_details") or [] if isinstance(d, dict)]
     if details:
@@ -229,6 +231,16 @@ def render_node_info(painter: Painter, n: dict[str, Any]) -> str:
             )
         text = "\n".join(lines)
     return text
+
+
+def bmc_text(bmc: dict[str, Any]) -> str:
+    """The node's BMC as its last self-check saw it (the fencing plugin's ``bmc`` field)."""
+    if not bmc.get("host"):
+        return f"none ({bmc.get('error') or 'not configured'})"
+    where = f"{bmc.get('host')}:{bmc.get('port')} as {bmc.get('user')}"
+    if bmc.get("reachable"):
+        return f"{where}: reachable, power {bmc.get('power')}"
+    return f"{where}: UNREACHABLE ({bmc.get('error') or 'no answer'})"
 
 
 # --- coordinator state --------------------------------------------------------------------------

@@ -13,6 +13,10 @@ from pvc_kernel.hookspecs import hookimpl
 from pvc_plugins.vm_kvm import config as vmconfig
 from pvc_plugins.vm_kvm import keys
 from pvc_plugins.vm_kvm.disks import pvc_vm_disk_prepare  # noqa: F401  (a hook of this plugin)
+from pvc_plugins.vm_kvm.recovery import (  # noqa: F401  (hooks of this plugin)
+    pvc_node_recover,
+    pvc_node_self_fence,
+)
 
 log = logging.getLogger("pvc_plugins.vm_kvm")
 

@@ -1,0 +1,212 @@
+"""Detection and the fence state machine (pure logic over an ``Env``; no ZooKeeper here).
+
+A fence record (one per node, JSON at ``/fencing/fences/<node>``) moves through::
+
+    dead ──> power ──> storage ──> recover ──> done
+             │ power off through the BMC, then poll until it reports off
+             │ ok: daemon_state ``fenced``; failed: stays ``dead``
+                       │ cut the node's storage access (storage plugins; Ceph: blocklist)
+                                   │ policy: successful_fence (after a verified power off)
+                                   │ or failed_fence (migrate only if the cut succeeded)
+
+Every step is saved before the next starts and is safe to run twice, so the next primary
+resumes a fence whose coordinator died. ``outcome`` and a fault record tell the result.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pvc_plugins.fencing_ipmi.config import MIGRATE, NONE
+from pvc_plugins.fencing_ipmi.ipmi import OFF, BmcError
+
+DEAD, POWER, STORAGE, RECOVER, DONE = "dead", "power", "storage", "recover", "done"
+STEPS = (DEAD, POWER, STORAGE, RECOVER, DONE)
+RUN = "run"
+FAULT_DELTA_FENCED = 10       # health points of a fence that worked
+FAULT_DELTA_FAILED = 50       # ... of one that did not (VMs may be down)
+
+
+@dataclass(frozen=True)
+class Policy:
+    successful_fence: str = MIGRATE
+    failed_fence: str = NONE
+    power_timeout: float = 10.0
+    poll: float = 0.25
+
+
+def dead_nodes(nodes: dict[str, tuple[str | None, float | None]], now: float,
+               fence_delay: float, watching_since: float) -> list[tuple[str, float]]:
+    """The nodes to declare dead: ``[(node, silence)]``.
+
+    ``nodes`` maps a node to (daemon_state, keepalive epoch). A node is dead when its state
+    is ``run`` and it has been silent for more than ``fence_delay``, where silence counts
+    from its last keepalive but never from before ``watching_since`` (when this primary's
+    own ZooKeeper connection was last established: after an outage of our own, every node
+    gets a whole fence delay to report again).
+    """
+    found = []
+    for node, (state, keepalive) in sorted(nodes.items()):
+        if state != RUN:
+            continue
+        silence = now - max(keepalive or 0.0, watching_since)
+        if silence > fence_delay:
+            found.append((node, round(now - (keepalive or 0.0), 3)))
+    return found
+
+
+def new_record(node: str, by: str, silence: float, now: float | None = None) -> dict[str, Any]:
+    now = now or time.time()
+    return {"id": uuid.uuid4().hex[:8], "node": node, "step": DEAD, "by": by,
+            "declared": round(now, 3), "updated": round(now, 3), "silence": silence,
+            "power": None, "storage": None, "recovery": None, "decision": None,
+            "outcome": None, "finished": None, "unfenced": None,
+            "history": [[round(now, 3), DEAD, f"no keepalive for {silence:.1f} s"]]}
+
+
+def decide(power_ok: bool, storage_ok: bool | None, policy: Policy) -> tuple[str, str]:
+    """(``migrate`` | ``none``, why) after the power and storage steps."""
+    if power_ok:
+        if policy.successful_fence == MIGRATE:
+            return MIGRATE, "powered off; successful_fence=migrate"
+        return NONE, "powered off; successful_fence=none"
+    if policy.failed_fence != MIGRATE:
+        return NONE, "power off failed; failed_fence=none"
+    if storage_ok:
+        return MIGRATE, "power off failed but storage cut; failed_fence=migrate"
+    return NONE, "power off failed and storage not cut: recovery would be unsafe"
+
+
+def outcome_of(record: dict[str, Any]) -> str:
+    power = "fenced" if (record.get("power") or {}).get("ok") else "fence-failed"
+    return f"{power},{'recovered' if record.get('decision') == MIGRATE else 'not-recovered'}"
+
+
+class Env(Protocol):
+    """What the state machine acts on (the plugin gives ZooKeeper + hooks, tests fakes)."""
+
+    def bmc_power_off(self, node: str) -> None: ...
+    def bmc_power_state(self, node: str) -> str: ...
+    def set_daemon_state(self, node: str, state: str) -> None: ...
+    def storage_cut(self, node: str) -> dict[str, Any]: ...
+    def recover(self, node: str, progress: Callable[[int, int, str], None]) -> dict[str, Any]: ...
+    def set_domain_state(self, node: str, observed: str, desired: str | None) -> None: ...
+    def save(self, record: dict[str, Any]) -> None: ...
+    def fault(self, fault_id: str, message: str, delta: int) -> None: ...
+    def log(self, message: str) -> None: ...
+
+
+class Fencer:
+    """Runs one node's fence record to ``done``, saving it after every step."""
+
+    def __init__(self, env: Env, policy: Policy, clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.env = env
+        self.policy = policy
+        self.clock = clock
+        self.sleep = sleep
+
+    def run(self, record: dict[str, Any], by: str = "") -> dict[str, Any]:
+        """Run the record to ``done``; ``by`` (this coordinator) is noted when it resumes a
+        fence another coordinator declared."""
+        if by and record["step"] != DONE and by != record.get("by") \
+                and record.get("resumed_by") != by:
+            record["resumed_by"] = by
+            record["history"].append([round(self.clock(), 3), record["step"],
+                                      f"resumed by {by}"])
+        while record["step"] != DONE:
+            record = self.step(record)
+        return record
+
+    def step(self, record: dict[str, Any]) -> dict[str, Any]:
+        step = record["step"]
+        if step == DEAD:
+            record["power"] = self.power_off(record["node"])
+            nxt = POWER
+            text = ("powered off" if record["power"]["ok"]
+                    else f"power off failed: {record['power']['detail']}")
+        elif step == POWER:
+            if record["power"] and record["power"]["ok"]:
+                self.env.set_daemon_state(record["node"], "fenced")
+            record["storage"] = self.env.storage_cut(record["node"])
+            nxt, text = STORAGE, f"storage: {record['storage'].get('detail') or 'cut'}"
+        elif step == STORAGE:
+            decision, why = decide(bool((record["power"] or {}).get("ok")),
+                                   (record["storage"] or {}).get("ok"), self.policy)
+            record["decision"] = decision
+            nxt, text = RECOVER, f"decision {decision}: {why}"
+        elif step == RECOVER:
+            record["recovery"] = self.recover(record)
+            record["outcome"] = outcome_of(record)
+            record["finished"] = round(self.clock(), 3)
+            nxt, text = DONE, f"outcome {record['outcome']}"
+            self.report(record)
+        else:
+            raise ValueError(f"unknown fence step {step!r}")
+        now = round(self.clock(), 3)
+        record["history"].append([now, nxt, text])
+        record.update(step=nxt, updated=now)
+        self.env.log(f"fence of {record['node']}: {text}")
+        self.env.save(record)
+        return record
+
+    # -- steps -------------------------------------------------------------------------
+    def power_off(self, node: str) -> dict[str, Any]:
+        """Power the node off through its BMC and wait until the BMC reports it off."""
+        started = self.clock()
+        try:
+            if self.env.bmc_power_state(node) != OFF:
+                self.env.bmc_power_off(node)
+            deadline = started + self.policy.power_timeout
+            while True:
+                state = self.env.bmc_power_state(node)
+                if state == OFF:
+                    return {"ok": True, "detail": "BMC reports power off",
+                            "seconds": round(self.clock() - started, 3)}
+                if self.clock() >= deadline:
+                    return {"ok": False, "detail": f"BMC still reports power {state} after "
+                            f"{self.policy.power_timeout:g} s",
+                            "seconds": round(self.clock() - started, 3)}
+                self.sleep(self.policy.poll)
+        except BmcError as exc:
+            return {"ok": False, "detail": str(exc), "seconds": round(self.clock() - started, 3)}
+
+    def recover(self, record: dict[str, Any]) -> dict[str, Any] | None:
+        node = record["node"]
+        if record["decision"] != MIGRATE:
+            return None
+        self.env.set_domain_state(node, "fence-flush", "flushed")
+
+        def progress(done: int, total: int, message: str) -> None:
+            self.env.log(f"recovery of {node}: {done}/{total} {message}")
+
+        result = self.env.recover(node, progress)
+        self.env.set_domain_state(node, "flushed", None)
+        return result
+
+    def report(self, record: dict[str, Any]) -> None:
+        node = record["node"]
+        power = record["power"] or {}
+        storage = record["storage"] or {}
+        rec = record["recovery"] or {}
+        parts = [f"Node {node} was declared dead (no keepalive for {record['silence']:.0f} s)"]
+        parts.append("and powered off through its BMC" if power.get("ok")
+                     else f"but the power off failed ({power.get('detail')})")
+        if storage.get("ok"):
+            parts.append("; its storage access was cut")
+        elif storage.get("ok") is False:
+            parts.append(f"; cutting its storage failed ({storage.get('detail')})")
+        if record["decision"] == MIGRATE:
+            parts.append(f"; VMs recovered: {len(rec.get('recovered', []))}, stopped (no "
+                         f"target): {len(rec.get('stopped', []))}, failed: "
+                         f"{len(rec.get('failed', []))}")
+        else:
+            parts.append("; its VMs were NOT recovered elsewhere")
+        delta = FAULT_DELTA_FENCED if power.get("ok") and not rec.get("failed") \
+            else FAULT_DELTA_FAILED
+        self.env.fault(f"fence-{node}-{record['id']}", " ".join(parts).replace(" ;", ";"),
+                       delta)

@@ -1,0 +1,70 @@
+"""The node's side: publish its BMC, check it (a fault when it does not answer), and tell
+the kernel whether the node may rejoin after the cluster gave it up."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from pvc_plugins.fencing_ipmi import faults
+from pvc_plugins.fencing_ipmi.config import FenceConfig
+from pvc_plugins.fencing_ipmi.fence import DONE
+from pvc_plugins.fencing_ipmi.ipmi import IpmiClient
+
+log = logging.getLogger("pvc_plugins.fencing_ipmi")
+FAULT_DELTA_BMC = 10
+
+
+def bmc_fault_id(node: str) -> str:
+    return f"bmc-{node}"
+
+
+def publish_and_check(daemon: Any, cfg: FenceConfig) -> dict[str, Any]:
+    """Publish this node's BMC (the password to its own key only) and check it answers."""
+    store, node = daemon.store, daemon.node
+    if cfg.bmc is None:
+        info = {"host": None, "port": None, "user": None, "reachable": False, "power": None,
+                "error": "no BMC configured (plugins.fencing_ipmi.bmc)",
+                "checked": round(time.time(), 3)}
+        store.set("fencing.bmc", info, node=node)
+        store.delete("fencing.secret", node=node)
+        faults.report(store, bmc_fault_id(node), f"Node {node} has no BMC configured "
+                      "(plugins.fencing_ipmi.bmc): the cluster cannot fence it",
+                      FAULT_DELTA_BMC)
+        return info
+    store.set("fencing.secret", cfg.bmc.password, node=node)
+    check = IpmiClient(cfg.bmc, timeout=cfg.ipmi_timeout).check()
+    info = {**cfg.bmc.public(), **check, "checked": round(time.time(), 3)}
+    store.set("fencing.bmc", info, node=node)
+    if check["reachable"]:
+        if faults.get(store, bmc_fault_id(node)):
+            faults.clear(store, bmc_fault_id(node))
+            log.info("BMC of %s at %s answers again", node, cfg.bmc.host)
+    else:
+        log.warning("BMC of %s at %s does not answer: %s", node, cfg.bmc.host, check["error"])
+        faults.report(store, bmc_fault_id(node), f"Node {node}: its BMC at {cfg.bmc.host}:"
+                      f"{cfg.bmc.port} does not answer ({check['error']}): the cluster "
+                      "cannot fence this node", FAULT_DELTA_BMC)
+    return info
+
+
+def rejoin_wait(daemon: Any) -> str | None:
+    """Why this node, its workloads stopped, must wait before rejoining: a fence of it is not
+    finished, or its storage access was cut and is not given back yet (it asks for it)."""
+    store, node = daemon.store, daemon.node
+    record = store.get_json("fencing.fence", None, node=node)
+    if not isinstance(record, dict):
+        return None
+    if record.get("step") != DONE:
+        return (f"the cluster is fencing this node (fence {record.get('id')}, step "
+                f"{record.get('step')})")
+    if (record.get("storage") or {}).get("ok") and not record.get("unfenced"):
+        try:
+            asked = float(store.get("fencing.rejoin", node=node) or 0)
+        except ValueError:
+            asked = 0.0
+        if asked <= (record.get("finished") or 0):
+            store.set("fencing.rejoin", f"{time.time():.3f}", node=node)
+        return "waiting for the primary to give this node its storage access back"
+    return None

@@ -1,0 +1,247 @@
+"""A fenced node's VMs start elsewhere (``pvc_node_recover``); a node stops its own VMs when
+the cluster may restart them elsewhere (``pvc_node_self_fence``).
+
+Recovery runs on the primary, called by the fencing plugin only once the dead node is
+powered off or its storage is cut. Per VM, under the VM's lock:
+
+* ``observed`` saying it runs (or migrates) on the dead node becomes ``stopped`` there, so
+  the node it is assigned to may start it (vm_kvm starts a VM only when ``observed`` says it
+  runs nowhere else);
+* a VM assigned to the dead node in a running state gets a target chosen like a flush
+  (``placement.choose``: selector, ``node_limit``, memory fit; placements decided a moment
+  ago count) and is assigned there with state ``start`` and ``last_node`` = the dead node,
+  so ``pvc node ready`` brings it back; with no valid target it is set ``stop`` with
+  ``node_autostart``, so it starts when its node is ready again;
+* a VM that was migrating TO the dead node and still runs on its source stays there.
+
+At most ``flush_concurrency`` VMs are placed and awaited at once; the call returns when each
+runs on its target, failed, or timed out. Everything is re-read under the lock, so a second
+run (the next primary resuming) only waits for what the first one did.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from kazoo.exceptions import KazooException
+
+from pvc_kernel.hookspecs import hookimpl
+from pvc_kernel.state import ConflictError, schema
+from pvc_plugins.vm_kvm import config as vmconfig
+from pvc_plugins.vm_kvm import keys, placement, records
+from pvc_plugins.vm_kvm.records import Record
+
+log = logging.getLogger("pvc_plugins.vm_kvm")
+LOCK_WAIT = 15.0
+RETRY_FOR = 45.0        # s a VM's reassignment is retried through ZooKeeper trouble
+BY = "fence"
+GONE = ("dead", "fenced", "shutdown", "stop")
+
+
+class LockBusy(Exception):
+    """The VM's lock stayed busy."""
+
+
+def _concerned(rec: Record, node: str) -> bool:
+    by_fence = rec.last_node == node and rec.request.get("by") == BY
+    return rec.node == node or rec.running_on == node or by_fence
+
+
+class Recovery:
+    def __init__(self, daemon: Any, node: str, progress: Callable[[int, int, str], None]) -> None:
+        self.daemon = daemon
+        self.store = daemon.store
+        self.node = node
+        self.cfg = vmconfig.load(daemon.config)
+        self.progress = progress
+        self.place_lock = threading.Lock()
+        self.count_lock = threading.Lock()
+        self.done = 0
+        self.result: dict[str, list[str]] = {"recovered": [], "stopped": [], "failed": []}
+
+    def run(self) -> dict[str, list[str]]:
+        recs = sorted((r for r in records.all_records(self.store) if _concerned(r, self.node)),
+                      key=lambda r: r.name)
+        self.progress(0, max(len(recs), 1), f"recovering {len(recs)} VMs of {self.node}")
+        with ThreadPoolExecutor(self.cfg.flush_concurrency,
+                                thread_name_prefix="vm-recover") as pool:
+            for f in [pool.submit(self.one, r) for r in recs]:
+                f.result()
+        return self.result
+
+    def one(self, rec: Record) -> None:
+        try:
+            kind, text = self.recover_one(rec.uuid)
+        except Exception as exc:
+            log.exception("VM %s: recovery failed", rec.name)
+            kind, text = "failed", f"VM {rec.name}: {exc}"
+        with self.count_lock:
+            if kind in self.result:
+                self.result[kind].append(text)
+            self.done += 1
+            done = self.done
+        self.progress(done, done, text)
+
+    def recover_one(self, uuid: str) -> tuple[str, str]:
+        deadline = time.monotonic() + RETRY_FOR
+        while True:
+            try:
+                with self.place_lock:    # one placement at a time: each sees the previous ones
+                    target, text = self.reassign(uuid)
+                break
+            except (KazooException, ConflictError, LockBusy) as exc:
+                if time.monotonic() > deadline:
+                    raise
+                log.warning("VM %s: recovery step failed (%s); retrying", uuid,
+                            exc or type(exc).__name__)
+                time.sleep(1.0)
+        if target is None:
+            return text
+        final = self.wait(uuid, target)
+        name = final.name if final else uuid
+        if final is not None and final.running_on == target:
+            return "recovered", f"VM {name}: running on {target}"
+        if self.gone(target):
+            return "failed", (f"VM {name}: its target {target} died too; the fence of "
+                              f"{target} recovers it")
+        reason = (final.observed.get("failed_reason") if final else "") or "did not start"
+        return "failed", f"VM {name}: on {target}: {reason}"
+
+    def gone(self, node: str) -> bool:
+        """The node stopped, was declared dead, or has been silent for a fence delay."""
+        try:
+            if self.store.get("node.daemon_state", node=node) in GONE:
+                return True
+            keepalive = float(self.store.get("node.keepalive", node=node) or 0)
+        except (KazooException, ValueError):
+            return False
+        return time.time() - keepalive > self.daemon.config.fence_delay
+
+    def reassign(self, uuid: str) -> tuple[str | None, tuple[str, str]]:
+        """Under the VM lock: release the dead node's claim and assign a target.
+        Returns (node to wait for or None, (kind, text))."""
+        lock = self.store.lock(keys.lock_name(uuid), self.daemon.node)
+        try:
+            got = lock.acquire(timeout=LOCK_WAIT)
+        except KazooException:
+            got = False
+        if not got:
+            raise LockBusy(f"VM {uuid}: its lock stayed busy for {LOCK_WAIT:g} s")
+        try:
+            rec = records.read(self.store, uuid)
+            if rec is None:
+                return None, ("skipped", f"VM {uuid}: removed")
+            obs = rec.observed
+            if obs.get("node") == self.node and obs.get("state") in keys.LIVE:
+                records.write_observed(self.store, uuid, self.node, keys.STOPPED,
+                                       libvirt_state="shutoff",
+                                       failed_reason=f"node {self.node} was fenced")
+                rec = records.read(self.store, uuid) or rec
+            if rec.node != self.node:
+                if rec.state in keys.RUN_STATES:
+                    return rec.node, ("recovered", "")
+                return None, ("skipped", f"VM {rec.name}: not running")
+            elsewhere = rec.running_on
+            if elsewhere and elsewhere != self.node:     # was migrating to the dead node
+                self._write(rec, keys.START, node=elsewhere)
+                return elsewhere, ("recovered", "")
+            if rec.state not in keys.RUN_STATES:
+                return None, ("skipped", f"VM {rec.name}: {rec.state}, left on {self.node}")
+            target = placement.choose(
+                records.nodes(self.store), records.loads_of(records.all_records(self.store)),
+                rec.memory, rec.vcpus, rec.meta.get("node_selector"), rec.meta.get("node_limit"),
+                exclude=[self.node], moving=uuid)
+            if target is None:
+                self._write(rec, keys.STOP, meta={**rec.meta, "node_autostart": True})
+                return None, ("stopped", f"VM {rec.name}: no node can take it; stopped, "
+                                         f"starts when {self.node} is ready")
+            self._write(rec, keys.START, node=target, last_node=self.node)
+            log.info("VM %s of fenced node %s: starting on %s", rec.name, self.node, target)
+            return target, ("recovered", "")
+        finally:
+            try:
+                lock.release()
+            except KazooException:
+                pass
+
+    def _write(self, rec: Record, state: str, node: str | None = None,
+               last_node: str | None = None, meta: dict[str, Any] | None = None) -> None:
+        txn = self.store.transaction()
+        u = rec.uuid
+        txn.set_data(schema.path("vm.state", uuid=u), state.encode(), version=rec.state_version)
+        if node is not None:
+            txn.set_data(schema.path("vm.node", uuid=u), node.encode(), version=rec.node_version)
+        if last_node is not None:
+            txn.set_data(schema.path("vm.last_node", uuid=u), last_node.encode())
+        if meta is not None:
+            txn.set_data(schema.path("vm.meta", uuid=u), json.dumps(meta).encode())
+        txn.set_data(schema.path("vm.request", uuid=u), json.dumps(
+            {"action": state, "by": BY, "node": self.node, "at": round(time.time(), 3)}).encode())
+        self.store.commit(txn)
+
+    def wait(self, uuid: str, target: str) -> Record | None:
+        timeout = self.cfg.migrate_timeout + 60
+        deadline = time.monotonic() + timeout
+        rec = None
+        checked = time.monotonic()
+        while time.monotonic() < deadline:
+            try:
+                rec = records.read(self.store, uuid)
+            except KazooException:
+                time.sleep(0.5)
+                continue
+            if rec is None or rec.running_on == target or rec.node != target \
+                    or rec.display_state == keys.FAIL:
+                return rec
+            if time.monotonic() - checked > 1.0:
+                checked = time.monotonic()
+                if self.gone(target):
+                    return rec
+            time.sleep(0.2)
+        return rec
+
+
+@hookimpl
+def pvc_node_recover(daemon: Any, node: str,
+                     progress: Callable[[int, int, str], None]) -> dict[str, Any] | None:
+    """Start the fenced node's VMs on other nodes (see the module docstring)."""
+    return Recovery(daemon, node, progress).run()
+
+
+@hookimpl
+def pvc_node_self_fence(daemon: Any, reason: str) -> None:
+    """Destroy every running domain of this node's libvirtd (no ZooKeeper needed)."""
+    cfg = vmconfig.load(daemon.config)
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        import libvirt
+
+        conn = libvirt.open(cfg.libvirt_uri)
+        try:
+            names = []
+            for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
+                try:
+                    dom.destroy()
+                    names.append(dom.name())
+                except libvirt.libvirtError as exc:
+                    box.setdefault("errors", []).append(f"{dom.name()}: {exc}")
+            box["names"] = names
+        finally:
+            conn.close()
+
+    t = threading.Thread(target=work, name="vm-self-fence", daemon=True)
+    t.start()
+    t.join(20)
+    if t.is_alive():
+        log.error("self-fence: libvirt at %s did not answer within 20 s", cfg.libvirt_uri)
+    elif box.get("names") or box.get("errors"):
+        log.warning("self-fence (%s): destroyed %s%s", reason,
+                    ", ".join(box.get("names") or []) or "nothing",
+                    f"; errors: {box['errors']}" if box.get("errors") else "")

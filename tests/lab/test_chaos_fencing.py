@@ -1,0 +1,240 @@
+"""The chaos suite: nodes die, get cut off, lose their BMC, the primary and the ZooKeeper
+leader die mid-recovery — and every VM runs again exactly once, never on two nodes.
+
+One lab (``pvcchaos``: hv1-hv3 coordinators with a ZooKeeper server and a Ceph monitor each,
+hv4 a hypervisor-only node, an OSD and a BMC per node). The victim is hv4, so a victim and a
+coordinator can die together without costing the ZooKeeper or monitor quorum. Throughout
+each case ``Invariant`` samples every node's libvirtd (or the QEMU processes of a node whose
+libvirtd is gone) and fails on any VM seen on two nodes at one instant.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from pvc_lab.chaos import (
+    Invariant,
+    as_json,
+    check_running,
+    fence_record,
+    ok,
+    phases,
+    pvc,
+    running_now,
+    start_guests,
+)
+from pvc_lab.pvcnoded import KEEPALIVE_INTERVAL
+
+pytestmark = pytest.mark.lab
+LAB_NAME = os.environ.get("PVC_TEST_CHAOS_LAB_NAME", "pvcchaos")
+VICTIM = "hv4"
+POOL = "chaos"
+FENCE_TIMEOUT = 60
+PATTERN = b"pvc-chaos-data " * 64            # written at 1 MiB into each volume before the kill
+PATTERN_AT = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def lab():
+    if os.geteuid() != 0:
+        pytest.skip("the lab tests need root (they create network namespaces)")
+    from pvc_lab import Lab
+    from pvc_lab.ceph import available as ceph_problem
+    from pvc_lab.libvirt import available as libvirt_problem
+    from pvc_lab.zookeeper import available as zookeeper_problem
+
+    why = zookeeper_problem() or ceph_problem() or libvirt_problem()
+    if why:
+        pytest.skip(why)
+    the_lab = Lab(name=LAB_NAME)
+    the_lab.down(grace=0, quiet=True)
+    try:
+        the_lab.up(nodes=4, coordinators=3, timeout=300,
+                   options={"storage": True, "ceph_mons": "all", "bmc": True})
+        the_lab.wait_for(lambda: "HEALTH_OK" in pvc(the_lab, "storage", "status").stdout, 120,
+                         "Ceph to report to the primary")
+        ok(the_lab, "storage", "pool", "add", POOL, "32", "--replcfg", "copies=3,mincopies=2")
+        yield the_lab
+    finally:
+        if not os.environ.get("PVC_TEST_LAB_KEEP"):
+            the_lab.down(grace=2)
+
+
+@pytest.fixture
+def cluster(lab, tmp_path):
+    """A whole lab before and after each case: stray VMs removed, every node ready."""
+    yield lab
+    lab.restore(timeout=120)
+    for vm in as_json(lab, "vm", "list") or []:
+        pvc(lab, "vm", "undefine", vm["name"], "--yes")
+    for node in lab.nodes:
+        if lab.store().get("node.domain_state", node=node) != "ready":
+            ok(lab, "node", "ready", node, "--wait", timeout=120)
+
+
+def wait_fence(lab, node: str, since: float, step: str = "done") -> dict:
+    return lab.wait_for(lambda: (r := fence_record(lab, node)).get("declared", 0) > since
+                        and (r["step"] == step or step == "any") and r,
+                        FENCE_TIMEOUT, f"the fence of {node} to reach {step}")
+
+
+def rbd(lab, node: str, *args: str, **kw) -> subprocess.CompletedProcess:
+    from pvc_lab.ceph import lab_site
+
+    conf = lab_site(lab.spec, lab.spec.node(node)).conf
+    return lab.exec(node, ["rbd", "-c", conf, *args], capture_output=True, timeout=120, **kw)
+
+
+def write_pattern(lab, volume: str) -> None:
+    from pvc_lab.ceph import lab_site
+
+    conf = lab_site(lab.spec, lab.spec.node("hv1")).conf
+    code = ("import sys, rados, rbd\nc = rados.Rados(conffile=sys.argv[1]); c.connect()\n"
+            "io = c.open_ioctx(sys.argv[2])\nwith rbd.Image(io, sys.argv[3]) as img:\n"
+            f"    img.write({PATTERN!r}, {PATTERN_AT})\nio.close(); c.shutdown()\n")
+    out = lab.exec("hv1", [sys.executable, "-c", code, conf, POOL, volume],
+                   capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+
+
+def read_back(lab, volume: str) -> tuple[bytes, bytes]:
+    """(first sector, the pattern's place) of a volume."""
+    data = rbd(lab, "hv1", "export", f"{POOL}/{volume}", "-").stdout
+    return data[:512], data[PATTERN_AT:PATTERN_AT + len(PATTERN)]
+
+
+def show(record: dict, killed_at: float) -> None:
+    print(f"\n{record['node']}: {record['outcome']} {phases(record, killed_at)}")
+
+
+def test_hard_kill_with_four_rbd_vms(cluster, tmp_path):
+    lab = cluster
+    names = [f"rbdvm{i}" for i in range(4)]
+    for name in names:
+        ok(lab, "storage", "volume", "add", POOL, name, "16M")
+        write_pattern(lab, name)
+    consoles = start_guests(lab, VICTIM, names, str(tmp_path), rbd_pool=POOL)
+    lab.wait_for(lambda: all(read_back(lab, n)[0].startswith(b"tick ") for n in names), 60,
+                 "every guest to write to its RBD disk")
+    with Invariant(lab):
+        killed_at = time.time()
+        lab.kill(VICTIM)                     # pulling the plug: the BMC did not cause it
+        record = wait_fence(lab, VICTIM, killed_at - 60)
+        where = check_running(lab, consoles, timeout=120)
+    show(record, killed_at)
+    assert record["outcome"] == "fenced,recovered", record
+    assert (record["storage"] or {}).get("ok") is True
+    assert VICTIM not in where.values() and len(record["recovery"]["recovered"]) == 4
+    before = {n: read_back(lab, n)[0] for n in names}
+    lab.wait_for(lambda: all(read_back(lab, n)[0] != before[n] for n in names), 60,
+                 "the recovered guests to write to their disks again")
+    for name in names:
+        assert read_back(lab, name)[1] == PATTERN, f"{name}: data lost"
+    node = as_json(lab, "node", "info", VICTIM)
+    assert (node["daemon_state"], node["domain_state"]) == ("fenced", "flushed"), node
+    fault = [f for f in as_json(lab, "cluster", "status")["detail"]["faults"]
+             if f["id"] == f"fence-{VICTIM}-{record['id']}"]
+    assert fault and "powered off" in fault[0]["message"]
+
+    # power comes back: the node rejoins flushed, its storage is given back, no old VM starts
+    lab.restore(timeout=120)
+    lab.wait_for(lambda: fence_record(lab, VICTIM).get("unfenced"), 60, "storage given back")
+    assert running_now(lab)[VICTIM] == set()
+    assert lab.store().get("node.domain_state", node=VICTIM) == "flushed"
+
+
+def test_partition_with_bmc_reachable(cluster, tmp_path):
+    lab = cluster
+    consoles = start_guests(lab, VICTIM, ["partvm"], str(tmp_path))
+    with Invariant(lab):
+        cut_at = time.time()
+        lab.partition(VICTIM)                # its processes run on, cut off from everyone
+        record = wait_fence(lab, VICTIM, cut_at - 1)
+        check_running(lab, consoles, timeout=90)
+        assert record["outcome"] == "fenced,recovered"
+        show(record, cut_at)
+        log = open(os.path.join(lab.spec.node_dir(VICTIM), "pvcnoded.log")).read()
+        assert "self-fence" in log           # it stopped its VM before the fence
+        lab.heal(VICTIM)
+        lab.restore(timeout=120)             # powered on again by the administrator
+        lab.wait_for(lambda: lab.node_state(VICTIM)["daemon_state"] == "run", 60, "rejoin")
+        time.sleep(3 * KEEPALIVE_INTERVAL)   # time to do harm, if it would
+        assert "partvm" not in running_now(lab)[VICTIM]
+    assert lab.store().get("node.domain_state", node=VICTIM) == "flushed"
+
+
+def test_partition_with_bmc_unreachable_keeps_vms_and_self_fences(cluster, tmp_path):
+    lab = cluster
+    consoles = start_guests(lab, VICTIM, ["lonevm"], str(tmp_path))
+    with Invariant(lab) as inv:
+        lab.service("bmc").cut(lab, VICTIM)
+        cut_at = time.time()
+        lab.partition(VICTIM)
+        record = wait_fence(lab, VICTIM, cut_at - 1)
+        assert record["outcome"] == "fence-failed,not-recovered", record
+        assert "lonevm" not in running_now(lab)[VICTIM]          # it fenced itself
+        assert all("lonevm" not in v for n, v in running_now(lab).items() if n != VICTIM)
+        status = as_json(lab, "cluster", "status")
+        fault = [f for f in status["detail"]["faults"]
+                 if f["id"] == f"fence-{VICTIM}-{record['id']}"]
+        assert fault and fault[0]["health_delta"] == 50 and "NOT recovered" in \
+            fault[0]["message"]
+        assert lab.store().get("node.daemon_state", node=VICTIM) == "dead"
+        assert as_json(lab, "vm", "info", "lonevm")["node"] == VICTIM     # not moved
+        # healed: it rejoins, gets its storage back and starts its VM again, once
+        lab.restore(timeout=120)
+        where = check_running(lab, consoles, timeout=120)
+        assert where == {"lonevm": VICTIM} and inv.samples > 0
+
+
+def test_primary_killed_during_recovery(cluster, tmp_path):
+    lab = cluster
+    names = [f"pkvm{i}" for i in range(4)]
+    consoles = start_guests(lab, VICTIM, names, str(tmp_path))
+    with Invariant(lab):
+        killed_at = time.time()
+        lab.kill(VICTIM)
+        primary = lab.primary()
+        wait_fence(lab, VICTIM, killed_at - 60, step="recover")
+        lab.kill(primary)                    # the fencing coordinator dies mid-recovery
+        record = wait_fence(lab, VICTIM, killed_at - 60)
+        other = wait_fence(lab, primary, killed_at)
+        where = check_running(lab, consoles, timeout=120)
+    show(record, killed_at)
+    print(f"resumed by {record.get('resumed_by')}; {primary}: {other['outcome']}")
+    assert record["outcome"] == "fenced,recovered" and other["outcome"] == "fenced,recovered"
+    assert not {VICTIM, primary} & set(where.values())
+
+
+def test_zookeeper_leader_killed_during_recovery(cluster, tmp_path):
+    lab = cluster
+    names = [f"zkvm{i}" for i in range(4)]
+    consoles = start_guests(lab, VICTIM, names, str(tmp_path))
+    with Invariant(lab):
+        killed_at = time.time()
+        lab.kill(VICTIM)
+        wait_fence(lab, VICTIM, killed_at - 60, step="recover")
+        leader = lab.zk_leader()
+        lab.zk_kill(leader)
+        record = wait_fence(lab, VICTIM, killed_at - 60)
+        where = check_running(lab, consoles, timeout=120)
+    show(record, killed_at)
+    assert record["outcome"] == "fenced,recovered"
+    assert VICTIM not in where.values()
+
+
+@pytest.mark.skipif(shutil.which("ipmitool") is None, reason="ipmitool is missing")
+def test_node_info_shows_the_bmc_without_its_password(cluster):
+    from pvc_lab.bmc import password
+
+    lab = cluster
+    text = ok(lab, "node", "info", VICTIM)
+    info = as_json(lab, "node", "info", VICTIM)
+    assert info["bmc"]["reachable"] is True and info["bmc"]["power"] == "on"
+    assert "BMC" in text and password(lab.spec) not in text + str(info)

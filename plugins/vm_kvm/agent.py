@@ -264,6 +264,11 @@ class Agent:
                                fail_version=rec.state_version)
 
     # -- actions ------------------------------------------------------------------------
+    def in_service(self) -> bool:
+        """False while the node is self-fenced or rejoining: nothing may start here."""
+        gate = getattr(self.daemon, "in_service", None)
+        return gate is None or gate.is_set()
+
     def start_here(self, rec: Record) -> bool:
         """Start the VM on this node; True if it runs here afterwards."""
         lock = self._locked(rec.uuid)
@@ -288,6 +293,11 @@ class Agent:
             problem = self.daemon_disks(fresh, "start")
             if problem:
                 self._fail(fresh, problem)
+                return False
+            if not self.in_service():
+                # self-fenced meanwhile: the cluster may be restarting this VM elsewhere
+                log.warning("VM %s: not starting, %s is out of service (self-fenced)",
+                            fresh.name, self.node)
                 return False
             try:
                 self.hv.create(domxml.for_host(fresh.xml, self.virt_type))

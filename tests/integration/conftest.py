@@ -29,3 +29,16 @@ def daemons(tmp_path, zk_hosts):
     yield make
     for d in started:
         d.kill()
+
+
+@pytest.fixture(scope="session")
+def ceph():
+    """A real Ceph (1 mon, 1 mgr, 2 OSDs) and ZooKeeper in one namespace, for storage tests."""
+    from tests.support import ceph as support
+
+    why = support.problem()
+    if why:
+        pytest.skip(why)
+    env = support.acquire()
+    yield env
+    support.release()

@@ -14,21 +14,10 @@ from pvc_kernel.plugins import PluginHost
 from pvc_kernel.state import Store
 from pvc_kernel.state.migrations import migrate
 from pvc_plugins.storage_ceph import plugin, stats
-from tests.support import ceph as support
 
 pytestmark = pytest.mark.integration
 KEY = "storage-test-key"
 S = "/api/v1/storage/ceph"
-
-
-@pytest.fixture(scope="session")
-def ceph():
-    why = support.problem()
-    if why:
-        pytest.skip(why)
-    env = support.acquire()
-    yield env
-    support.release()
 
 
 @pytest.fixture(scope="module")

@@ -12,20 +12,9 @@ import time
 import pytest
 
 from pvc_lab import ceph as labceph
-from tests.support import ceph as support
 from tests.support.daemons import wait_for
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="session")
-def ceph():
-    why = support.problem()
-    if why:
-        pytest.skip(why)
-    env = support.acquire()
-    yield env
-    support.release()
 
 
 def test_cluster_reaches_health_ok_in_its_namespace(ceph):

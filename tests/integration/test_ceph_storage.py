@@ -13,20 +13,9 @@ from pvc_plugins.storage_ceph import osds, pools, snapshots, upload, volumes
 from pvc_plugins.storage_ceph.client import CephClient
 from pvc_plugins.storage_ceph.errors import NotFound, StorageError
 from pvc_plugins.storage_ceph.settings import from_config
-from tests.support import ceph as support
 
 pytestmark = pytest.mark.integration
 MiB = 2**20
-
-
-@pytest.fixture(scope="session")
-def ceph():
-    why = support.problem()
-    if why:
-        pytest.skip(why)
-    env = support.acquire()
-    yield env
-    support.release()
 
 
 @pytest.fixture

@@ -13,21 +13,10 @@ import pytest
 from pvc_kernel import tasks
 from pvc_kernel.state import Store, schema
 from pvc_plugins.storage_ceph import benchmark, plugin, pools, stats
-from tests.support import ceph as support
 from tests.support.daemons import wait_for
 
 pytestmark = pytest.mark.integration
 NODE = "ceph1"
-
-
-@pytest.fixture(scope="session")
-def ceph():
-    why = support.problem()
-    if why:
-        pytest.skip(why)
-    env = support.acquire()
-    yield env
-    support.release()
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from types import SimpleNamespace
 import pytest
 
 from pvc_plugins.storage_ceph import plugin, pools, vmdisks, volumes
-from tests.support import ceph as support
 
 pytestmark = pytest.mark.integration
 
@@ -34,16 +33,6 @@ two.lock_shared("cookie-b", "tag")
 print("locked", flush=True)
 time.sleep(600)
 """
-
-
-@pytest.fixture(scope="session")
-def ceph():
-    why = support.problem()
-    if why:
-        pytest.skip(why)
-    env = support.acquire()
-    yield env
-    support.release()
 
 
 @pytest.fixture(scope="module")

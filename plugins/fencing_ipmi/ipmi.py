@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -61,6 +62,10 @@ def _run_bounded(fn: Callable[[], T], timeout: float, what: str) -> T:
     return box["value"]
 
 
+ATTEMPTS = 3
+RETRY_PAUSE = 0.3
+
+
 class IpmiClient:
     """Power control of one BMC. Methods raise BmcError with a message fit for a log."""
 
@@ -88,15 +93,28 @@ class IpmiClient:
         where = f"BMC {self.access.host}:{self.access.port} {what}"
 
         def work() -> T:
-            cmd = self._session()
-            try:
-                return fn(cmd)
-            finally:
+            # IPMI runs over UDP: a lost datagram or a slow BMC fails a session now and then,
+            # so retry with a fresh session while time is left (power commands are idempotent)
+            deadline = time.monotonic() + self.timeout * 0.7
+            for attempt in range(1, ATTEMPTS + 1):
+                cmd = None
                 try:
-                    cmd.ipmi_session.logout()
-                except Exception:
-                    log.debug("IPMI logout failed", exc_info=True)
-                self._forget()
+                    cmd = self._session()
+                    return fn(cmd)
+                except Exception as exc:
+                    if attempt == ATTEMPTS or time.monotonic() > deadline:
+                        raise
+                    log.info("%s failed (%s); retrying with a new session", where,
+                             str(exc) or type(exc).__name__)
+                    time.sleep(RETRY_PAUSE)
+                finally:
+                    if cmd is not None:
+                        try:
+                            cmd.ipmi_session.logout()
+                        except Exception:
+                            log.debug("IPMI logout failed", exc_info=True)
+                    self._forget()
+            raise AssertionError("unreachable")
         return _run_bounded(work, self.timeout, where)
 
     def power_state(self) -> str:

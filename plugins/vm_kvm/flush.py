@@ -11,7 +11,6 @@ move at once; progress goes to the task; a cancelled task stops starting new mov
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -19,7 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from pvc_kernel.state import ConflictError, schema
+from pvc_kernel.state import ConflictError
 from pvc_plugins.vm_kvm import keys, placement, records
 from pvc_plugins.vm_kvm.config import VmConfig
 from pvc_plugins.vm_kvm.records import Record
@@ -185,20 +184,6 @@ class Mover:
                 time.sleep(0.2)
         raise RuntimeError(f"VM {uuid} kept changing; not moved")
 
-    def _write(self, rec: Record, state: str, node: str | None = None,
-               last_node: str | None = None, meta: dict[str, Any] | None = None,
-               request: dict[str, Any] | None = None) -> None:
+    def _write(self, rec: Record, state: str, **values: Any) -> None:
         """Desired-state change, version-checked against ``rec`` (raises on a race)."""
-        txn = self.store.transaction()
-        u = rec.uuid
-        txn.set_data(schema.path("vm.state", uuid=u), state.encode(), version=rec.state_version)
-        if node is not None:
-            txn.set_data(schema.path("vm.node", uuid=u), node.encode(), version=rec.node_version)
-        if last_node is not None:
-            txn.set_data(schema.path("vm.last_node", uuid=u), last_node.encode())
-        if meta is not None:
-            txn.set_data(schema.path("vm.meta", uuid=u), json.dumps(meta).encode())
-        if request is not None:
-            txn.set_data(schema.path("vm.request", uuid=u),
-                         json.dumps({**request, "at": round(time.time(), 3)}).encode())
-        self.store.commit(txn)
+        records.write_desired(self.store, rec, state, **values)

@@ -122,6 +122,26 @@ def set_state_if(store: Store, rec: Record, state: str) -> bool:
     return store.set_if_version("vm.state", state, rec.state_version, uuid=rec.uuid)
 
 
+def write_desired(store: Store, rec: Record, state: str, node: str | None = None,
+                  last_node: str | None = None, meta: dict[str, Any] | None = None,
+                  request: dict[str, Any] | None = None) -> None:
+    """Change a VM's desired state in one transaction, version-checked against ``rec``
+    (state, and node when given); raises ConflictError if someone changed it meanwhile."""
+    txn = store.transaction()
+    u = rec.uuid
+    txn.set_data(schema.path("vm.state", uuid=u), state.encode(), version=rec.state_version)
+    if node is not None:
+        txn.set_data(schema.path("vm.node", uuid=u), node.encode(), version=rec.node_version)
+    if last_node is not None:
+        txn.set_data(schema.path("vm.last_node", uuid=u), last_node.encode())
+    if meta is not None:
+        txn.set_data(schema.path("vm.meta", uuid=u), json.dumps(meta).encode())
+    if request is not None:
+        txn.set_data(schema.path("vm.request", uuid=u),
+                     json.dumps({**request, "at": round(time.time(), 3)}).encode())
+    store.commit(txn)
+
+
 def write_observed(store: Store, uuid: str, node: str, state: str, **extra: Any) -> None:
     value = {"node": node, "state": state, "since": round(time.time(), 3), **extra}
     store.set("vm.observed", json.dumps(value), uuid=uuid)

@@ -21,7 +21,6 @@ run (the next primary resuming) only waits for what the first one did.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -32,7 +31,7 @@ from typing import Any
 from kazoo.exceptions import KazooException
 
 from pvc_kernel.hookspecs import hookimpl
-from pvc_kernel.state import ConflictError, schema
+from pvc_kernel.state import ConflictError
 from pvc_plugins.vm_kvm import config as vmconfig
 from pvc_plugins.vm_kvm import keys, placement, records
 from pvc_plugins.vm_kvm.records import Record
@@ -172,18 +171,8 @@ class Recovery:
 
     def _write(self, rec: Record, state: str, node: str | None = None,
                last_node: str | None = None, meta: dict[str, Any] | None = None) -> None:
-        txn = self.store.transaction()
-        u = rec.uuid
-        txn.set_data(schema.path("vm.state", uuid=u), state.encode(), version=rec.state_version)
-        if node is not None:
-            txn.set_data(schema.path("vm.node", uuid=u), node.encode(), version=rec.node_version)
-        if last_node is not None:
-            txn.set_data(schema.path("vm.last_node", uuid=u), last_node.encode())
-        if meta is not None:
-            txn.set_data(schema.path("vm.meta", uuid=u), json.dumps(meta).encode())
-        txn.set_data(schema.path("vm.request", uuid=u), json.dumps(
-            {"action": state, "by": BY, "node": self.node, "at": round(time.time(), 3)}).encode())
-        self.store.commit(txn)
+        records.write_desired(self.store, rec, state, node=node, last_node=last_node,
+                              meta=meta, request={"action": state, "by": BY, "node": self.node})
 
     def wait(self, uuid: str, target: str) -> Record | None:
         timeout = self.cfg.migrate_timeout + 60

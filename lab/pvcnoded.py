@@ -6,6 +6,7 @@ session. Coordinators enable the API on their own address with the lab's key.
 
 from __future__ import annotations
 
+import http.client
 import os
 import sys
 import time
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from pvc_lab import netns
 from pvc_lab.bmc import plugin_section as bmc_plugin_section
 from pvc_lab.ceph import plugin_section as ceph_plugin_section
 from pvc_lab.libvirt import vm_kvm_config
@@ -49,6 +51,20 @@ def node_config(spec: LabSpec, node: NodeSpec) -> dict[str, Any]:
     }
 
 
+def api_answers(spec: LabSpec, node: NodeSpec) -> bool:
+    """True if the node's API answers 200 to a keyed request that reads ZooKeeper (call it
+    inside the node's namespace)."""
+    conn = http.client.HTTPConnection(node.address, API_PORT, timeout=3)
+    try:
+        conn.request("GET", f"/api/v1/node/{node.name}/daemon-state",
+                     headers={"X-Api-Key": spec.api_key})
+        return conn.getresponse().status == 200
+    except OSError:
+        return False
+    finally:
+        conn.close()
+
+
 class NodeDaemon(Service):
     name = "pvcnoded"
     stop_grace = 8.0
@@ -74,9 +90,13 @@ class NodeDaemon(Service):
         return [binary(), "--config", self.config_file(spec, node)]
 
     def ready(self, lab: Lab, node: NodeSpec, rec: ProcRecord) -> bool:
-        """daemon_state ``run`` with a keepalive written by this process (after its start)."""
+        """daemon_state ``run`` with a keepalive written by this process (after its start),
+        and on a coordinator its API answers a keyed request from ZooKeeper (pvcapid
+        answers 503 until its own ZooKeeper session is up)."""
         st = lab.node_state(node.name)
-        return st.get("daemon_state") == "run" and (st.get("keepalive") or 0) > rec.started_at
+        if not (st.get("daemon_state") == "run" and (st.get("keepalive") or 0) > rec.started_at):
+            return False
+        return not node.coordinator or netns.call_in(node.netns, api_answers, lab.spec, node)
 
     def healthy(self, lab: Lab, node: NodeSpec, rec: ProcRecord) -> bool:
         """Ready, and its last keepalive is recent (e.g. after a partition healed)."""

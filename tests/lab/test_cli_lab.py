@@ -119,8 +119,11 @@ def test_api_answers_on_every_coordinator_and_wants_a_key(cli_lab):
     with admin_namespace(lab):
         for host in hosts:
             url = f"http://{host}/api/v1/node"
-            lab.wait_for(lambda u=url: requests.get(u, timeout=5).status_code == 401, 30,
-                         f"{url} to answer")
+            # 401 comes before ZooKeeper is asked; wait for the keyed answer to stop being 503
+            # (pvcapid answers 503 while its ZooKeeper session is still being established).
+            lab.wait_for(lambda u=url: requests.get(u, headers={"X-Api-Key": key},
+                                                     timeout=5).status_code == 200, 60,
+                         f"{url} to answer with ZooKeeper connected")
             refused = requests.get(url, timeout=5)
             assert refused.json() == {"message": "X-Api-Key Authentication required."}
             wrong = requests.get(url, headers={"X-Api-Key": "not-the-key"}, timeout=5)

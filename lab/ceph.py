@@ -1,8 +1,10 @@
 """Ceph for the lab: monitor, manager and file-backed bluestore OSDs in network namespaces.
 
 Debian's Ceph 16 daemons run in the foreground inside a node's namespace and bind its address
-(mon: v2 3300 + v1 6789). Auth is off (``auth_*_required = none``): the lab network exists
-only inside its namespaces. Each node has its own ``<node dir>/ceph/ceph.conf`` (its
+(mon: v2 3300 + v1 6789). cephx is on, as in production: the monitors are made with a
+``mon.`` key and the ``client.admin`` key (generated once per cluster), every node gets the
+admin keyring beside its ceph.conf (``[client] keyring``), the manager and each OSD have their
+own key in their data directory. Each node has its own ``<node dir>/ceph/ceph.conf`` (its
 ``public_addr`` and CRUSH host) and data directories beside it; an OSD keeps its data on a
 sparse file ``osd.img`` (bluestore through a ``block`` symlink). Pools default to
 ``size``/``min_size`` = copies/mincopies (3/2 in the lab) with the CRUSH failure domain
@@ -45,7 +47,11 @@ OSD_WEIGHT = 0.004                     # equal CRUSH weights (4 GiB in TiB)
 MGR_KEEP = {"balancer", "crash", "devicehealth", "orchestrator", "pg_autoscaler", "progress",
             "rbd_support", "status", "telemetry", "volumes"}
 MGR_MODULES_DIR = "/usr/share/ceph/mgr"
-BINARIES = ("ceph-mon", "ceph-mgr", "ceph-osd", "ceph", "monmaptool")
+BINARIES = ("ceph-mon", "ceph-mgr", "ceph-osd", "ceph", "monmaptool", "ceph-authtool")
+ADMIN_KEYRING = "ceph.client.admin.keyring"
+MON_KEYRING = "ceph.mon.keyring"
+ADMIN_CAPS = ("--cap", "mon", "allow *", "--cap", "osd", "allow *", "--cap", "mds", "allow *",
+              "--cap", "mgr", "allow *")
 
 
 class CephLabError(Exception):
@@ -75,8 +81,9 @@ def mon_addrv(address: str) -> str:
 
 def conf_text(fsid: str, mons: list[tuple[str, str]], address: str, network: str, base: str,
               crush_host: str, failure_domain: str = "host", size: int = 3, min_size: int = 2,
-              fast_fail: bool = False) -> str:
-    """One node's ceph.conf. ``mons`` = [(mon id, address)]; paths live under ``base``."""
+              fast_fail: bool = False, cephx: bool = True) -> str:
+    """One node's ceph.conf. ``mons`` = [(mon id, address)]; paths live under ``base``; the
+    admin keyring is ``base/ceph.client.admin.keyring`` (``[client] keyring``)."""
     if failure_domain not in ("host", "osd"):
         raise ValueError(f"failure domain must be host or osd, not {failure_domain!r}")
     lines = [
@@ -87,9 +94,9 @@ def conf_text(fsid: str, mons: list[tuple[str, str]], address: str, network: str
         f"public_network = {network}",
         f"public_addr = {address}",
         f"cluster_addr = {address}",
-        "auth_cluster_required = none",
-        "auth_service_required = none",
-        "auth_client_required = none",
+        f"auth_cluster_required = {'cephx' if cephx else 'none'}",
+        f"auth_service_required = {'cephx' if cephx else 'none'}",
+        f"auth_client_required = {'cephx' if cephx else 'none'}",
         f"osd_pool_default_size = {size}",
         f"osd_pool_default_min_size = {min_size}",
         "osd_pool_default_pg_num = 8",
@@ -123,7 +130,7 @@ def conf_text(fsid: str, mons: list[tuple[str, str]], address: str, network: str
     if fast_fail:
         lines += ["osd_heartbeat_interval = 1", "osd_heartbeat_grace = 5",
                   "osd_client_watch_timeout = 5"]
-    lines += ["", "[client]",
+    lines += ["", "[client]", f"keyring = {base}/$cluster.$name.keyring",
               f"admin_socket = {base}/run/$cluster-$name.$pid.$cctid.asok",
               f"log_file = {base}/log/client.log", ""]
     return "\n".join(lines)
@@ -145,6 +152,10 @@ class CephSite:
     @property
     def fsid_file(self) -> str:
         return os.path.join(self.dir, "fsid")
+
+    @property
+    def admin_keyring(self) -> str:
+        return os.path.join(self.dir, ADMIN_KEYRING)
 
     def osd_device(self) -> str:
         return os.path.join(self.dir, "osd.img")
@@ -184,8 +195,63 @@ class CephSite:
 
 # -- bring-up steps (shared by the standalone cluster and the lab services) ----------------
 
-def mon_mkfs(site: CephSite, fsid: str, mons: list[tuple[str, str]]) -> None:
-    """Create the monitor store of mon ``site.name`` (once; no network needed)."""
+def make_keyrings(directory: str) -> None:
+    """The cluster's ``mon.`` and ``client.admin`` keys, generated once into ``directory``
+    (``ceph.mon.keyring`` holds both, for the monitors' mkfs; root-only files)."""
+    mon = os.path.join(directory, MON_KEYRING)
+    admin = os.path.join(directory, ADMIN_KEYRING)
+    if os.path.exists(mon) and os.path.exists(admin):
+        return
+    os.makedirs(directory, exist_ok=True)
+    old = os.umask(0o077)
+    try:
+        for path in (mon + ".tmp", admin + ".tmp"):
+            if os.path.exists(path):
+                os.unlink(path)
+        _must(_local(["ceph-authtool", "--create-keyring", admin + ".tmp", "--gen-key",
+                      "-n", "client.admin", *ADMIN_CAPS]), "ceph-authtool (client.admin)")
+        _must(_local(["ceph-authtool", "--create-keyring", mon + ".tmp", "--gen-key",
+                      "-n", "mon.", "--cap", "mon", "allow *"]), "ceph-authtool (mon.)")
+        _must(_local(["ceph-authtool", mon + ".tmp", "--import-keyring", admin + ".tmp"]),
+              "ceph-authtool --import-keyring")
+    finally:
+        os.umask(old)
+    os.replace(admin + ".tmp", admin)
+    os.replace(mon + ".tmp", mon)
+
+
+def install_admin_keyring(site: CephSite, keys_dir: str) -> None:
+    """Copy the cluster's admin keyring beside the node's ceph.conf (root-only)."""
+    src = os.path.join(keys_dir, ADMIN_KEYRING)
+    if os.path.abspath(src) == os.path.abspath(site.admin_keyring):
+        return
+    os.makedirs(site.dir, exist_ok=True)
+    shutil.copyfile(src, site.admin_keyring + ".tmp")
+    os.chmod(site.admin_keyring + ".tmp", 0o600)
+    os.replace(site.admin_keyring + ".tmp", site.admin_keyring)
+
+
+def mgr_keyring(site: CephSite) -> None:
+    """The manager's key in its data directory (made through the monitor once)."""
+    data = os.path.join(site.dir, "mgr", f"ceph-{site.name}")
+    os.makedirs(data, exist_ok=True)
+    path = os.path.join(data, "keyring")
+    if os.path.exists(path):
+        return
+    _must(site.run(["ceph", "-c", site.conf, "--connect-timeout", "30", "auth", "get-or-create",
+                    f"mgr.{site.name}", "mon", "allow profile mgr", "osd", "allow *",
+                    "mds", "allow *", "-o", path + ".tmp"], 45), "ceph auth get-or-create mgr")
+    os.replace(path + ".tmp", path)
+
+
+def _local(argv: list[str], timeout: float = 30) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                          env={"PATH": BASE_PATH, "LANG": "C.UTF-8"}, stdin=subprocess.DEVNULL)
+
+
+def mon_mkfs(site: CephSite, fsid: str, mons: list[tuple[str, str]], keys_dir: str) -> None:
+    """Create the monitor store of mon ``site.name`` with the cluster's keys (once; no
+    network needed)."""
     if os.path.exists(os.path.join(site.dir, "mon", f"ceph-{site.name}", "store.db")):
         return
     monmap = os.path.join(site.dir, "monmap")
@@ -194,8 +260,8 @@ def mon_mkfs(site: CephSite, fsid: str, mons: list[tuple[str, str]]) -> None:
     for mon_id, addr in mons:
         argv += ["--addv", mon_id, mon_addrv(addr)]
     _must(site.run(argv + [monmap]), "monmaptool")
-    _must(site.run(["ceph-mon", "-c", site.conf, "--mkfs", "-i", site.name, "--monmap", monmap],
-                   120), "ceph-mon --mkfs")
+    _must(site.run(["ceph-mon", "-c", site.conf, "--mkfs", "-i", site.name, "--monmap", monmap,
+                    "--keyring", os.path.join(keys_dir, MON_KEYRING)], 120), "ceph-mon --mkfs")
 
 
 def mon_argv(site: CephSite) -> list[str]:
@@ -358,10 +424,12 @@ class CephCluster:
         network = self.site.address.rsplit(".", 1)[0] + ".0/24"
         self.site.write_conf(fsid, mons, network, failure_domain="osd", size=self.size,
                              min_size=self.min_size, fast_fail=self.fast_fail)
-        mon_mkfs(self.site, fsid, mons)
+        make_keyrings(self.site.dir)
+        mon_mkfs(self.site, fsid, mons, self.site.dir)
         self._spawn("mon", mon_argv(self.site))
         wait_for(lambda: mon_in_quorum(self.site), deadline - time.monotonic(), "mon quorum")
         mark("mon")
+        mgr_keyring(self.site)
         self._spawn("mgr", mgr_argv(self.site))
         for i in range(self.osds):
             self.add_osd(os.path.join(self.site.dir, f"osd{i}.img"))
@@ -448,8 +516,16 @@ def lab_fsid(spec: LabSpec) -> str:
         return fsid
 
 
+def lab_keys_dir(spec: LabSpec) -> str:
+    """Where the lab cluster's mon. and client.admin keyrings are made (once)."""
+    return os.path.join(spec.state_dir, "ceph-keys")
+
+
 def write_lab_conf(spec: LabSpec, node: NodeSpec) -> CephSite:
+    """The node's ceph.conf and admin keyring (the cluster's keys are made on first use)."""
     site = lab_site(spec, node)
+    make_keyrings(lab_keys_dir(spec))
+    install_admin_keyring(site, lab_keys_dir(spec))
     mons = [(n.name, n.address) for n in lab_mons(spec)]
     hosts = len(spec.nodes)
     site.write_conf(lab_fsid(spec), mons, spec.subnet,
@@ -498,7 +574,8 @@ class CephMon(_CephService):
 
     def prepare(self, spec: LabSpec, node: NodeSpec) -> None:
         site = write_lab_conf(spec, node)
-        mon_mkfs(site, lab_fsid(spec), [(n.name, n.address) for n in lab_mons(spec)])
+        mon_mkfs(site, lab_fsid(spec), [(n.name, n.address) for n in lab_mons(spec)],
+                 lab_keys_dir(spec))
 
     def argv(self, spec: LabSpec, node: NodeSpec) -> list[str]:
         return mon_argv(lab_site(spec, node))
@@ -516,8 +593,7 @@ class CephMgr(_CephService):
         return storage_enabled(spec) and node.name == lab_mons(spec)[0].name
 
     def prepare(self, spec: LabSpec, node: NodeSpec) -> None:
-        site = write_lab_conf(spec, node)
-        os.makedirs(os.path.join(site.dir, "mgr", f"ceph-{site.name}"), exist_ok=True)
+        mgr_keyring(write_lab_conf(spec, node))
 
     def argv(self, spec: LabSpec, node: NodeSpec) -> list[str]:
         site = lab_site(spec, node)

@@ -200,15 +200,33 @@ def pvc_vm_disk_prepare(daemon: Any, vm: dict[str, Any], disk: dict[str, Any],
 
     Called by vm_kvm on the node about to start a VM (``purpose`` ``"start"``) or to live-
     migrate it away (``"migrate"``), once per ``<disk>`` of its domain XML, from a bus worker
-    while the VM's lock is held. ``vm`` is ``{"uuid", "name", "node"}``; ``disk`` is
+    while the VM's lock is held; and (``"attach"``) for a disk about to be hot-attached to a
+    running VM (check it, touch no lock). ``vm`` is ``{"uuid", "name", "node"}``; ``disk`` is
     ``{"type": "file"|"block"|"network"|..., "device": "disk"|"cdrom"|..., "source": path or
     "pool/volume", "protocol": "rbd"|None, "format": "raw"|"qcow2"|None, "target": "vda",
     "bus": "virtio"|...}``. Return None if this plugin does not handle that kind of disk, else
     ``{"ok": bool, "reason": str, "shared": bool|None}``: ``ok`` false stops the operation
     (a start leaves the VM in state ``fail`` with ``reason``); ``shared`` true means every
     node reaches the same data, false that a live migration is impossible, None unknown
-    (libvirt decides). The first non-None answer counts; a disk no plugin handles goes to
-    libvirt as it is. Must be quick (seconds at most, no data copies).
+    (libvirt decides). A network disk's answer may add ``"libvirt": {"hosts": [{"name",
+    "port"}], "username": str|None, "secret": uuid|None}``: the VM plugin fills in the
+    disk's ``<host>`` and ``<auth>`` elements from it where the domain XML has none (the
+    secret itself comes from ``pvc_hypervisor_secrets``). The first non-None answer counts; a
+    disk no plugin handles goes to libvirt as it is. Must be quick (seconds at most, no data
+    copies).
+    """
+
+
+@hookspec
+def pvc_hypervisor_secrets(daemon: Any) -> list[dict[str, str]] | None:
+    """Secrets this node's hypervisor must hold so that VMs can open their disks anywhere.
+
+    Called by the VM plugin on every node once its hypervisor is reachable and again every
+    few minutes (and before a VM start), so a VM can start on, or live-migrate to, any node.
+    Return None if this plugin has none, else ``[{"uuid", "usage_type", "usage_name",
+    "value"}]`` with ``value`` base64 as the storage hands it out (e.g. a cephx key). The VM
+    plugin defines each secret privately (never readable back) and never logs ``value``.
+    Must be quick (seconds at most).
     """
 
 

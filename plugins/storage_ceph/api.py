@@ -16,6 +16,7 @@ from pvc_kernel import tasks
 from pvc_kernel.state import schema
 from pvc_plugins.storage_ceph import (
     benchmark,
+    osd_db,
     osds,
     pools,
     snapshots,
@@ -129,31 +130,74 @@ def _osd_record(call: Call) -> dict[str, Any]:
     return found[0]
 
 
-@guarded
-def add_osd(call: Call) -> Reply:
-    """Create an OSD on a node's device (task ``osd.add`` on that node)."""
-    a = call.args
-    if a.get("ext_db_ratio") is not None or a.get("ext_db_size") or (a.get("osd_count") or 1) > 1:
-        raise StorageError("External DB devices and split OSDs are not supported by this "
-                           "storage plugin")
-    node = a["node"]
+def _node(call: Call, node: str) -> str:
     if not schema.valid_segment(node) or not call.api.store.exists("node", node=node):
         raise StorageError(f'Node "{node}" not found.')
+    return node
+
+
+def _db_args(a: dict[str, Any]) -> dict[str, Any]:
+    osd_db.check_args(a.get("ext_db_ratio"), a.get("ext_db_size"))
+    return {"ext_db_ratio": a.get("ext_db_ratio"), "ext_db_size": a.get("ext_db_size") or None}
+
+
+@guarded
+def add_osd(call: Call) -> Reply:
+    """Create an OSD on a node's device (task ``osd.add`` on that node), optionally with its
+    bluestore DB on an LV of the node's ``osd-db`` volume group."""
+    a = call.args
+    if (a.get("osd_count") or 1) > 1:
+        raise StorageError("Split OSDs (osd_count above 1) are not supported by this storage "
+                           "plugin")
+    db = _db_args(a)
+    node = _node(call, a["node"])
     record = tasks.create_task(call.api.store, "osd.add", node,
-                               {"device": a["device"], "weight": a["weight"]})
+                               {"device": a["device"], "weight": a["weight"], **db})
     return task_reply(call, record, f"Adding OSD on {node} device {a['device']}.", node)
+
+
+@guarded
+def add_db_vg(call: Call) -> Reply:
+    """Create the OSD DB volume group ``osd-db`` on a node's device (task ``osd.add_db_vg``)."""
+    node = _node(call, call.args["node"])
+    device = call.args["device"]
+    record = tasks.create_task(call.api.store, "osd.add_db_vg", node, {"device": device})
+    return task_reply(call, record, f"Creating OSD DB volume group on {node} device {device}.",
+                      node)
+
+
+def _osd_task(call: Call, kind: str, args: dict[str, Any], what: str) -> Reply:
+    """A task on the OSD's node; ``what`` is the reply's message with {id} and {node}."""
+    osd = _osd_record(call)
+    if not osd["node"]:
+        raise StorageError(f"OSD {osd['id']} has no known node")
+    record = tasks.create_task(call.api.store, kind, osd["node"], {"osd": osd["id"], **args})
+    message = what.replace("{id}", osd["id"]).replace("{node}", osd["node"])
+    return task_reply(call, record, message, osd["node"])
+
+
+@guarded
+def replace_osd(call: Call) -> Reply:
+    """Replace an OSD's device, keeping its id (task ``osd.replace`` on its node)."""
+    a = call.args
+    args = {"new_device": a["new_device"], "old_device": a.get("old_device") or None,
+            "weight": a.get("weight"), "force": bool(a.get("force")), **_db_args(a)}
+    return _osd_task(call, "osd.replace", args,
+                     "Replacing OSD {id} on {node} with device " + a["new_device"] + ".")
+
+
+@guarded
+def refresh_osd(call: Call) -> Reply:
+    """Re-import an existing OSD from its device after a reinstall (task ``osd.refresh``)."""
+    return _osd_task(call, "osd.refresh", {"device": call.args["device"]},
+                     "Refreshing OSD {id} on {node} from device " + call.args["device"] + ".")
 
 
 @guarded
 def remove_osd(call: Call) -> Reply:
     """Remove an OSD (task ``osd.remove`` on its node): out, wait until safe unless force."""
-    osd = _osd_record(call)
-    if not osd["node"]:
-        raise StorageError(f"OSD {osd['id']} has no known node")
-    record = tasks.create_task(call.api.store, "osd.remove", osd["node"],
-                               {"osd": osd["id"], "force": bool(call.args["force"])})
-    return task_reply(call, record, f"Removing OSD {osd['id']} from {osd['node']}.",
-                      osd["node"])
+    return _osd_task(call, "osd.remove", {"force": bool(call.args["force"])},
+                     "Removing OSD {id} from {node}.")
 
 
 @guarded

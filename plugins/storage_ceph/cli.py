@@ -188,14 +188,39 @@ def benchmark_info(job: str, fmt: str) -> None:
 
 @storage.group()
 def osd() -> None:
-    """Manage OSDs: add on a node's device, remove, in/out, cluster flags, list.
+    """Manage OSDs: add on a node's device, replace, refresh, remove, in/out, flags, list.
 
     \b
     Examples:
       pvc storage osd list
       pvc storage osd add hv1 /dev/sdb --wait
+      pvc storage osd replace 3 /dev/sdd --wait
       pvc storage osd out 2
     """
+
+
+DB_RATIO = click.option("-r", "--ext-db-ratio", type=float, default=None,
+                        help="Put the DB on an osd-db LV of this fraction of the device's size.")
+DB_SIZE = click.option("-s", "--ext-db-size", default=None,
+                       help="Put the DB on an osd-db LV of this size, e.g. 20G.")
+
+
+@osd.command("create-db-vg")
+@click.argument("node")
+@click.argument("device")
+@WAIT
+def osd_create_db_vg(node: str, device: str, wait: bool) -> None:
+    """Create the OSD DB volume group osd-db on DEVICE of NODE. POST /storage/ceph/osddb.
+
+    OSDs added or replaced later with --ext-db-ratio or --ext-db-size keep their bluestore
+    DB on a logical volume of this group (put it on a fast device).
+
+    \b
+    Example:
+      pvc storage osd create-db-vg hv1 /dev/nvme0n1 --wait
+    """
+    data = client().post(f"{S}/osddb", {"node": node, "device": device}).data
+    task_result(data, wait)
 
 
 @osd.command("add")
@@ -203,17 +228,76 @@ def osd() -> None:
 @click.argument("device")
 @click.option("-w", "--weight", type=float, default=1.0, show_default=True,
               help="CRUSH weight.")
+@DB_RATIO
+@DB_SIZE
 @WAIT
-def osd_add(node: str, device: str, weight: float, wait: bool) -> None:
+def osd_add(node: str, device: str, weight: float, ext_db_ratio: float | None,
+            ext_db_size: str | None, wait: bool) -> None:
     """Create an OSD on DEVICE of NODE (a task on NODE). POST /storage/ceph/osd.
 
     \b
     Examples:
       pvc storage osd add hv1 /dev/sdb --wait
       pvc storage osd add hv2 /dev/nvme0n1 -w 1.8
+      pvc storage osd add hv1 /dev/sdc -s 20G
     """
-    data = client().post(f"{S}/osd", {"node": node, "device": device, "weight": weight}).data
+    data = client().post(f"{S}/osd", {"node": node, "device": device, "weight": weight,
+                                      "ext_db_ratio": ext_db_ratio,
+                                      "ext_db_size": ext_db_size}).data
     task_result(data, wait)
+
+
+@osd.command("replace")
+@click.argument("osd_id")
+@click.argument("new_device")
+@click.option("-o", "--old-device", default=None,
+              help="The old device to wipe (default: the one recorded for the OSD).")
+@click.option("-w", "--weight", type=float, default=None,
+              help="New CRUSH weight (default: keep the current one).")
+@DB_RATIO
+@DB_SIZE
+@click.option("-f", "--force", is_flag=True, help="Do not wait until it is safe to destroy.")
+@YES
+@WAIT
+def osd_replace(osd_id: str, new_device: str, old_device: str | None, weight: float | None,
+                ext_db_ratio: float | None, ext_db_size: str | None, force: bool, yes: bool,
+                wait: bool) -> None:
+    """Replace OSD_ID's device with NEW_DEVICE. POST /storage/ceph/osd/ID.
+
+    The OSD keeps its id and CRUSH position: it is marked out, destroyed once safe, its old
+    device wiped and a new bluestore made on NEW_DEVICE; Ceph then refills it.
+
+    \b
+    Examples:
+      pvc storage osd replace 3 /dev/sdd --wait
+      pvc storage osd replace 3 /dev/sdd -o /dev/sdb -w 1.8 --yes
+    """
+    if not yes:
+        click.confirm(f"Replace OSD {osd_id} with device {new_device}? Its data on the old "
+                      "device is destroyed", abort=True)
+    params = {"new_device": new_device, "old_device": old_device, "weight": weight,
+              "ext_db_ratio": ext_db_ratio, "ext_db_size": ext_db_size,
+              "yes-i-really-mean-it": "yes"}
+    if force:
+        params["force"] = True
+    task_result(client().post(f"{S}/osd/{osd_id}", params).data, wait)
+
+
+@osd.command("refresh")
+@click.argument("osd_id")
+@click.argument("device")
+@WAIT
+def osd_refresh(osd_id: str, device: str, wait: bool) -> None:
+    """Re-import OSD_ID from DEVICE after a reinstall. PUT /storage/ceph/osd/ID.
+
+    The device's bluestore label must name this OSD and cluster; the OSD's data directory
+    is rebuilt from it and the daemon started.
+
+    \b
+    Example:
+      pvc storage osd refresh 3 /dev/sdb --wait
+    """
+    task_result(client().request("PUT", f"{S}/osd/{osd_id}", {"device": device}).data, wait)
 
 
 @osd.command("remove")

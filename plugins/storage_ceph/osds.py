@@ -1,5 +1,7 @@
 """OSDs: statistics of this node's OSDs, the cluster-wide list, in/out, add/remove tasks.
 
+Replace and refresh are in ``osd_ops``, the external DB volume group in ``osd_db``.
+
 An OSD belongs to the node whose CRUSH host bucket holds it (``crush_host``, by default the
 node name). That node reports the OSD's statistics with its keepalive and keeps its record
 (``/ceph/osds/<id>``: node, device) up to date; ``osd.add``/``osd.remove`` run there.
@@ -14,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from pvc_plugins.storage_ceph import bluestore, launcher, units
+from pvc_plugins.storage_ceph import bluestore, launcher, osd_db, units
 from pvc_plugins.storage_ceph.client import CephClient
 from pvc_plugins.storage_ceph.errors import NotFound, StorageError
 from pvc_plugins.storage_ceph.settings import Settings
@@ -84,17 +86,25 @@ class NodeOsds:
     def __init__(self, client: CephClient, settings: Settings) -> None:
         self.client = client
         self.settings = settings
-        self._devices: dict[int, str] = {}
+        self._dirs: dict[int, str] = {}
+
+    def _data(self, osd_id: int) -> str:
+        if osd_id not in self._dirs:       # ceph-conf once per OSD; the links are read each time
+            self._dirs[osd_id] = bluestore.osd_data_dir(bluestore.local_run,
+                                                        self.settings.ceph_conf, osd_id)
+        return self._dirs[osd_id]
 
     def device(self, osd_id: int) -> str:
-        if osd_id not in self._devices:
-            try:
-                data = bluestore.osd_data_dir(bluestore.local_run, self.settings.ceph_conf,
-                                              osd_id)
-                self._devices[osd_id] = bluestore.block_target(data) or ""
-            except bluestore.BluestoreError:
-                return ""
-        return self._devices[osd_id]
+        try:
+            return bluestore.block_target(self._data(osd_id)) or ""
+        except bluestore.BluestoreError:
+            return ""
+
+    def db_device(self, osd_id: int) -> str:
+        try:
+            return db_link(self._data(osd_id))
+        except bluestore.BluestoreError:
+            return ""
 
     def collect(self) -> dict[str, dict[str, Any]]:
         """{osd id (str): stats} of the OSDs under this node's CRUSH host."""
@@ -116,10 +126,19 @@ class NodeOsds:
             have = store.get_json("ceph.osd", None, osd=osd_id) or {}
             want = {"id": osd_id, "node": self.settings.node,
                     "device": self.device(int(osd_id)) or have.get("device", ""),
-                    "db_device": "", "is_split": False, "fsid": st.get("uuid", ""),
+                    "db_device": self.db_device(int(osd_id)) or have.get("db_device", ""),
+                    "is_split": False, "fsid": st.get("uuid", ""),
                     "managed": bool(have.get("managed", False))}
             if have != want:
                 store.set("ceph.osd", want, osd=osd_id)
+
+
+def db_link(data_dir: str) -> str:
+    """Where an OSD data directory's ``block.db`` symlink points ("" if it has none)."""
+    try:
+        return os.readlink(os.path.join(data_dir, "block.db"))
+    except OSError:
+        return ""
 
 
 def build_list(records: dict[str, dict[str, Any]], node_stats: dict[str, dict[str, Any]],
@@ -199,39 +218,81 @@ def wait_osd(client: CephClient, osd_id: int, up: bool, timeout: float, ctx: Any
         time.sleep(1)
 
 
-def add_osd(ctx: Any, client: CephClient, settings: Settings, store: Any) -> str:
-    """Task ``osd.add`` (args: device, weight): bluestore on the device, daemon up, recorded."""
-    device = str(ctx.args.get("device") or "")
-    weight = ctx.args.get("weight")
-    conf = settings.ceph_conf
+def check_unused(store: Any, node: str, device: str, but: str | None = None) -> None:
+    """Refuse a device that already holds another OSD of this node."""
     for other in store.children("ceph.osds"):
         rec = store.get_json("ceph.osd", {}, osd=other) or {}
-        if rec.get("node") == settings.node and rec.get("device") and \
+        if other != but and rec.get("node") == node and rec.get("device") and \
                 os.path.realpath(rec["device"]) == os.path.realpath(device):
-            raise StorageError(f"Device {device} already holds OSD {other} on {settings.node}")
-    ctx.progress(1, 4, f"Preparing bluestore on {device}")
-    osd_id, osd_uuid = bluestore.prepare(bluestore.local_run, conf, device,
-                                         settings.crush_host,
-                                         float(weight) if weight not in (None, "") else None)
+            raise StorageError(f"Device {device} already holds OSD {other} on {node}")
+
+
+def wait_safe(ctx: Any, conf: str, osd_id: int, what: str) -> None:
+    """Wait until ``ceph osd safe-to-destroy`` agrees (at most SAFE_TIMEOUT)."""
+    deadline = time.monotonic() + SAFE_TIMEOUT
+    while True:
+        safe, why = bluestore.safe_to_destroy(bluestore.local_run, conf, osd_id)
+        if safe:
+            return
+        if time.monotonic() > deadline:
+            raise StorageError(f"OSD {osd_id} is not safe to destroy after {SAFE_TIMEOUT:g} s "
+                               f"({why}); it stays out. Use force to {what} it anyway")
+        ctx.check()
+        time.sleep(2)
+
+
+def start_osd(ctx: Any, client: CephClient, settings: Settings, osd_id: int,
+              paths: list[str]) -> None:
+    """Start the OSD daemon (owning ``paths`` to ceph first under systemd) and wait for up."""
+    conf = settings.ceph_conf
     if settings.osd_launcher == "systemd":     # ceph-osd@ID runs as the ceph user
         data = bluestore.osd_data_dir(bluestore.local_run, conf, osd_id)
-        bluestore.local_run(["chown", "-R", "ceph:ceph", data, os.path.realpath(device)], 60)
-    ctx.progress(2, 4, f"Starting OSD {osd_id}")
+        bluestore.local_run(["chown", "-R", "ceph:ceph", data,
+                             *(os.path.realpath(p) for p in paths if p)], 60)
     log_dir = os.path.dirname(bluestore.conf_value(bluestore.local_run, conf,
                                                    f"osd.{osd_id}", "log_file"))
     launcher.start(settings.osd_launcher, conf, osd_id, log_dir=log_dir)
-    ctx.progress(3, 4, f"Waiting for OSD {osd_id} to come up")
     wait_osd(client, osd_id, True, UP_TIMEOUT, ctx)
+
+
+def record(store: Any, settings: Settings, osd_id: int, device: str, db_device: str,
+           osd_uuid: str) -> None:
     store.set("ceph.osd", {"id": str(osd_id), "node": settings.node,
-                           "device": os.path.realpath(device), "db_device": "",
+                           "device": os.path.realpath(device), "db_device": db_device,
                            "is_split": False, "fsid": osd_uuid, "managed": True},
               osd=str(osd_id))
-    return f"Successfully created new OSD {osd_id} on {settings.node} device {device}."
+
+
+def add_osd(ctx: Any, client: CephClient, settings: Settings, store: Any) -> str:
+    """Task ``osd.add`` (args: device, weight, ext_db_ratio, ext_db_size): bluestore on the
+    device (its DB on an ``osd-db`` LV when asked), daemon up, recorded."""
+    device = str(ctx.args.get("device") or "")
+    weight = ctx.args.get("weight")
+    weight = float(weight) if weight not in (None, "") else None
+    ratio, size = osd_db.check_args(ctx.args.get("ext_db_ratio"), ctx.args.get("ext_db_size"))
+    conf = settings.ceph_conf
+    check_unused(store, settings.node, device)
+    ctx.progress(1, 4, f"Preparing bluestore on {device}")
+    db = ""
+    if ratio is not None or size is not None:
+        bluestore.check_device(device)
+        osd_id, osd_uuid, db = osd_db.prepare_with_db(
+            bluestore.local_run, conf, device, settings.crush_host, weight,
+            osd_db.db_bytes(device, ratio, size) or 0)
+    else:
+        osd_id, osd_uuid = bluestore.prepare(bluestore.local_run, conf, device,
+                                             settings.crush_host, weight)
+    ctx.progress(2, 4, f"Starting OSD {osd_id}")
+    start_osd(ctx, client, settings, osd_id, [device, db])
+    ctx.progress(3, 4, f"Recording OSD {osd_id}")
+    record(store, settings, osd_id, device, db, osd_uuid)
+    return f"Successfully created new OSD {osd_id} on {settings.node} device {device}" + \
+        (f" with DB {db}." if db else ".")
 
 
 def remove_osd(ctx: Any, client: CephClient, settings: Settings, store: Any) -> str:
     """Task ``osd.remove`` (args: osd, force): out, wait until safe (unless force), stop,
-    purge, wipe the data directory and the device label, drop the record."""
+    purge, wipe the data directory, the device label and the DB LV, drop the record."""
     osd_id = int(ctx.args["osd"])
     force = bool(ctx.args.get("force"))
     conf = settings.ceph_conf
@@ -242,20 +303,11 @@ def remove_osd(ctx: Any, client: CephClient, settings: Settings, store: Any) -> 
         client.mon("osd out", ids=[str(osd_id)])
     if not force:
         ctx.progress(2, 5, f"Waiting until OSD {osd_id} is safe to destroy")
-        deadline = time.monotonic() + SAFE_TIMEOUT
-        while True:
-            safe, why = bluestore.safe_to_destroy(bluestore.local_run, conf, osd_id)
-            if safe:
-                break
-            if time.monotonic() > deadline:
-                raise StorageError(f"OSD {osd_id} is not safe to destroy after "
-                                   f"{SAFE_TIMEOUT:g} s ({why}); it stays out. Use force to "
-                                   "remove it anyway")
-            ctx.check()
-            time.sleep(2)
+        wait_safe(ctx, conf, osd_id, "remove")
     ctx.progress(3, 5, f"Stopping OSD {osd_id}")
     data = bluestore.osd_data_dir(bluestore.local_run, conf, osd_id)
     device = rec.get("device") or bluestore.block_target(data) or ""
+    db = db_link(data) or rec.get("db_device", "")
     launcher.stop(settings.osd_launcher, conf, osd_id)
     client.mon("osd down", ids=[str(osd_id)])
     ctx.progress(4, 5, f"Purging OSD {osd_id}")
@@ -264,6 +316,8 @@ def remove_osd(ctx: Any, client: CephClient, settings: Settings, store: Any) -> 
         shutil.rmtree(data, ignore_errors=True)
     if device and os.path.exists(device):
         bluestore.zap(device)
+    if db:
+        osd_db.remove_lv(bluestore.local_run, osd_id)
     store.delete("ceph.osd", osd=str(osd_id))
     forget_in_summary(store, str(osd_id))
     return f"Removed OSD {osd_id} from node {settings.node}."

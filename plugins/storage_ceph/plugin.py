@@ -14,8 +14,19 @@ from typing import Any
 
 from pvc_kernel.events import TimerFired
 from pvc_kernel.hookspecs import hookimpl
-from pvc_plugins.storage_ceph import benchmark, keys, launcher, osds, settings, stats, vmdisks
+from pvc_plugins.storage_ceph import (
+    benchmark,
+    keys,
+    launcher,
+    osd_db,
+    osd_ops,
+    osds,
+    settings,
+    stats,
+    vmdisks,
+)
 from pvc_plugins.storage_ceph.client import CephClient
+from pvc_plugins.storage_ceph.secrets import pvc_hypervisor_secrets  # noqa: F401  (a hook)
 
 log = logging.getLogger(__name__)
 TIMER = "storage_ceph.stats"
@@ -191,7 +202,8 @@ def _task(fn: Any) -> Any:
 @hookimpl
 def pvc_task_handlers() -> dict[str, Any]:
     return {"osd.add": _task(osds.add_osd), "osd.remove": _task(osds.remove_osd),
-            "storage.benchmark": _task(benchmark.run)}
+            "osd.replace": _task(osd_ops.replace_osd), "osd.refresh": _task(osd_ops.refresh_osd),
+            "osd.add_db_vg": _task(osd_db.add_db_vg), "storage.benchmark": _task(benchmark.run)}
 
 
 @hookimpl

@@ -27,6 +27,11 @@ REPL = Param("replcfg", required=True,
              description="Replication: copies=N,mincopies=M (copies ≥ mincopies)")
 TIER = Param("tier", choices=("default", "hdd", "ssd", "nvme"), default="default",
              description="Device class tier (CRUSH rule <tier>_tier)")
+DB_RATIO = Param("ext_db_ratio", "float",
+                 description="Put the bluestore DB on an osd-db LV of this fraction of the "
+                             "device's size (0 to 1)")
+DB_SIZE = Param("ext_db_size", description="Put the bluestore DB on an osd-db LV of this size, "
+                                           "e.g. 20G (not with ext_db_ratio)")
 SIZE = Param("size", required=True, description="Bytes, or a number with a 1024-based unit "
                                                 "(B, K, M, G, T, P), e.g. 10G")
 
@@ -84,11 +89,24 @@ ROUTES = [
        (Param("node", required=True, description="The node holding the device"),
         Param("device", required=True, description="Block device or file path on the node"),
         Param("weight", "float", required=True, minimum=0, description="CRUSH weight"),
-        Param("ext_db_ratio", "float", description="Not supported"),
-        Param("ext_db_size", description="Not supported"),
-        Param("osd_count", "int", description="Not supported above 1")), TASK_RESPONSES),
+        DB_RATIO, DB_SIZE, Param("osd_count", "int", description="Not supported above 1")),
+       TASK_RESPONSES),
+    _r("POST", "/osddb", h.add_db_vg, "Create the OSD DB volume group (osd-db) on a node",
+       (Param("node", required=True, description="The node holding the device"),
+        Param("device", required=True, description="Block device on the node")),
+       TASK_RESPONSES),
     _r("GET", "/osd/{osdid}", h.get_osd, "OSD details (fuzzy id match)", (OSD_P,),
        _list("OSD")),
+    _r("POST", "/osd/{osdid}", h.replace_osd, "Replace an OSD's device (same id)",
+       (OSD_P, Param("new_device", required=True, description="The new block device or file"),
+        CONFIRM, Param("old_device", description="The old device (default: the recorded one)"),
+        Param("weight", "float", minimum=0, description="New CRUSH weight (default: kept)"),
+        DB_RATIO, DB_SIZE, Param("force", "bool", default=False,
+                                 description="Skip the safe-to-destroy wait")),
+       TASK_RESPONSES),
+    _r("PUT", "/osd/{osdid}", h.refresh_osd, "Re-import an OSD from its device",
+       (OSD_P, Param("device", required=True, description="The device holding the OSD")),
+       TASK_RESPONSES),
     _r("DELETE", "/osd/{osdid}", h.remove_osd, "Remove an OSD",
        (OSD_P, CONFIRM, Param("force", "bool", default=False,
                               description="Skip the safe-to-destroy wait")), TASK_RESPONSES),

@@ -7,7 +7,7 @@ own addresses is stale (the VM does not run here) and is broken; a lock held by 
 client is broken only if that client no longer watches the image (it died), else the start is
 refused with a readable reason. Breaking a lock blocklists its holder, so a half-dead writer
 can never write again. The answer also carries what libvirt needs to reach the cluster
-(``libvirt``: monitor hosts, ceph.conf, user, secret).
+(``libvirt``: monitor hosts, user, secret UUID).
 
 ``pvc vm flush-locks`` (hook ``pvc_vm_disk_unlock``) breaks every lock on a volume, live
 holder or not: the VM plugin allows it only for a VM that should not run, unless forced.
@@ -27,7 +27,7 @@ from typing import Any
 
 import psutil
 
-from pvc_plugins.storage_ceph import bluestore
+from pvc_plugins.storage_ceph import bluestore, secrets
 from pvc_plugins.storage_ceph.client import CephClient
 from pvc_plugins.storage_ceph.errors import StorageError
 from pvc_plugins.storage_ceph.settings import Settings
@@ -116,8 +116,7 @@ def _break(image: Any, spec: str, who: str, cookie: str, addr: str, why: str) ->
 
 def prepare_rbd(client: CephClient, settings: Settings, disk: dict[str, Any],
                 purpose: str) -> dict[str, Any]:
-    libvirt = {"hosts": mon_hosts(settings), "config": settings.ceph_conf,
-               "username": settings.rados_id, "secret": settings.libvirt_secret}
+    libvirt = secrets.disk_access(client, settings, mon_hosts(settings))
 
     def free_stale_locks(image: Any, spec: str, target: str) -> dict[str, Any]:
         watching = {w.get("addr") for w in image.watchers_list()}

@@ -36,6 +36,8 @@ log = logging.getLogger("pvc_plugins.vm_kvm")
 
 LOCK_WAIT = 3.0          # s a reconcile waits for a busy VM lock before retrying later
 POWER_BUTTON_EVERY = 5.0  # s between presses while waiting for an ACPI shutdown
+SECRETS_REFRESH = 300.0  # s between storage secret syncs to libvirtd (at polls)
+SECRETS_AT_START = 60.0  # a VM start re-syncs them when the last sync is older than this
 CHECK = "vm_kvm.check"
 
 
@@ -58,6 +60,7 @@ class Agent:
         self.stopping = threading.Event()
         self.ready = False
         self.last_problem = ""
+        self.secrets_synced = 0.0               # monotonic time of the last secrets sync
 
     # -- life cycle --------------------------------------------------------------------
     def start(self) -> None:
@@ -85,6 +88,7 @@ class Agent:
         log.info("vm_kvm: libvirt %s, virt type %s (%s)", self.cfg.libvirt_uri,
                  verdict.virt_type, verdict.reason)
         self.ready = True
+        self.sync_secrets()
         self.poll()
         self.daemon.bus.watch_children("vms", obj="vm_kvm:vms")
         return True
@@ -142,10 +146,21 @@ class Agent:
                 else:
                     self.observed_here.discard(uuid)
 
+    def sync_secrets(self, max_age: float = 0.0) -> None:
+        """Hand storage secrets to libvirtd unless done less than ``max_age`` s ago."""
+        from pvc_plugins.vm_kvm import disks
+
+        now = time.monotonic()
+        if self.secrets_synced and now - self.secrets_synced < max_age:
+            return
+        self.secrets_synced = now
+        disks.sync_secrets(self.daemon, self.hv)
+
     def poll(self) -> None:
         """Look at libvirt; queue a check of every VM that concerns this node."""
         if not self.ready:
             return
+        self.sync_secrets(SECRETS_REFRESH)
         try:
             self.domains = self.hv.domains()
         except Exception as exc:
@@ -290,7 +305,7 @@ class Agent:
             if (obs.get("state") == keys.FAILED and obs.get("node") == self.node
                     and obs.get("fail_version") == fresh.state_version):
                 return False    # failed for this request; a new request retries
-            problem = self.daemon_disks(fresh, "start")
+            problem, access = self.daemon_disk_access(fresh, "start")
             if problem:
                 self._fail(fresh, problem)
                 return False
@@ -300,7 +315,9 @@ class Agent:
                             fresh.name, self.node)
                 return False
             try:
-                self.hv.create(domxml.for_host(fresh.xml, self.virt_type))
+                self.sync_secrets(SECRETS_AT_START)
+                self.hv.create(domxml.with_disk_access(
+                    domxml.for_host(fresh.xml, self.virt_type), access))
             except Exception as exc:
                 self._fail(fresh, f"Failed to start VM: {message(exc)}")
                 return False
@@ -425,9 +442,13 @@ class Agent:
     # -- disks and reports -------------------------------------------------------------
     def daemon_disks(self, rec: Record, purpose: str) -> str:
         """Ask the disk hook about every disk; the first problem, or ""."""
+        return self.daemon_disk_access(rec, purpose)[0]
+
+    def daemon_disk_access(self, rec: Record, purpose: str) -> tuple[str, dict[str, Any]]:
+        """The first disk problem (or "") and what libvirt needs per network disk."""
         from pvc_plugins.vm_kvm import disks
 
-        return disks.check(self.daemon, rec, purpose)
+        return disks.prepare(self.daemon, rec, purpose)
 
     def report(self, rec: Record, info: Any) -> None:
         """Write the running VM's stats and console tail (only the node running it)."""

@@ -16,13 +16,15 @@ from pvc_plugins.vm_kvm import domxml
 log = logging.getLogger(__name__)
 
 
-def check(daemon: Any, rec: Any, purpose: str) -> str:
-    """Ask the hook about each disk of ``rec``; the first problem, or ""."""
+def prepare(daemon: Any, rec: Any, purpose: str) -> tuple[str, dict[str, dict[str, Any]]]:
+    """Ask the hook about each disk of ``rec``: ``(first problem or "", {target: libvirt
+    access})``, the access being what storage plugins said libvirt needs for that disk."""
     try:
         found = domxml.disks(domxml.parse_root(rec.xml))
     except domxml.XmlError as exc:
-        return f"invalid XML: {exc}"
+        return f"invalid XML: {exc}", {}
     vm = {"uuid": rec.uuid, "name": rec.name, "node": daemon.node}
+    access: dict[str, dict[str, Any]] = {}
     for disk in found:
         answers = daemon.plugins.call_each("pvc_vm_disk_prepare", obj=f"vm:{rec.uuid}",
                                            daemon=daemon, vm=vm, disk=disk, purpose=purpose)
@@ -30,10 +32,36 @@ def check(daemon: Any, rec: Any, purpose: str) -> str:
         if answer is None:
             continue
         if not answer.get("ok", False):
-            return answer.get("reason") or f"disk {disk.get('target')} is not usable"
+            return answer.get("reason") or f"disk {disk.get('target')} is not usable", {}
         if purpose == "migrate" and answer.get("shared") is False:
-            return f"disk {disk.get('target')} is not on shared storage"
-    return ""
+            return f"disk {disk.get('target')} is not on shared storage", {}
+        if answer.get("libvirt") and disk.get("target"):
+            access[disk["target"]] = answer["libvirt"]
+    return "", access
+
+
+def check(daemon: Any, rec: Any, purpose: str) -> str:
+    """The first problem with a disk of ``rec``, or ""."""
+    return prepare(daemon, rec, purpose)[0]
+
+
+def sync_secrets(daemon: Any, hv: Any) -> int:
+    """Give this node's libvirtd every secret storage plugins hand out
+    (``pvc_hypervisor_secrets``); returns how many were set. A plugin that fails is logged
+    (by the plugin host) and tried again next time."""
+    count = 0
+    for name, secrets in daemon.plugins.call_each("pvc_hypervisor_secrets",
+                                                  obj="vm_kvm:secrets", daemon=daemon):
+        for secret in secrets or []:
+            try:
+                hv.set_secret(secret["uuid"], secret.get("usage_type", "ceph"),
+                              secret.get("usage_name", f"pvc {secret['uuid']}"),
+                              secret["value"])
+                count += 1
+            except Exception as exc:    # never log the value
+                log.warning("cannot set secret %s from %s in libvirt: %s", secret.get("uuid"),
+                            name, type(exc).__name__ + ": " + str(exc).split("\n")[0])
+    return count
 
 
 @hookimpl

@@ -203,6 +203,34 @@ def for_host(text: str, virt_type: str) -> str:
     return to_text(root)
 
 
+def with_disk_access(text: str, access: dict[str, dict[str, Any]]) -> str:
+    """Fill in network disks' ``<host>`` and ``<auth>`` from storage answers.
+
+    ``access`` maps a disk's target (``vda``) to ``{"hosts": [{"name", "port"}], "username",
+    "secret"}`` (see the ``pvc_vm_disk_prepare`` hook). What the XML already says wins: hosts
+    are added only to a ``<source>`` without any, ``<auth>`` only where there is none.
+    """
+    if not access:
+        return text
+    root = parse_root(text)
+    for disk in root.findall("devices/disk"):
+        target, src = disk.find("target"), disk.find("source")
+        info = access.get(target.get("dev", "")) if target is not None else None
+        if disk.get("type") != "network" or src is None or not info:
+            continue
+        if src.find("host") is None:
+            for host in info.get("hosts") or []:
+                attrs = {"name": str(host["name"])}
+                if host.get("port"):
+                    attrs["port"] = str(host["port"])
+                ET.SubElement(src, "host", attrs)
+        if info.get("secret") and src.find("auth") is None and disk.find("auth") is None:
+            secret_type = "ceph" if src.get("protocol") == "rbd" else "iscsi"
+            auth = ET.SubElement(src, "auth", username=str(info.get("username") or "admin"))
+            ET.SubElement(auth, "secret", type=secret_type, uuid=str(info["secret"]))
+    return to_text(root)
+
+
 def device(text: str) -> ET.Element:
     """A device element for hot attach/detach (``<disk>``, ``<interface>``, ...)."""
     if not isinstance(text, str) or not text.strip() or re.search(r"<!(DOCTYPE|ENTITY)", text):

@@ -6,9 +6,11 @@ domains that run (``createXML``), so a stopped VM leaves nothing behind on any n
 
 from __future__ import annotations
 
+import base64
 import logging
 import threading
 import time
+import xml.etree.ElementTree as ET  # noqa: N817  (building, not parsing)
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,6 +90,21 @@ class Hypervisor:
                 except libvirt.libvirtError:
                     pass
                 self._conn = None
+
+    # -- secrets ---------------------------------------------------------------------
+    def set_secret(self, uuid: str, usage_type: str, usage_name: str, value_b64: str) -> None:
+        """Define (or update) a private, persistent secret and set its value."""
+        conn = self.conn()
+        try:
+            secret = conn.secretLookupByUUIDString(uuid)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_SECRET:
+                raise
+            root = ET.Element("secret", ephemeral="no", private="yes")
+            ET.SubElement(root, "uuid").text = uuid
+            ET.SubElement(ET.SubElement(root, "usage", type=usage_type), "name").text = usage_name
+            secret = conn.secretDefineXML(ET.tostring(root, encoding="unicode"))
+        secret.setValue(base64.b64decode(value_b64))
 
     # -- reading ---------------------------------------------------------------------
     def domains(self) -> dict[str, DomInfo]:

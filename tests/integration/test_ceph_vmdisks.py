@@ -75,8 +75,31 @@ def test_free_volume_and_libvirt_details(ceph, daemon):
         assert answer["ok"] and answer["shared"] is True
         assert answer["libvirt"]["hosts"] == [{"name": ceph.cluster.site.address,
                                                "port": "6789"}]
-        assert answer["libvirt"]["config"] == ceph.conf
+        assert answer["libvirt"]["username"] == "admin"
+        secret = answer["libvirt"]["secret"]
+        assert secret and secret == plugin.pvc_hypervisor_secrets(daemon)[0]["uuid"]
         assert prepare(daemon, "vmpool/free", "migrate")["ok"]
+
+
+def test_hypervisor_secret_is_the_cephx_key_of_the_plugin_user(ceph, daemon):
+    """cephx is on in the test cluster: libvirt gets client.admin's real key, under a UUID
+    that every node derives alike from the fsid (or the configured ``libvirt_secret``)."""
+    with ceph.inside():
+        secrets = plugin.pvc_hypervisor_secrets(daemon)
+        key = ceph.cluster.site.ceph("auth", "get-key", "client.admin")["key"]
+        fsid = ceph.cluster.site.ceph("fsid")["fsid"]
+    assert len(secrets) == 1
+    assert secrets[0]["value"] == key and secrets[0]["usage_type"] == "ceph"
+    other = SimpleNamespace(config=ceph.plugin_config("ceph1"), node="other", store=None)
+    with ceph.inside():
+        again = plugin.pvc_hypervisor_secrets(other)
+        plugin.pvc_node_stop(other)
+    assert again[0]["uuid"] == secrets[0]["uuid"]
+    from pvc_plugins.storage_ceph import secrets as secretsmod
+    from pvc_plugins.storage_ceph.settings import Settings
+
+    assert secretsmod.secret_uuid(Settings(node="x"), fsid) == secrets[0]["uuid"]
+    assert secretsmod.secret_uuid(Settings(node="x", libvirt_secret="fixed"), fsid) == "fixed"
 
 
 def test_stale_lock_of_a_dead_writer_is_broken(ceph, daemon):

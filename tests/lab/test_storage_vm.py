@@ -41,9 +41,10 @@ def pool(lab):
 
 
 def rbd_xml(lab, pool: str, volume: str) -> str:
-    hosts = "".join(f"<host name='{n.address}' port='6789'/>" for n in lab.spec.coordinators[:1])
+    """No <host> and no <auth>: the Ceph plugin supplies the monitors, the cephx user and the
+    libvirt secret that every node's libvirtd holds (cephx is on in the lab)."""
     return (f"<disk type='network' device='disk'><driver name='qemu' type='raw' cache='none'/>"
-            f"<source protocol='rbd' name='{pool}/{volume}'>{hosts}</source>"
+            f"<source protocol='rbd' name='{pool}/{volume}'/>"
             "<target dev='vda' bus='virtio'/></disk>")
 
 

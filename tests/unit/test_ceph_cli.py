@@ -96,3 +96,38 @@ def test_status_prints_the_ceph_text(api):
                                           "ceph_data": "  cluster:\n    health: HEALTH_OK\n"})
     result = run("storage", "status")
     assert "Primary node: hv1" in result.stdout and "HEALTH_OK" in result.stdout
+
+
+def test_osd_replace_asks_and_sends_the_reference_parameters(api):
+    api.route("POST", f"{S}/osd/3", status=202,
+              body={"task_id": "t2", "task_name": "osd.replace", "run_on": "hv2"})
+    result = run("storage", "osd", "replace", "3", "/dev/sdd", input="n\n")
+    assert result.exit_code != 0 and not api.calls("POST", f"{S}/osd/3")
+    result = run("storage", "osd", "replace", "3", "/dev/sdd", "-o", "/dev/sdb", "-w", "1.5",
+                 "-s", "20G", "--yes")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == "Task ID: t2 assigned to node hv2"
+    (call,) = api.calls("POST", f"{S}/osd/3")
+    assert call.query == {"new_device": ["/dev/sdd"], "old_device": ["/dev/sdb"],
+                          "weight": ["1.5"], "ext_db_size": ["20G"],
+                          "yes-i-really-mean-it": ["yes"]}
+
+
+def test_osd_refresh_and_create_db_vg(api):
+    api.route("PUT", f"{S}/osd/3", status=202,
+              body={"task_id": "t3", "task_name": "osd.refresh", "run_on": "hv2"})
+    api.sequence("GET", "/tasks/t3", [
+        (200, {"state": "SUCCESS", "current": 4, "total": 4,
+               "status": "Refreshed OSD 3 on hv2 from device /dev/sdb."})])
+    result = run("storage", "osd", "refresh", "3", "/dev/sdb", "--wait")
+    assert result.exit_code == 0, result.output
+    assert "SUCCESS: Refreshed OSD 3" in result.stdout
+    assert api.calls("PUT", f"{S}/osd/3")[0].query == {"device": ["/dev/sdb"]}
+    api.route("POST", f"{S}/osddb", status=202,
+              body={"task_id": "t4", "task_name": "osd.add_db_vg", "run_on": "hv1"})
+    result = run("storage", "osd", "create-db-vg", "hv1", "/dev/nvme0n1")
+    assert result.exit_code == 0, result.output
+    assert api.calls("POST", f"{S}/osddb")[0].query == {"node": ["hv1"],
+                                                        "device": ["/dev/nvme0n1"]}
+    result = run("storage", "osd", "add", "hv1", "/dev/sdc", "-r", "0.05")
+    assert api.calls("POST", f"{S}/osd")[0].query["ext_db_ratio"] == ["0.05"]

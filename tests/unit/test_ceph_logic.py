@@ -82,7 +82,9 @@ def test_plugin_is_idle_without_ceph():
                                                              timers.append(a)))
     plugin.pvc_node_start(daemon)
     assert timers == [] and plugin.pvc_keepalive_stats(daemon) == {}
-    assert set(plugin.pvc_task_handlers()) == {"osd.add", "osd.remove", "storage.benchmark"}
+    assert set(plugin.pvc_task_handlers()) == {"osd.add", "osd.remove", "osd.replace",
+                                              "osd.refresh", "osd.add_db_vg",
+                                              "storage.benchmark"}
     plugin.pvc_node_stop(daemon)
 
 
@@ -115,7 +117,11 @@ def test_lab_ceph_conf():
     assert "mon_host = [v2:10.0.0.1:3300,v1:10.0.0.1:6789],[v2:10.0.0.2:3300" in text
     assert "public_addr = 10.0.0.3" in text and "crush_location = root=default host=hv3" in text
     assert "osd_pool_default_size = 3" in text and "osd_pool_default_min_size = 2" in text
-    assert "osd_crush_chooseleaf_type = 1" in text and "auth_client_required = none" in text
+    assert "osd_crush_chooseleaf_type = 1" in text and "auth_client_required = cephx" in text
+    assert "keyring = /srv/hv3/ceph/$cluster.$name.keyring" in text.split("[client]")[1]
+    assert "keyring" not in text.split("[client]")[0]   # daemons keep theirs in their data dir
+    assert "auth_cluster_required = none" in labceph.conf_text(
+        "f", [("a", "1.2.3.4")], "1.2.3.4", "1.2.3.0/24", "/b", "a", cephx=False)
     assert "osd_heartbeat_grace" not in text
     assert "osd_crush_chooseleaf_type = 0" in labceph.conf_text(
         "f", [("a", "1.2.3.4")], "1.2.3.4", "1.2.3.0/24", "/b", "a", failure_domain="osd",

@@ -77,3 +77,41 @@ def test_rename_and_device():
     assert domxml.device("<disk type='file'/>").tag == "disk"
     with pytest.raises(domxml.XmlError):
         domxml.device("<disk")
+
+
+RBD_DOMAIN = """<domain type='qemu'><name>r</name><devices>
+<disk type='network' device='disk'><driver name='qemu' type='raw'/>
+<source protocol='rbd' name='vms/r_disk0'/><target dev='sda' bus='scsi'/></disk>
+<disk type='network' device='disk'><source protocol='rbd' name='vms/r_disk1'>
+<host name='192.0.2.9' port='6789'/></source><auth username='other'>
+<secret type='ceph' uuid='11111111-2222-3333-4444-555555555555'/></auth>
+<target dev='sdb' bus='scsi'/></disk>
+<disk type='file' device='disk'><source file='/x.img'/><target dev='vda'/></disk>
+</devices></domain>"""
+
+
+def test_disk_access_fills_in_only_what_is_missing():
+    access = {"hosts": [{"name": "10.0.0.1", "port": "6789"}, {"name": "10.0.0.2",
+                                                               "port": "6789"}],
+              "username": "admin", "secret": "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"}
+    root = domxml.parse_root(domxml.with_disk_access(
+        RBD_DOMAIN, {"sda": access, "sdb": access, "vda": access}))
+    sda, sdb, vda = root.findall("devices/disk")
+    assert [(h.get("name"), h.get("port")) for h in sda.findall("source/host")] == \
+        [("10.0.0.1", "6789"), ("10.0.0.2", "6789")]
+    auth = sda.find("source/auth")
+    assert auth.get("username") == "admin"
+    assert auth.find("secret").attrib == {"type": "ceph", "uuid": access["secret"]}
+    # the XML's own hosts and auth win
+    assert [h.get("name") for h in sdb.findall("source/host")] == ["192.0.2.9"]
+    assert sdb.find("source/auth") is None and sdb.find("auth").get("username") == "other"
+    assert vda.find("source/host") is None and vda.find("source/auth") is None
+
+
+def test_disk_access_without_secret_adds_no_auth():
+    out = domxml.with_disk_access(RBD_DOMAIN, {"sda": {"hosts": [{"name": "10.0.0.1"}],
+                                                       "username": None, "secret": None}})
+    sda = domxml.parse_root(out).find("devices/disk")
+    assert sda.find("source/auth") is None
+    assert sda.find("source/host").attrib == {"name": "10.0.0.1"}
+    assert domxml.with_disk_access(RBD_DOMAIN, {}) == RBD_DOMAIN

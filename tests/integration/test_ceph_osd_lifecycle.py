@@ -14,15 +14,12 @@ import subprocess
 import time
 from types import SimpleNamespace
 
-import falcon.testing
 import pytest
 
-from pvc_api.app import create_app
 from pvc_kernel import tasks
-from pvc_kernel.plugins import PluginHost
-from pvc_kernel.state import Store, schema
-from pvc_kernel.state.migrations import migrate
 from pvc_plugins.storage_ceph import bluestore, launcher, osd_db, plugin, pools
+from tests.support.ceph import run_task as support_run_task
+from tests.support.ceph import task_node
 
 pytestmark = pytest.mark.integration
 NODE = "ceph1"
@@ -35,39 +32,12 @@ OBJECTS = {f"obj{i}": os.urandom(64 * 1024) for i in range(16)}
 @pytest.fixture
 def node(ceph):
     """A stand-in node daemon ``ceph1`` (primary) with the plugin's task handlers and API."""
-    for key in plugin.pvc_schema_keys():
-        schema.register(key)
-    hosts = ceph.zk_hosts()
-    with ceph.inside():
-        store = Store(hosts, timeout=5)
-        store.start()
-        migrate(store)
-        config = ceph.plugin_config(NODE)
-        config.api.keys = [KEY]
-        store.set("node.daemon_state", "run", node=NODE)
-        daemon = SimpleNamespace(config=config, store=store, node=NODE)
-        daemon.tasks = tasks.TaskRunner(store, NODE, plugin.pvc_task_handlers(), daemon=daemon)
-        rt = plugin.runtime(daemon)
-        plugins = PluginHost()
-        plugins.register(plugin, "storage_ceph")
-        daemon.http = falcon.testing.TestClient(create_app(store, config, plugins).app,
-                                                headers={"X-Api-Key": KEY})
+    with task_node(ceph, NODE, api_key=KEY) as daemon:
         yield daemon
-        daemon.tasks.stop()
-        rt.client.close()
-        store.stop()
 
 
 def run_task(daemon, kind, args, timeout=400.0):
-    record = tasks.create_task(daemon.store, kind, daemon.node, args)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        daemon.tasks.scan()
-        final = tasks.get_task(daemon.store, record["id"])
-        if final["state"] in tasks.FINISHED:
-            return final
-        time.sleep(0.2)
-    raise AssertionError(f"task {kind} still running after {timeout} s")
+    return support_run_task(daemon, kind, args, timeout)
 
 
 def sparse(path, size=4 * 2**30):

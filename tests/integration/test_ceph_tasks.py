@@ -5,14 +5,11 @@ tasks run by a real TaskRunner (the test plays the node daemon)."""
 from __future__ import annotations
 
 import os
-import time
-from types import SimpleNamespace
 
 import pytest
 
-from pvc_kernel import tasks
-from pvc_kernel.state import Store, schema
 from pvc_plugins.storage_ceph import benchmark, plugin, pools, stats
+from tests.support.ceph import run_task, task_node
 from tests.support.daemons import wait_for
 
 pytestmark = pytest.mark.integration
@@ -22,33 +19,9 @@ NODE = "ceph1"
 @pytest.fixture
 def node(ceph):
     """A stand-in node daemon: config, store and a task runner with the plugin's handlers."""
-    for key in plugin.pvc_schema_keys():
-        schema.register(key)
-    hosts = ceph.zk_hosts()
-    with ceph.inside():
-        store = Store(hosts, timeout=5)
-        store.start()
-        config = ceph.plugin_config(NODE, stats_interval=1,
-                                    benchmark={"volume_size": "64M", "runtime": 1})
-        daemon = SimpleNamespace(config=config, store=store, node=NODE)
-        daemon.tasks = tasks.TaskRunner(store, NODE, plugin.pvc_task_handlers(), daemon=daemon)
-        rt = plugin.runtime(daemon)
+    with task_node(ceph, NODE, stats_interval=1,
+                   benchmark={"volume_size": "64M", "runtime": 1}) as daemon:
         yield daemon
-        daemon.tasks.stop()
-        rt.client.close()
-        store.stop()
-
-
-def run_task(daemon, kind, args, timeout=300.0):
-    record = tasks.create_task(daemon.store, kind, daemon.node, args)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        daemon.tasks.scan()
-        final = tasks.get_task(daemon.store, record["id"])
-        if final["state"] in tasks.FINISHED:
-            return final
-        time.sleep(0.2)
-    raise AssertionError(f"task {kind} still running after {timeout} s")
 
 
 def test_node_stats_and_records(ceph, node):

@@ -69,6 +69,73 @@ class CephEnv:
         return parse(data)
 
 
+@contextmanager
+def task_node(env: CephEnv, node: str = "ceph1", api_key: str | None = None,
+              **section: Any) -> Iterator[Any]:
+    """A stand-in node daemon inside the cluster's namespace: store (fresh chroot), the
+    storage plugin's config (``section``) and a TaskRunner with its handlers; with
+    ``api_key`` also a migrated schema, daemon state ``run`` and ``http``, a falcon test
+    client of the API with the plugin's routes."""
+    from types import SimpleNamespace
+
+    from pvc_kernel import tasks
+    from pvc_kernel.state import Store, schema
+    from pvc_plugins.storage_ceph import plugin
+
+    for key in plugin.pvc_schema_keys():
+        schema.register(key)
+    hosts = env.zk_hosts()
+    with env.inside():
+        store = Store(hosts, timeout=5)
+        store.start()
+        config = env.plugin_config(node, **section)
+        daemon = SimpleNamespace(config=config, store=store, node=node)
+        if api_key is not None:
+            _with_api(daemon, api_key)
+        daemon.tasks = tasks.TaskRunner(store, node, plugin.pvc_task_handlers(), daemon=daemon)
+        rt = plugin.runtime(daemon)
+        try:
+            yield daemon
+        finally:
+            daemon.tasks.stop()
+            rt.client.close()
+            store.stop()
+
+
+def _with_api(daemon: Any, api_key: str) -> None:
+    import falcon.testing
+
+    from pvc_api.app import create_app
+    from pvc_kernel.plugins import PluginHost
+    from pvc_kernel.state.migrations import migrate
+    from pvc_plugins.storage_ceph import plugin
+
+    migrate(daemon.store)
+    daemon.config.api.keys = [api_key]
+    daemon.store.set("node.daemon_state", "run", node=daemon.node)
+    plugins = PluginHost()
+    plugins.register(plugin, "storage_ceph")
+    daemon.http = falcon.testing.TestClient(create_app(daemon.store, daemon.config,
+                                                       plugins).app,
+                                            headers={"X-Api-Key": api_key})
+
+
+def run_task(daemon: Any, kind: str, args: dict[str, Any], timeout: float = 300.0) -> dict:
+    """Create a task for ``daemon``'s node and run it through its TaskRunner; the final
+    record (AssertionError if it is not finished within ``timeout``)."""
+    from pvc_kernel import tasks
+
+    record = tasks.create_task(daemon.store, kind, daemon.node, args)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        daemon.tasks.scan()
+        final = tasks.get_task(daemon.store, record["id"])
+        if final["state"] in tasks.FINISHED:
+            return final
+        time.sleep(0.2)
+    raise AssertionError(f"task {kind} still running after {timeout} s")
+
+
 def problem() -> str | None:
     if os.geteuid() != 0:
         return "the Ceph integration tests need root (network namespaces)"

@@ -263,6 +263,16 @@ def record(store: Any, settings: Settings, osd_id: int, device: str, db_device: 
               osd=str(osd_id))
 
 
+def ids_of_node(store: Any, node: str) -> list[str]:
+    """The ids of the OSDs recorded as held by ``node``."""
+    ids = []
+    for osd_id in store.children("ceph.osds") or []:
+        rec = store.get_json("ceph.osd", {}, osd=osd_id) or {}
+        if rec.get("node") == node:
+            ids.append(str(osd_id))
+    return sorted(ids, key=lambda i: int(i) if i.isdigit() else -1)
+
+
 def add_osd(ctx: Any, client: CephClient, settings: Settings, store: Any) -> str:
     """Task ``osd.add`` (args: device, weight, ext_db_ratio, ext_db_size): bluestore on the
     device (its DB on an ``osd-db`` LV when asked), daemon up, recorded."""

@@ -152,7 +152,11 @@ def _fence(daemon: Any, node: str, addresses: list[str], cut: bool) -> dict[str,
     if not addresses:
         static = daemon.store.get_json("node.static", {}, node=node) or {}
         addresses = list(static.get("storage_addresses") or [])
-    return vmdisks.fence(rt.client, addresses, cut)
+    answer = vmdisks.fence(rt.client, addresses, cut)
+    if cut and answer.get("ok"):
+        answer["osds_down"] = vmdisks.mark_osds_down(rt.client, osds.ids_of_node(daemon.store,
+                                                                              node))
+    return answer
 
 
 @hookimpl

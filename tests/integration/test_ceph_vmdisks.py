@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from pvc_plugins.storage_ceph import plugin, pools, vmdisks, volumes
+from tests.support.ceph import task_node
 
 pytestmark = pytest.mark.integration
 
@@ -125,17 +126,36 @@ def test_stale_lock_of_a_dead_writer_is_broken(ceph, daemon):
             img.write(b"mine" * 1024, 0)          # we can write now
 
 
-def test_fence_and_unfence_blocklist_a_nodes_addresses(ceph, daemon):
-    with ceph.inside():
+def test_fence_and_unfence_blocklist_a_nodes_addresses(ceph):
+    with task_node(ceph, "ceph1") as daemon:
         client = plugin.runtime(daemon).client
         answer = plugin.pvc_storage_fence(daemon, "deadnode", ["10.253.0.77", "10.253.0.78"])
-        assert answer == {"ok": True, "reason": "", "addresses": ["10.253.0.77", "10.253.0.78"]}
+        assert answer == {"ok": True, "reason": "", "addresses": ["10.253.0.77", "10.253.0.78"],
+                          "osds_down": []}    # deadnode holds no OSD
         assert {"10.253.0.77", "10.253.0.78"} <= set(vmdisks.blocklisted(client))
         assert plugin.pvc_storage_unfence(daemon, "deadnode", ["10.253.0.77",
                                                                "10.253.0.78"])["ok"]
         assert "10.253.0.77" not in vmdisks.blocklisted(client)
         assert vmdisks.storage_addresses(plugin.runtime(daemon).settings) == \
             [ceph.cluster.site.address]
+
+
+def test_fence_marks_the_fenced_nodes_osds_down_at_once(ceph):
+    """Without this, PGs of a powered-off node's OSDs wait out Ceph's heartbeat grace."""
+    osd = ceph.cluster.osd_ids[-1]
+
+    def down_at():
+        dump = ceph.cluster.site.ceph("osd", "dump")
+        return next(o["down_at"] for o in dump["osds"] if o["osd"] == osd)
+
+    with task_node(ceph, "ceph1") as daemon:
+        daemon.store.set("ceph.osd", {"id": str(osd), "node": "deadnode"}, osd=str(osd))
+        before = down_at()
+        answer = plugin.pvc_storage_fence(daemon, "deadnode", ["10.253.0.79"])
+        assert answer["ok"] and answer["osds_down"] == [str(osd)]
+        assert down_at() > before          # the monitor marked it down in a new epoch
+        assert plugin.pvc_storage_unfence(daemon, "deadnode", ["10.253.0.79"])["ok"]
+    ceph.cluster.wait_healthy(120)          # the OSD runs: it marks itself up again
 
 
 def dead_holder(ceph, pool: str, *images: str) -> None:

@@ -14,6 +14,7 @@ import click
 FORMATS = ("pretty", "json", "json-pretty")
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 GREEN = {"fg": "green"}
 RED = {"fg": "red"}
@@ -135,6 +136,26 @@ def emit_json(data: Any, fmt: str) -> None:
         click.echo(json.dumps(data, indent=2))
     else:
         click.echo(json.dumps(data, separators=(",", ":")))
+
+
+def show_list(
+    painter: Painter,
+    items: list[T],
+    fmt: str,
+    empty_message: str,
+    render: Callable[[Painter, list[T]], str],
+) -> None:
+    """Print a list command's answer.
+
+    JSON of the items unless fmt is pretty; else empty_message when there are none, else the
+    table text that render(painter, items) returns.
+    """
+    if fmt != "pretty":
+        emit_json(items, fmt)
+    elif not items:
+        click.echo(empty_message)
+    else:
+        painter.echo(render(painter, items))
 
 
 Cell = str | tuple[str, dict[str, Any] | None]

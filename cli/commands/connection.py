@@ -19,9 +19,18 @@ from pvc_cli.connections import (
 )
 from pvc_cli.context import get_settings
 from pvc_cli.errors import EXIT_CONFIG, PvcError
-from pvc_cli.output import GREEN, RED, emit_json, format_option, render_table
+from pvc_cli.output import (
+    GREEN,
+    RED,
+    Painter,
+    emit_json,
+    format_option,
+    render_table,
+    show_list,
+)
 
 DETAIL_TIMEOUT = 3.0
+NO_CONNECTIONS = "No connections; add one with `pvc connection add NAME --address HOST`."
 
 
 def complete_saved(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
@@ -214,28 +223,27 @@ def list_connections(fmt: str) -> None:
       pvc connection list -f json
     """
     conns, default = _all_connections()
-    if fmt != "pretty":
-        emit_json([_public(c, default) for c in conns], fmt)
-        return
-    if not conns:
-        click.echo("No connections; add one with `pvc connection add NAME --address HOST`.")
-        return
-    painter = get_settings().painter
+    public = [_public(c, default) for c in conns]
+    show_list(get_settings().painter, public, fmt, NO_CONNECTIONS, _connection_table)
+
+
+def _connection_table(painter: Painter, conns: list[dict[str, Any]]) -> str:
+    """The table of `pvc connection list`, from the connections' public (JSON) form."""
     rows = []
     for c in conns:
         rows.append(
             [
-                (c.name, {"bold": True}),
-                "*" if c.name == default and c.source == "config" else "",
-                ", ".join(_labels(c)),
-                c.scheme,
-                "yes" if c.verify else "no",
-                _key_kind(c),
-                c.description,
+                (c["name"], {"bold": True}),
+                "*" if c["default"] else "",
+                ", ".join(c["addresses"]),
+                c["scheme"],
+                "yes" if c["verify"] else "no",
+                c["api_key"],
+                c["description"],
             ]
         )
     headers = ["NAME", "DEFAULT", "ADDRESSES", "SCHEME", "VERIFY", "KEY", "DESCRIPTION"]
-    painter.echo(render_table(painter, headers, rows))
+    return render_table(painter, headers, rows)
 
 
 def _public(c: Connection, default: str | None) -> dict[str, Any]:
@@ -300,7 +308,7 @@ def detail(names: tuple[str, ...], fmt: str) -> None:
             raise PvcError(f"no connection named {', '.join(sorted(unknown))}", EXIT_CONFIG)
         conns = [c for c in conns if c.name in names]
     if not conns:
-        click.echo("No connections; add one with `pvc connection add NAME --address HOST`.")
+        click.echo(NO_CONNECTIONS)
         return
     with ThreadPoolExecutor(max_workers=min(8, len(conns))) as pool:
         results = list(pool.map(probe, conns))

@@ -21,6 +21,7 @@ from pvc_cli.output import (
     human_mib,
     render_pairs,
     render_table,
+    show_list,
     state_cell,
 )
 from pvc_cli.waiting import poll, report_task, wait_task
@@ -116,13 +117,7 @@ def list_nodes(
     }
     resp = settings.client().get("/node", params, accept=(404,))
     nodes = resp.data if resp.status == 200 and isinstance(resp.data, list) else []
-    if fmt != "pretty":
-        emit_json(nodes, fmt)
-        return
-    if not nodes:
-        click.echo("No nodes found.")
-        return
-    settings.painter.echo(render_node_table(settings.painter, nodes))
+    show_list(settings.painter, nodes, fmt, "No nodes found.", render_node_table)
 
 
 def render_node_table(painter: Painter, nodes: list[dict[str, Any]]) -> str:

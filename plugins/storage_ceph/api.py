@@ -7,6 +7,7 @@ to act); OSD add/remove and the benchmark are tasks on the node that must do the
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from pvc_api import params, zk
@@ -355,36 +356,35 @@ def get_snapshot(call: Call) -> list[dict[str, Any]]:
     return [snapshots.get_snapshot(client(call), a["pool"], a["volume"], a["snapshot"])]
 
 
+def _on_snapshot(call: Call, action: Callable[..., str], *extra: str) -> dict[str, str]:
+    """Answer the message of action(ceph, pool, volume, snapshot, *the args named extra)."""
+    a = call.args
+    return {"message": action(client(call), a["pool"], a["volume"], a["snapshot"],
+                              *(a[key] for key in extra))}
+
+
 @guarded
 def add_snapshot(call: Call) -> dict[str, str]:
     """Snapshot a volume."""
-    a = call.args
-    return {"message": snapshots.add_snapshot(client(call), a["pool"], a["volume"],
-                                              a["snapshot"])}
+    return _on_snapshot(call, snapshots.add_snapshot)
 
 
 @guarded
 def rename_snapshot(call: Call) -> dict[str, str]:
     """Rename a snapshot."""
-    a = call.args
-    return {"message": snapshots.rename_snapshot(client(call), a["pool"], a["volume"],
-                                                 a["snapshot"], a["new_name"])}
+    return _on_snapshot(call, snapshots.rename_snapshot, "new_name")
 
 
 @guarded
 def remove_snapshot(call: Call) -> dict[str, str]:
     """Remove a snapshot (refused while clones depend on it)."""
-    a = call.args
-    return {"message": snapshots.remove_snapshot(client(call), a["pool"], a["volume"],
-                                                 a["snapshot"])}
+    return _on_snapshot(call, snapshots.remove_snapshot)
 
 
 @guarded
 def rollback_snapshot(call: Call) -> dict[str, str]:
     """Roll a volume back to a snapshot (refused while the volume is in use)."""
-    a = call.args
-    return {"message": snapshots.rollback_snapshot(client(call), a["pool"], a["volume"],
-                                                   a["snapshot"])}
+    return _on_snapshot(call, snapshots.rollback_snapshot)
 
 
 # -- benchmark ----------------------------------------------------------------------------------

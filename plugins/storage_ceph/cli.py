@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from pvc_cli.context import get_settings
-from pvc_cli.output import emit_json, format_option, human_kib, render_table
+from pvc_cli.output import Painter, emit_json, format_option, human_kib, render_table, show_list
 from pvc_cli.waiting import report_task, wait_task
 
 S = "/storage/ceph"
@@ -142,13 +142,10 @@ def benchmark_list(job: str | None, fmt: str) -> None:
       pvc storage benchmark list before-upgrade -f json
     """
     found = get_list(f"{S}/benchmark", {"job": job})
-    if fmt != "pretty":
-        emit_json(found, fmt)
-        return
-    if not found:
-        click.echo("No benchmark found.")
-        return
-    p = get_settings().painter
+    show_list(get_settings().painter, found, fmt, "No benchmark found.", _bench_table)
+
+
+def _bench_table(p: Painter, found: list[dict[str, Any]]) -> str:
     rows = []
     for b in found:
         res = b.get("benchmark_result")
@@ -156,7 +153,7 @@ def benchmark_list(job: str | None, fmt: str) -> None:
         rows.append([str(b.get("id")), b.get("job", ""),
                      res if isinstance(res, str) else "done",
                      " ".join(f"{r[0]}={r[1]}" for r in first)])
-    p.echo(render_table(p, ["ID", "JOB", "RESULT", "SEQUENTIAL"], rows))
+    return render_table(p, ["ID", "JOB", "RESULT", "SEQUENTIAL"], rows)
 
 
 @benchmark.command("info")
@@ -348,6 +345,10 @@ def osd_out(osd_id: str) -> None:
     _state(osd_id, "out")
 
 
+def _flag(option: str, action: str) -> None:
+    echo_message(client().post(f"{S}/option", {"option": option, "action": action}).data)
+
+
 @osd.command("set")
 @click.argument("option")
 def osd_set(option: str) -> None:
@@ -357,7 +358,7 @@ def osd_set(option: str) -> None:
     Example:
       pvc storage osd set noout
     """
-    echo_message(client().post(f"{S}/option", {"option": option, "action": "set"}).data)
+    _flag(option, "set")
 
 
 @osd.command("unset")
@@ -369,7 +370,7 @@ def osd_unset(option: str) -> None:
     Example:
       pvc storage osd unset noout
     """
-    echo_message(client().post(f"{S}/option", {"option": option, "action": "unset"}).data)
+    _flag(option, "unset")
 
 
 @osd.command("list")
@@ -384,13 +385,10 @@ def osd_list(limit: str | None, fmt: str) -> None:
       pvc storage osd list '^1$' -f json
     """
     found = get_list(f"{S}/osd", {"limit": limit})
-    if fmt != "pretty":
-        emit_json(found, fmt)
-        return
-    if not found:
-        click.echo("No OSDs found.")
-        return
-    p = get_settings().painter
+    show_list(get_settings().painter, found, fmt, "No OSDs found.", _osd_table)
+
+
+def _osd_table(p: Painter, found: list[dict[str, Any]]) -> str:
     rows = []
     for o in found:
         st = o.get("stats") or {}
@@ -402,9 +400,9 @@ def osd_list(limit: str | None, fmt: str) -> None:
                      f"{float(st.get('utilization', 0)):.1f}%",
                      f"{st.get('wr_ops', 0)}/{st.get('wr_data', 0)}",
                      f"{st.get('rd_ops', 0)}/{st.get('rd_data', 0)}"])
-    p.echo(render_table(p, ["ID", "NODE", "DEVICE", "UP", "IN", "WEIGHT", "PGS", "SIZE",
+    return render_table(p, ["ID", "NODE", "DEVICE", "UP", "IN", "WEIGHT", "PGS", "SIZE",
                             "USED", "UTIL", "WR OPS/DATA", "RD OPS/DATA"], rows,
-                        right=range(5, 10)))
+                        right=range(5, 10))
 
 
 def _register() -> None:

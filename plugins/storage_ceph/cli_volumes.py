@@ -9,10 +9,11 @@ import click
 
 from pvc_cli.context import get_settings
 from pvc_cli.errors import PvcError
-from pvc_cli.output import emit_json, format_option, render_table
+from pvc_cli.output import F, Painter, emit_json, format_option, render_table, show_list
 from pvc_plugins.storage_ceph.cli import YES, S, client, echo_message, get_list
 
 UPLOAD_TIMEOUT = 3600.0
+FORCE = click.option("-f", "--force", is_flag=True, help="Allow more than the pool's free space.")
 
 
 def _human(n: Any) -> str:
@@ -100,21 +101,18 @@ def pool_list(limit: str | None, fmt: str) -> None:
       pvc storage pool list vms -f json
     """
     found = get_list(f"{S}/pool", {"limit": limit})
-    if fmt != "pretty":
-        emit_json(found, fmt)
-        return
-    if not found:
-        click.echo("No pools found.")
-        return
-    p = get_settings().painter
+    show_list(get_settings().painter, found, fmt, "No pools found.", _pool_table)
+
+
+def _pool_table(p: Painter, found: list[dict[str, Any]]) -> str:
     rows = [[x.get("name", ""), x.get("tier", ""), str(x.get("pgs", "")),
              f"{x.get('copies', '?')}/{x.get('mincopies', '?')}",
              str(x.get("volume_count", 0)), _human(x["stats"].get("used_bytes")),
              _human(x["stats"].get("free_bytes")),
              f"{float(x['stats'].get('used_percent', 0)) * 100:.1f}%",
              str(x["stats"].get("num_objects", 0))] for x in found]
-    p.echo(render_table(p, ["NAME", "TIER", "PGS", "COPIES", "VOLUMES", "USED", "FREE",
-                            "USED%", "OBJECTS"], rows, right=range(2, 9)))
+    return render_table(p, ["NAME", "TIER", "PGS", "COPIES", "VOLUMES", "USED", "FREE",
+                            "USED%", "OBJECTS"], rows, right=range(2, 9))
 
 
 # --- volumes --------------------------------------------------------------------------------
@@ -134,7 +132,7 @@ def volume() -> None:
 @click.argument("pool_name", metavar="POOL")
 @click.argument("name")
 @click.argument("size")
-@click.option("-f", "--force", is_flag=True, help="Allow more than the pool's free space.")
+@FORCE
 def volume_add(pool_name: str, name: str, size: str, force: bool) -> None:
     """Create volume NAME of SIZE (e.g. 20G) in POOL. POST /storage/ceph/volume.
 
@@ -199,7 +197,7 @@ def volume_remove(pool_name: str, name: str, yes: bool) -> None:
 @click.argument("pool_name", metavar="POOL")
 @click.argument("name")
 @click.argument("size")
-@click.option("-f", "--force", is_flag=True, help="Allow more than the pool's free space.")
+@FORCE
 def volume_resize(pool_name: str, name: str, size: str, force: bool) -> None:
     """Grow volume NAME to SIZE. PUT /storage/ceph/volume/POOL/NAME.
 
@@ -230,7 +228,7 @@ def volume_rename(pool_name: str, name: str, new_name: str) -> None:
 @click.argument("pool_name", metavar="POOL")
 @click.argument("name")
 @click.argument("new_name")
-@click.option("-f", "--force", is_flag=True, help="Allow more than the pool's free space.")
+@FORCE
 @click.option("-s", "--snapshot", help="Clone this snapshot copy-on-write (fast) instead.")
 def volume_clone(pool_name: str, name: str, new_name: str, force: bool,
                  snapshot: str | None) -> None:
@@ -259,18 +257,15 @@ def volume_list(limit: str | None, pool_name: str | None, fmt: str) -> None:
       pvc storage volume list '^web' -p vms
     """
     found = get_list(f"{S}/volume", {"limit": limit, "pool": pool_name})
-    if fmt != "pretty":
-        emit_json(found, fmt)
-        return
-    if not found:
-        click.echo("No volumes found.")
-        return
-    p = get_settings().painter
+    show_list(get_settings().painter, found, fmt, "No volumes found.", _volume_table)
+
+
+def _volume_table(p: Painter, found: list[dict[str, Any]]) -> str:
     rows = [[v.get("name", ""), v.get("pool", ""), str(v["stats"].get("size", "")),
              str(v["stats"].get("objects", "")), str(v["stats"].get("snapshot_count", "")),
              ",".join(v["stats"].get("features") or [])] for v in found]
-    p.echo(render_table(p, ["NAME", "POOL", "SIZE", "OBJECTS", "SNAPSHOTS", "FEATURES"],
-                        rows, right=(2, 3, 4)))
+    return render_table(p, ["NAME", "POOL", "SIZE", "OBJECTS", "SNAPSHOTS", "FEATURES"],
+                        rows, right=(2, 3, 4))
 
 
 @volume.command("info")
@@ -306,14 +301,19 @@ def snapshot() -> None:
     """
 
 
+def snapshot_args(func: F) -> F:
+    """The POOL VOLUME NAME arguments that name one snapshot."""
+    func = click.argument("name")(func)
+    func = click.argument("vol", metavar="VOLUME")(func)
+    return click.argument("pool_name", metavar="POOL")(func)
+
+
 def _snap_path(p: str, v: str, s: str) -> str:
     return f"{S}/snapshot/{p}/{v}/{s}"
 
 
 @snapshot.command("add")
-@click.argument("pool_name", metavar="POOL")
-@click.argument("vol", metavar="VOLUME")
-@click.argument("name")
+@snapshot_args
 def snapshot_add(pool_name: str, vol: str, name: str) -> None:
     """Snapshot VOLUME as NAME. POST /storage/ceph/snapshot.
 
@@ -326,9 +326,7 @@ def snapshot_add(pool_name: str, vol: str, name: str) -> None:
 
 
 @snapshot.command("rename")
-@click.argument("pool_name", metavar="POOL")
-@click.argument("vol", metavar="VOLUME")
-@click.argument("name")
+@snapshot_args
 @click.argument("new_name")
 def snapshot_rename(pool_name: str, vol: str, name: str, new_name: str) -> None:
     """Rename snapshot NAME to NEW_NAME.
@@ -342,9 +340,7 @@ def snapshot_rename(pool_name: str, vol: str, name: str, new_name: str) -> None:
 
 
 @snapshot.command("remove")
-@click.argument("pool_name", metavar="POOL")
-@click.argument("vol", metavar="VOLUME")
-@click.argument("name")
+@snapshot_args
 @YES
 def snapshot_remove(pool_name: str, vol: str, name: str, yes: bool) -> None:
     """Remove snapshot NAME of VOLUME.
@@ -359,9 +355,7 @@ def snapshot_remove(pool_name: str, vol: str, name: str, yes: bool) -> None:
 
 
 @snapshot.command("rollback")
-@click.argument("pool_name", metavar="POOL")
-@click.argument("vol", metavar="VOLUME")
-@click.argument("name")
+@snapshot_args
 @YES
 def snapshot_rollback(pool_name: str, vol: str, name: str, yes: bool) -> None:
     """Roll VOLUME back to snapshot NAME (its VM must be stopped).
@@ -390,14 +384,11 @@ def snapshot_list(limit: str | None, pool_name: str | None, vol: str | None, fmt
       pvc storage volume snapshot list -p vms -o disk0
     """
     found = get_list(f"{S}/snapshot", {"limit": limit, "pool": pool_name, "volume": vol})
-    if fmt != "pretty":
-        emit_json(found, fmt)
-        return
-    if not found:
-        click.echo("No snapshots found.")
-        return
-    p = get_settings().painter
+    show_list(get_settings().painter, found, fmt, "No snapshots found.", _snapshot_table)
+
+
+def _snapshot_table(p: Painter, found: list[dict[str, Any]]) -> str:
     rows = [[s.get("snapshot", ""), s.get("volume", ""), s.get("pool", ""),
              _human((s.get("stats") or {}).get("size") if isinstance(s.get("stats"), dict)
                     else "")] for s in found]
-    p.echo(render_table(p, ["NAME", "VOLUME", "POOL", "SIZE"], rows, right=(3,)))
+    return render_table(p, ["NAME", "VOLUME", "POOL", "SIZE"], rows, right=(3,))

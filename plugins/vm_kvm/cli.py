@@ -14,7 +14,16 @@ import click
 
 from pvc_cli.context import get_settings
 from pvc_cli.errors import PvcError
-from pvc_cli.output import dig, emit_json, format_option, human_mib, render_pairs, render_table
+from pvc_cli.output import (
+    Painter,
+    dig,
+    emit_json,
+    format_option,
+    human_mib,
+    render_pairs,
+    render_table,
+    show_list,
+)
 from pvc_cli.output import state_cell as _state_cell
 from pvc_cli.waiting import poll
 
@@ -82,18 +91,15 @@ def list_vms(limit: str | None, node: str | None, state: str | None, tag: str | 
     resp = client().get("/vm", {"limit": limit, "node": node, "state": state, "tag": tag,
                                 "negate": negate or None}, accept=(404,))
     vms = resp.data if resp.status == 200 and isinstance(resp.data, list) else []
-    if fmt != "pretty":
-        emit_json(vms, fmt)
-        return
-    if not vms:
-        click.echo("No VMs found.")
-        return
-    painter = get_settings().painter
+    show_list(get_settings().painter, vms, fmt, "No VMs found.", _vm_table)
+
+
+def _vm_table(painter: Painter, vms: list[dict[str, Any]]) -> str:
     rows = [[v.get("name", ""), _state_cell(v.get("state")), v.get("node", ""),
              v.get("migrated", ""), str(v.get("vcpu", "")), human_mib(v.get("memory")),
              ",".join(t.get("name", "") for t in v.get("tags") or [])] for v in vms]
-    painter.echo(render_table(painter, ["NAME", "STATE", "NODE", "MIGRATED", "VCPUS",
-                                        "MEMORY", "TAGS"], rows, right=(4, 5)))
+    return render_table(painter, ["NAME", "STATE", "NODE", "MIGRATED", "VCPUS", "MEMORY",
+                                  "TAGS"], rows, right=(4, 5))
 
 
 @vm.command()

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -37,6 +38,36 @@ def _device(name: str, xml: str, detach: bool) -> None:
     task_id = resp.get("task_id")
     if task_id:
         report_task(task_id, wait_task(client(), task_id))
+
+
+def _add_device(name: str, device: ET.Element, restart: bool, live: bool) -> None:
+    """Append device to the VM's <devices>, send the XML back and, with live, hot-plug it."""
+    _, root = _vm(name)
+    devices = root.find("devices")
+    if devices is None:
+        raise PvcError("the VM's XML has no <devices>")
+    devices.append(device)
+    _put(name, root, restart)
+    if live:
+        _device(name, ET.tostring(device, encoding="unicode"), detach=False)
+
+
+def _remove_device(name: str, tag: str, matches: Callable[[ET.Element], bool], restart: bool,
+                   live: bool) -> bool:
+    """Remove the VM's first <tag> device that matches (and unplug it with live).
+
+    False when there is none.
+    """
+    _, root = _vm(name)
+    devices = root.find("devices")
+    for device in devices.findall(tag) if devices is not None else []:
+        if matches(device):
+            devices.remove(device)
+            _put(name, root, restart)
+            if live:
+                _device(name, ET.tostring(device, encoding="unicode"), detach=True)
+            return True
+    return False
 
 
 restart_option = click.option("-r", "--restart", is_flag=True,
@@ -122,19 +153,12 @@ def network_get(name: str, fmt: str) -> None:
 def network_add(name: str, bridge: str, mac: str | None, model: str, restart: bool,
                 live: bool) -> None:
     """Add a bridged NIC on BRIDGE."""
-    _, root = _vm(name)
     nic = ET.Element("interface", type="bridge")
     ET.SubElement(nic, "source", bridge=bridge)
     if mac:
         ET.SubElement(nic, "mac", address=mac)
     ET.SubElement(nic, "model", type=model)
-    devices = root.find("devices")
-    if devices is None:
-        raise PvcError("the VM's XML has no <devices>")
-    devices.append(nic)
-    _put(name, root, restart)
-    if live:
-        _device(name, ET.tostring(nic, encoding="unicode"), detach=False)
+    _add_device(name, nic, restart, live)
 
 
 @network.command("remove")
@@ -144,18 +168,13 @@ def network_add(name: str, bridge: str, mac: str | None, model: str, restart: bo
 @live_option
 def network_remove(name: str, mac_or_bridge: str, restart: bool, live: bool) -> None:
     """Remove the NIC with this MAC address (or the first on this bridge)."""
-    _, root = _vm(name)
-    devices = root.find("devices")
-    for nic in devices.findall("interface") if devices is not None else []:
+    def matches(nic: ET.Element) -> bool:
         mac, src = nic.find("mac"), nic.find("source")
-        if (mac is not None and mac.get("address") == mac_or_bridge) or \
-                (src is not None and src.get("bridge") == mac_or_bridge):
-            devices.remove(nic)
-            _put(name, root, restart)
-            if live:
-                _device(name, ET.tostring(nic, encoding="unicode"), detach=True)
-            return
-    raise PvcError(f"VM {name} has no NIC {mac_or_bridge}")
+        return (mac is not None and mac.get("address") == mac_or_bridge) or \
+            (src is not None and src.get("bridge") == mac_or_bridge)
+
+    if not _remove_device(name, "interface", matches, restart, live):
+        raise PvcError(f"VM {name} has no NIC {mac_or_bridge}")
 
 
 @click.group()
@@ -186,18 +205,11 @@ def volume_get(name: str, fmt: str) -> None:
 def volume_add(name: str, path: str, dev: str, bus: str, fmt: str, restart: bool,
                live: bool) -> None:
     """Add a file-backed disk (PATH on the shared filesystem)."""
-    _, root = _vm(name)
     disk = ET.Element("disk", type="file", device="disk")
     ET.SubElement(disk, "driver", name="qemu", type=fmt, cache="none")
     ET.SubElement(disk, "source", file=path)
     ET.SubElement(disk, "target", dev=dev, bus=bus)
-    devices = root.find("devices")
-    if devices is None:
-        raise PvcError("the VM's XML has no <devices>")
-    devices.append(disk)
-    _put(name, root, restart)
-    if live:
-        _device(name, ET.tostring(disk, encoding="unicode"), detach=False)
+    _add_device(name, disk, restart, live)
 
 
 @volume.command("remove")
@@ -207,19 +219,14 @@ def volume_add(name: str, path: str, dev: str, bus: str, fmt: str, restart: bool
 @live_option
 def volume_remove(name: str, path_or_dev: str, restart: bool, live: bool) -> None:
     """Remove the disk with this source path or target device."""
-    _, root = _vm(name)
-    devices = root.find("devices")
-    for disk in devices.findall("disk") if devices is not None else []:
+    def matches(disk: ET.Element) -> bool:
         src, target = disk.find("source"), disk.find("target")
-        if (src is not None and path_or_dev in (src.get("file"), src.get("dev"),
-                                                src.get("name"))) or \
-                (target is not None and target.get("dev") == path_or_dev):
-            devices.remove(disk)
-            _put(name, root, restart)
-            if live:
-                _device(name, ET.tostring(disk, encoding="unicode"), detach=True)
-            return
-    raise PvcError(f"VM {name} has no disk {path_or_dev}")
+        return (src is not None and path_or_dev in (src.get("file"), src.get("dev"),
+                                                    src.get("name"))) or \
+            (target is not None and target.get("dev") == path_or_dev)
+
+    if not _remove_device(name, "disk", matches, restart, live):
+        raise PvcError(f"VM {name} has no disk {path_or_dev}")
 
 
 COMMANDS = [vcpu, memory, network, volume]

@@ -12,7 +12,7 @@ try:
 except ImportError:  # collected as part of a package
     from tests.unit import test_cli_support as support
 
-from pvc_cli.output import Painter, colour_default, human_mib, render_table
+from pvc_cli.output import Painter, colour_default, human_mib, render_table, show_list
 
 run = support.run
 
@@ -176,6 +176,27 @@ def test_render_table_alignment_ignores_colour():
     )
     plain = click_unstyle(text).splitlines()
     assert plain == ["A      B", "x      1", "long  22"]
+
+
+def test_show_list_json_empty_message_or_table(capsys):
+    rendered = []
+
+    def render(painter: Painter, items: list[dict]) -> str:
+        rendered.append(items)
+        return painter.bold("TABLE") + f" {len(items)}"
+
+    items = [{"a": 1}, {"a": 2}]
+    show_list(Painter(colour=True), items, "json", "None.", render)
+    assert capsys.readouterr().out == '[{"a":1},{"a":2}]\n'
+    show_list(Painter(colour=True), [], "json-pretty", "None.", render)
+    assert capsys.readouterr().out == "[]\n"
+    assert rendered == []  # JSON never renders the table
+    show_list(Painter(colour=True), [], "pretty", "None.", render)
+    assert capsys.readouterr().out == "None.\n"
+    assert rendered == []
+    show_list(Painter(colour=True), items, "pretty", "None.", render)
+    assert capsys.readouterr().out == "\x1b[1mTABLE\x1b[0m 2\n"
+    assert rendered == [items]
 
 
 def click_unstyle(text: str) -> str:

@@ -6,9 +6,10 @@ PVC API v1 reference. Plugins add theirs with ``api.add_route`` in ``pvc_api_rou
 
 from __future__ import annotations
 
-from pvc_api.resources import cluster, node, task
+from pvc_api.resources import cluster, faults, node, task
 from pvc_api.schemas import array_of, ref
 from pvc_api.spec import Param, Route
+from pvc_kernel.faults import DEFAULT_SORT, SORT_KEYS
 
 MSG = ref("Message")
 
@@ -18,6 +19,8 @@ DOMAIN_STATES = ("ready", "flush", "flushed", "unflush", "fence-flush")
 
 NODE = Param("node", location="path", description="The node's name")
 TASK_ID = Param("task_id", location="path", description="The task's ID")
+FAULT_ID = Param("fault_id", location="path", description="The fault's ID")
+CONFLICT = ("Concurrent changes to the same fault; retry", MSG)
 
 CORE_ROUTES: list[Route] = [
     # -- root and cluster -------------------------------------------------------------------
@@ -36,6 +39,26 @@ CORE_ROUTES: list[Route] = [
           auth=False, tag="cluster",
           responses={200: ("The primary node", ref("PrimaryNode")),
                      204: ("There is no primary node right now", None)}),
+    # -- faults ---------------------------------------------------------------------------
+    Route("GET", "/faults", faults.list_faults, "List faults", tag="faults",
+          params=(Param("sort_key", choices=SORT_KEYS, default=DEFAULT_SORT,
+                        description="Sort by this field: times newest first, others "
+                                    "ascending"),),
+          responses={200: ("The faults, sorted", array_of("Fault"))}),
+    Route("PUT", "/faults", faults.acknowledge_all, "Acknowledge every fault", tag="faults",
+          responses={200: ("Done", MSG), 409: CONFLICT}),
+    Route("DELETE", "/faults", faults.delete_all, "Delete every fault", tag="faults",
+          responses={200: ("Done", MSG)}),
+    Route("GET", "/faults/{fault_id}", faults.get_fault, "Fault details", tag="faults",
+          params=(FAULT_ID,),
+          responses={200: ("A one-element array, or an empty one", array_of("Fault"))}),
+    Route("PUT", "/faults/{fault_id}", faults.acknowledge, "Acknowledge a fault",
+          tag="faults", params=(FAULT_ID,),
+          responses={200: ("Acknowledged", MSG), 404: ("No such fault", MSG),
+                     409: CONFLICT}),
+    Route("DELETE", "/faults/{fault_id}", faults.delete, "Delete a fault", tag="faults",
+          params=(FAULT_ID,),
+          responses={200: ("Deleted", MSG), 404: ("No such fault", MSG)}),
     # -- tasks ----------------------------------------------------------------------------
     Route("GET", "/tasks", task.list_tasks, "List tasks", tag="tasks",
           responses={200: ("Every task record, oldest first", array_of("Task"))}),

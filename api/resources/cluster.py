@@ -8,7 +8,7 @@ from pvc_api import nodes, openapi, zk
 from pvc_api.merging import merge
 from pvc_api.spec import Call, Reply
 from pvc_kernel import __version__ as pvc_version
-from pvc_kernel.state import schema
+from pvc_kernel import faults
 
 
 def root(call: Call) -> dict[str, str]:
@@ -21,22 +21,8 @@ def openapi_document(call: Call) -> dict[str, Any]:
     return openapi.document(call.api, call.url(""))
 
 
-def fault(fault_id: str, text: str | None) -> dict[str, Any]:
-    """A Fault object from its JSON record (missing fields read as empty / 0)."""
-    rec = zk.load_json(text, {})
-
-    def field(name: str, default: str = "") -> str:
-        value = rec.get(name)
-        return default if value is None else str(value)
-
-    return {"id": field("id", fault_id), "first_reported": field("first_reported"),
-            "last_reported": field("last_reported"), "acknowledged_at": field("acknowledged_at"),
-            "status": field("status", "new"), "health_delta": nodes.to_int(rec.get("health_delta")),
-            "message": field("message")}
-
-
-def _health(faults: list[dict[str, Any]]) -> dict[str, Any]:
-    active = [f for f in faults if f["status"] != "ack"]
+def _health(fault_list: list[dict[str, Any]]) -> dict[str, Any]:
+    active = [f for f in fault_list if f["status"] != faults.ACK]
     active.sort(key=lambda f: (f["health_delta"], f["last_reported"]), reverse=True)
     health = 100 - sum(max(f["health_delta"], 0) for f in active)
     return {"health": min(max(health, 0), 100),
@@ -69,13 +55,10 @@ def status(call: Call) -> dict[str, Any]:
     Plugins add their parts (VMs, networks, storage...) through the ``pvc_api_status`` hook.
     """
     api = call.api
-    name, maintenance, primary, fault_ids = zk.fetch(api.store, [
+    name, maintenance, primary = zk.fetch(api.store, [
         zk.get("config.cluster_name"), zk.get("config.maintenance"),
-        zk.get("config.primary_node"), zk.children("faults")], api.zk_timeout)
-    fault_ids = [f for f in fault_ids if schema.valid_segment(f)]
-    texts = zk.fetch(api.store, [zk.get("fault", fault_id=f) for f in fault_ids], api.zk_timeout)
-    faults = [fault(f, text) for f, text in zip(fault_ids, texts, strict=True) if text is not None]
-    faults.sort(key=lambda f: f["last_reported"], reverse=True)
+        zk.get("config.primary_node")], api.zk_timeout)
+    fault_list = faults.list_faults(api.store, "last_reported", api.zk_timeout)
     node_names = nodes.names(api)
     raw = nodes.read(api, node_names)
     node_list = [nodes.build(api, n, raw[n]) for n in node_names if n in raw]
@@ -85,7 +68,7 @@ def status(call: Call) -> dict[str, Any]:
         counts[key] = counts.get(key, 0) + 1
     result: dict[str, Any] = {
         "cluster_name": name or api.config.cluster,
-        "cluster_health": _health(faults),
+        "cluster_health": _health(fault_list),
         "node_health": {},
         "maintenance": "true" if maintenance == "true" else "false",
         "primary_node": primary or "none",
@@ -97,7 +80,7 @@ def status(call: Call) -> dict[str, Any]:
         "resources": _resources(node_list),
         "detail": {"node": [{"name": n["name"], "daemon_state": n["daemon_state"],
                              "domain_state": n["domain_state"]} for n in node_list],
-                   "vm": [], "osd": [], "faults": faults},
+                   "vm": [], "osd": [], "faults": fault_list},
     }
     for part in api.plugin_status():
         merge(result, part)

@@ -1,4 +1,4 @@
-"""`pvc cluster`: cluster-wide status and maintenance mode."""
+"""`pvc cluster`: cluster-wide status, maintenance mode and faults."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from pvc_cli.client import api_message
+from pvc_cli.commands.fault import fault
 from pvc_cli.context import get_settings
 from pvc_cli.errors import PvcError
 from pvc_cli.output import (
@@ -26,13 +27,17 @@ from pvc_cli.output import (
 
 @click.group()
 def cluster() -> None:
-    """Cluster-wide status and settings.
+    """Cluster-wide status, settings and faults.
 
     \b
     Examples:
       pvc cluster status
       pvc cluster maintenance on
+      pvc cluster fault list
     """
+
+
+cluster.add_command(fault)
 
 
 @cluster.command()

@@ -23,8 +23,9 @@ from typing import Any
 
 from kazoo.exceptions import KazooException, LockTimeout
 
+from pvc_kernel import faults
 from pvc_kernel.state import schema
-from pvc_plugins.fencing_ipmi import faults, keys
+from pvc_plugins.fencing_ipmi import keys
 from pvc_plugins.fencing_ipmi.config import FenceConfig
 from pvc_plugins.fencing_ipmi.fence import DONE, Fencer, Policy, dead_nodes, new_record
 from pvc_plugins.fencing_ipmi.ipmi import BmcAccess, BmcError, IpmiClient

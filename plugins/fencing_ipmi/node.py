@@ -7,7 +7,7 @@ import logging
 import time
 from typing import Any
 
-from pvc_plugins.fencing_ipmi import faults
+from pvc_kernel import faults
 from pvc_plugins.fencing_ipmi.config import FenceConfig
 from pvc_plugins.fencing_ipmi.fence import DONE
 from pvc_plugins.fencing_ipmi.ipmi import IpmiClient

@@ -17,6 +17,18 @@ def store(zk_hosts):
 
 
 @pytest.fixture
+def migrated_store(zk_hosts):
+    """A store on a ZooKeeper chroot whose schema is migrated to the current version."""
+    from pvc_kernel.state.migrations import migrate
+
+    s = Store(zk_hosts, timeout=10)
+    s.start()
+    migrate(s)
+    yield s
+    s.stop()
+
+
+@pytest.fixture
 def daemons(tmp_path, zk_hosts):
     """Factory for pvcnoded processes on the test's ZooKeeper chroot; all stopped at the end."""
     started: list[DaemonProcess] = []

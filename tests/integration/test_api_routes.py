@@ -20,7 +20,6 @@ from pvc_kernel.config import ApiConfig, NodeConfig
 from pvc_kernel.hookspecs import hookimpl
 from pvc_kernel.plugins import PluginHost
 from pvc_kernel.state import Store, schema
-from pvc_kernel.state.migrations import migrate
 
 pytestmark = pytest.mark.integration
 
@@ -67,12 +66,8 @@ class SamplePlugin:
 
 
 @pytest.fixture
-def store(zk_hosts):
-    s = Store(zk_hosts, timeout=10)
-    s.start()
-    migrate(s)
-    yield s
-    s.stop()
+def store(migrated_store):
+    return migrated_store
 
 
 @pytest.fixture

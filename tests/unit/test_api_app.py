@@ -30,7 +30,10 @@ def test_core_table_matches_the_reference_paths():
         ("GET", "/node"), ("GET", "/node/{node}"), ("GET", "/node/{node}/daemon-state"),
         ("GET", "/node/{node}/coordinator-state"), ("POST", "/node/{node}/coordinator-state"),
         ("GET", "/node/{node}/domain-state"), ("POST", "/node/{node}/domain-state"),
-        ("GET", "/node/{node}/log")}
+        ("GET", "/node/{node}/log"),
+        ("GET", "/faults"), ("PUT", "/faults"), ("DELETE", "/faults"),
+        ("GET", "/faults/{fault_id}"), ("PUT", "/faults/{fault_id}"),
+        ("DELETE", "/faults/{fault_id}")}
     assert {r.path for r in CORE_ROUTES if not r.auth} == {"/", "/openapi.json",
                                                            "/status/primary_node"}
     assert all(r.description for r in CORE_ROUTES), "every handler has a docstring"

@@ -32,7 +32,8 @@ Example::
                               # headers are believed; "*" trusts any peer; null trusts none
       trusted_proxy_headers: [x-forwarded-proto, x-forwarded-for, x-forwarded-host]
     plugins:
-      disabled: []            # plugin names not to load
+      enabled: null           # if a list: load only these installed plugins (null = all)
+      disabled: []            # plugin names not to load (applies after enabled)
       <plugin name>: {...}    # that plugin's own section, validated by the plugin
 
 Errors name the key and the problem; ``load`` raises ConfigError with all of them.
@@ -93,6 +94,7 @@ class NodeConfig:
     task_retention: float = 86400.0
     api: ApiConfig = field(default_factory=ApiConfig)
     disabled_plugins: list[str] = field(default_factory=list)
+    enabled_plugins: list[str] | None = None
     plugin_sections: dict[str, dict[str, Any]] = field(default_factory=dict)
     source: str = ""
 
@@ -209,9 +211,14 @@ def parse(data: Any, source: str = "") -> NodeConfig:
     if not isinstance(disabled, list) or not all(isinstance(p, str) for p in disabled):
         r.problem("plugins.disabled", "must be a list of plugin names")
         disabled = []
+    enabled = plugins.get("enabled") if plugins else None
+    if enabled is not None and (not isinstance(enabled, list)
+                                or not all(isinstance(p, str) for p in enabled)):
+        r.problem("plugins.enabled", "must be a list of plugin names (or null for all)")
+        enabled = None
     sections = {}
     for name, section in (plugins or {}).items():
-        if name == "disabled":
+        if name in ("disabled", "enabled"):
             continue
         if section is None:
             section = {}
@@ -243,6 +250,7 @@ def parse(data: Any, source: str = "") -> NodeConfig:
             trusted_proxy_headers=proxy_headers,
         ),
         disabled_plugins=disabled,
+        enabled_plugins=enabled,
         plugin_sections=sections,
         source=source,
     )

@@ -39,7 +39,7 @@ from pvc_kernel.bus import Bus
 from pvc_kernel.election import CLIENT, Election
 from pvc_kernel.events import ConnectionChanged, Event, RoleChanged
 from pvc_kernel.nodelog import ZooKeeperLogHandler
-from pvc_kernel.plugins import PluginError, PluginHost
+from pvc_kernel.plugins import PluginError, PluginHost, available
 from pvc_kernel.state import migrations, schema
 from pvc_kernel.state.store import Store
 from pvc_kernel.tasks import TaskRunner, prune
@@ -465,12 +465,14 @@ def build(config_path: str | None) -> NodeDaemon:
     _setup_logging(cfg.log_level)
     host = PluginHost()
     try:
-        host.load(cfg.disabled_plugins)
+        host.load(cfg.disabled_plugins, enabled=cfg.enabled_plugins)
     except PluginError as exc:
         raise StartupError(str(exc), EXIT_PLUGIN) from None
     problems = [p for _n, found in host.call_each("pvc_config_validate", config=cfg)
                 for p in (found or [])]
     known = set(host.names) | set(cfg.disabled_plugins)
+    if cfg.enabled_plugins is not None:     # sections of installed, not enabled plugins are fine
+        known |= set(available())
     problems += [f"key 'plugins.{name}': no plugin named {name!r} is installed"
                  for name in cfg.plugin_sections if name not in known]
     if problems:

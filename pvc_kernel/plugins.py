@@ -39,14 +39,23 @@ class PluginHost:
     def hook(self) -> Any:
         return self.pm.hook
 
-    def load(self, disabled: Iterable[str] = (), group: str = ENTRY_POINT_GROUP) -> list[str]:
-        """Import and register every plugin of ``group`` not in ``disabled``.
+    def load(self, disabled: Iterable[str] = (), group: str = ENTRY_POINT_GROUP,
+             enabled: Iterable[str] | None = None) -> list[str]:
+        """Import and register every plugin of ``group`` not in ``disabled`` (and, when
+        ``enabled`` is given, in it).
 
-        Raises PluginError naming the plugin if one fails to import or implements a hook
-        that ``hookspecs`` does not define.
+        Raises PluginError naming the plugin if one fails to import, implements a hook that
+        ``hookspecs`` does not define, or is enabled but not installed.
         """
         disabled = set(disabled)
-        names = [n for n in available(group) if n not in disabled]
+        installed = available(group)
+        if enabled is not None:
+            missing = sorted(set(enabled) - set(installed))
+            if missing:
+                raise PluginError(f"plugins.enabled names plugin(s) that are not installed: "
+                                  f"{', '.join(missing)} (installed: {', '.join(installed)})")
+        names = [n for n in installed if n not in disabled
+                 and (enabled is None or n in set(enabled))]
         failures: list[str] = []
 
         def on_failure(_mgr: Any, entry_point: Any, exc: BaseException) -> None:

@@ -75,6 +75,14 @@ def test_plugin_sections_and_disabled():
         "key 'plugins.sample': must be a mapping, not int"]
 
 
+def test_plugins_enabled_is_an_optional_list():
+    assert config.parse(MINIMAL).enabled_plugins is None
+    cfg = config.parse({**MINIMAL, "plugins": {"enabled": ["vm_kvm"], "vm_kvm": {}}})
+    assert cfg.enabled_plugins == ["vm_kvm"] and "enabled" not in cfg.plugin_sections
+    assert problems({**MINIMAL, "plugins": {"enabled": "vm_kvm"}}) == [
+        "key 'plugins.enabled': must be a list of plugin names (or null for all)"]
+
+
 def test_load_reports_yaml_position(tmp_path):
     f = tmp_path / "bad.yaml"
     f.write_text("node: hv1\ncluster: [unclosed\n")

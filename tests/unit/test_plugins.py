@@ -43,6 +43,14 @@ def test_disabled_plugin_is_not_loaded():
     assert "sample" not in host.names and "hoststats" in host.names
 
 
+def test_enabled_list_loads_only_those_and_names_unknown_ones():
+    host = PluginHost()
+    host.load(enabled=["hoststats", "sample"], disabled=["sample"])
+    assert host.names == ["hoststats"]
+    with pytest.raises(PluginError, match="not installed: nosuch"):
+        PluginHost().load(enabled=["hoststats", "nosuch"])
+
+
 def test_unknown_hook_implementation_fails_fast():
     plugin = types.ModuleType("typo_plugin")
 

@@ -81,10 +81,12 @@ def sort_faults(faults: list[dict[str, Any]], sort_key: str = DEFAULT_SORT) -> l
 # -- reporting (plugins) --------------------------------------------------------------------
 
 def report(store: Any, fault_id: str, message: str, health_delta: int,
-           at: float | None = None) -> dict[str, Any]:
+           at: float | None = None, sticky: bool = False) -> dict[str, Any]:
     """Raise the fault, or refresh its message, delta and ``last_reported``.
 
-    An acknowledged fault stays acknowledged unless its message changes (then it is new again).
+    An acknowledged fault stays acknowledged unless its message changes (then it is new
+    again); with ``sticky`` it stays acknowledged whatever the message (for a condition
+    whose text carries changing figures, e.g. a count of degraded objects).
     """
     now = stamp(at)
 
@@ -93,7 +95,7 @@ def report(store: Any, fault_id: str, message: str, health_delta: int,
         new = {**normalise(fault_id, old), "id": fault_id,
                "first_reported": old.get("first_reported") or now, "last_reported": now,
                "health_delta": int(health_delta), "message": message}
-        if not old or old.get("message") != message:
+        if not old or (old.get("message") != message and not sticky):
             new.update(status=NEW, acknowledged_at="")
         return json.dumps(new)
 
@@ -113,6 +115,23 @@ def get(store: Any, fault_id: str) -> dict[str, Any] | None:
         return None
     text, _ = store.get_versioned("fault", fault_id=fault_id)
     return _load(fault_id, text)
+
+
+def sync(store: Any, prefix: str, current: dict[str, tuple[str, int]],
+         sticky: bool = False) -> None:
+    """Make the faults whose ID starts with ``prefix`` exactly ``current``.
+
+    ``current`` maps fault ID → (message, health delta): each is reported (raised or
+    refreshed), and every other fault with the prefix is cleared. For a plugin that re-reads
+    a whole condition set each period (e.g. a subsystem's health checks).
+    """
+    for fault_id, (message, delta) in current.items():
+        if not fault_id.startswith(prefix):
+            raise ValueError(f"fault ID {fault_id!r} does not start with {prefix!r}")
+        report(store, fault_id, message, delta, sticky=sticky)
+    for fault in list_faults(store, "first_reported"):
+        if fault["id"].startswith(prefix) and fault["id"] not in current:
+            clear(store, fault["id"])
 
 
 def list_faults(store: Any, sort_key: str = DEFAULT_SORT,

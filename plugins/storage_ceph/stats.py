@@ -7,9 +7,11 @@ the keepalive only hands over the last collection, so a slow Ceph never delays i
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Any
 
+from pvc_kernel import faults
 from pvc_plugins.storage_ceph import osds, pools
 from pvc_plugins.storage_ceph.client import CephClient
 
@@ -71,13 +73,47 @@ def cluster_summary(client: CephClient) -> dict[str, Any]:
     }
 
 
+FAULT_PREFIX = "ceph-"
+SEVERITY = {"HEALTH_WARN": ("warn", 10), "HEALTH_ERR": ("err", 50)}   # the original's deltas
+OSD_OUT_DELTA = 50
+
+
+def health_faults(health: dict[str, Any], osd_states: dict[str, Any]) -> dict[str, tuple[str,
+                                                                                       int]]:
+    """Fault ID → (message, health delta) for Ceph's failing health checks and OUT OSDs.
+
+    ``ceph-warn-<check>`` (10) / ``ceph-err-<check>`` (50) per check of ``health detail``,
+    ``ceph-osd-out-<id>`` (50) per OSD marked out.
+    """
+    found: dict[str, tuple[str, int]] = {}
+    for check, doc in sorted((health.get("checks") or {}).items()):
+        severity = str((doc or {}).get("severity", ""))
+        if severity not in SEVERITY:
+            continue
+        level, delta = SEVERITY[severity]
+        summary = ((doc or {}).get("summary") or {}).get("message") or check
+        name = re.sub(r"[^a-z0-9_.-]+", "_", str(check).lower())
+        found[f"{FAULT_PREFIX}{level}-{name}"] = (f"Ceph {severity} {check}: {summary}", delta)
+    for osd_id, state in sorted(osd_states.items()):
+        if not state.get("in"):
+            where = f" on {state['host']}" if state.get("host") else ""
+            found[f"{FAULT_PREFIX}osd-out-{osd_id}"] = (f"Ceph OSD {osd_id}{where} is out",
+                                                        OSD_OUT_DELTA)
+    return found
+
+
 def primary_collect(client: CephClient, store: Any) -> dict[str, Any]:
-    """Write status, utilization, health and the summary; drop records of purged OSDs."""
+    """Write status, utilization, health and the summary; raise and clear the Ceph faults
+    (left as they are in maintenance mode); drop records of purged OSDs."""
     summary = cluster_summary(client)
+    health = client.mon("health", detail="detail") or {}
     store.set("ceph.status", client.mon_text("status"))
     store.set("ceph.util", client.mon_text("df"))
-    store.set("ceph.health", client.mon("health", detail="detail") or {})
+    store.set("ceph.health", health)
     store.set("ceph.summary", summary)
+    if store.get("config.maintenance") != "true":
+        faults.sync(store, FAULT_PREFIX, health_faults(health, summary["osd_states"]),
+                    sticky=True)
     for osd_id in store.children("ceph.osds"):
         if osd_id not in summary["osd_states"]:
             store.delete("ceph.osd", osd=osd_id)

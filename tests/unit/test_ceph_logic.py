@@ -185,3 +185,19 @@ def test_locker_ip_and_fence_without_addresses():
     assert vmdisks.locker_ip("v1:10.0.0.2:6789/0") == "10.0.0.2"
     answer = vmdisks.fence(SimpleNamespace(), [], cut=True)
     assert answer["ok"] is False and "no storage addresses" in answer["reason"]
+
+
+def test_health_checks_and_out_osds_become_faults():
+    health = {"status": "HEALTH_ERR", "checks": {
+        "OSD_DOWN": {"severity": "HEALTH_WARN", "summary": {"message": "1 osds down"}},
+        "PG_AVAILABILITY": {"severity": "HEALTH_ERR",
+                            "summary": {"message": "Reduced data availability"}},
+        "ODD": {"severity": "HEALTH_OK"}}}
+    states = {"0": {"up": 1, "in": 1, "host": "hv1"}, "2": {"up": 0, "in": 0, "host": "hv3"}}
+    found = stats.health_faults(health, states)
+    assert found == {
+        "ceph-warn-osd_down": ("Ceph HEALTH_WARN OSD_DOWN: 1 osds down", 10),
+        "ceph-err-pg_availability": ("Ceph HEALTH_ERR PG_AVAILABILITY: Reduced data "
+                                     "availability", 50),
+        "ceph-osd-out-2": ("Ceph OSD 2 on hv3 is out", 50)}
+    assert stats.health_faults({"status": "HEALTH_OK"}, {"0": {"in": 1}}) == {}

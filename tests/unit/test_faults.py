@@ -206,3 +206,26 @@ def test_list_get_and_the_all_variants(store):
     assert faults.delete_all(store) == ["new"]
     assert faults.list_faults(store) == [] and faults.delete_all(store) == []
     assert faults.acknowledge_all(store) == []
+
+
+def test_sticky_report_keeps_an_acknowledgement_through_new_figures(store):
+    faults.report(store, "ceph-warn-pg_degraded", "Degraded: 12/36 objects", 10, at=T0)
+    faults.acknowledge(store, "ceph-warn-pg_degraded", at=T0 + 1)
+    rec = faults.report(store, "ceph-warn-pg_degraded", "Degraded: 3/36 objects", 10,
+                        at=T0 + 2, sticky=True)
+    assert rec["status"] == "ack" and rec["message"] == "Degraded: 3/36 objects"
+    assert rec["acknowledged_at"] == faults.stamp(T0 + 1)
+
+
+def test_sync_raises_refreshes_and_clears_only_its_prefix(store):
+    faults.report(store, "bmc-hv2", "BMC does not answer", 10, at=T0)
+    faults.sync(store, "ceph-", {"ceph-warn-a": ("A", 10), "ceph-err-b": ("B", 50)})
+    assert sorted(f["id"] for f in faults.list_faults(store)) == ["bmc-hv2", "ceph-err-b",
+                                                                  "ceph-warn-a"]
+    faults.sync(store, "ceph-", {"ceph-warn-a": ("A again", 10)})
+    assert sorted(f["id"] for f in faults.list_faults(store)) == ["bmc-hv2", "ceph-warn-a"]
+    assert faults.get(store, "ceph-warn-a")["message"] == "A again"
+    faults.sync(store, "ceph-", {})
+    assert [f["id"] for f in faults.list_faults(store)] == ["bmc-hv2"]
+    with pytest.raises(ValueError, match="does not start with"):
+        faults.sync(store, "ceph-", {"other": ("x", 1)})

@@ -6,6 +6,7 @@ XML edits (vcpu, memory, network, volume) live in ``cli_edit``.
 
 from __future__ import annotations
 
+import inspect
 import sys
 import time
 from typing import Any
@@ -178,9 +179,14 @@ def define(xml_file: Any, node: str | None, limit: str | None, selector: str, au
 @vm.command()
 @click.argument("name")
 @click.argument("xml_file", type=click.File("r"))
-@click.option("-r", "--restart", is_flag=True, help="Restart the VM to apply the change.")
+@click.option("-r", "--restart", is_flag=True,
+              help="Restart a running VM (ACPI shutdown + start) so the change applies now.")
 def modify(name: str, xml_file: Any, restart: bool) -> None:
-    """Replace a VM's XML with XML_FILE (same name and UUID). PUT /vm/NAME."""
+    """Replace a VM's XML with XML_FILE (same name and UUID). PUT /vm/NAME.
+
+    The new XML applies at the VM's next start (after a stop, a restart or a shutdown
+    migration; a live migration carries the running configuration), or now with --restart.
+    """
     _echo_message(client().request("PUT", f"/vm/{name}", {"xml": xml_file.read(),
                                                           "restart": restart}).data)
 
@@ -463,7 +469,7 @@ def _add_examples(group: click.Group, prefix: tuple[str, ...] = ()) -> None:
     for name, cmd in group.commands.items():
         lines = EXAMPLES.get(" ".join((*prefix, name)))
         if lines and "Example" not in (cmd.help or ""):
-            cmd.help = ((cmd.help or "").rstrip() + "\n\n\b\nExamples:\n"
+            cmd.help = (inspect.cleandoc(cmd.help or "") + "\n\n\b\nExamples:\n"
                         + "\n".join(f"  {line}" for line in lines))
         if isinstance(cmd, click.Group):
             _add_examples(cmd, (*prefix, name))

@@ -1,10 +1,14 @@
 """`pvc vm vcpu|memory|network|volume`: client-side XML edits sent back with PUT /vm/NAME.
 
-``--live`` network/volume changes also hot-plug the device (POST/DELETE /vm/NAME/device).
+A changed XML applies when the VM next starts: a start after a stop, a restart (``--restart``
+asks for one now) or a shutdown migration; a live migration carries the running
+configuration. ``--live`` network/volume changes also hot-plug the device
+(POST/DELETE /vm/NAME/device). vCPU and memory changes are never made live.
 """
 
 from __future__ import annotations
 
+import random
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from typing import Any
@@ -70,9 +74,18 @@ def _remove_device(name: str, tag: str, matches: Callable[[ET.Element], bool], r
     return False
 
 
+APPLIES = ("The change is stored now and applies at the VM's next start (after a stop, a "
+           "restart or a shutdown migration; not at a live migration), or now with --restart.")
 restart_option = click.option("-r", "--restart", is_flag=True,
-                              help="Restart the VM so the change applies now.")
-live_option = click.option("--live", is_flag=True, help="Also hot-plug on the running VM.")
+                              help="Restart a running VM (ACPI shutdown + start) so the change "
+                                   "applies now.")
+live_option = click.option("--live", is_flag=True,
+                           help="Also hot-plug it on the running VM now (no restart).")
+
+
+def random_mac() -> str:
+    """A locally administered MAC in QEMU's 52:54:00 range."""
+    return "52:54:00:" + ":".join(f"{random.randint(0, 255):02x}" for _ in range(3))
 
 
 @click.group()
@@ -91,7 +104,7 @@ def vcpu_get(name: str) -> None:
 @click.argument("count", type=click.IntRange(min=1))
 @restart_option
 def vcpu_set(name: str, count: int, restart: bool) -> None:
-    """Set the vCPU count (applies at the next start, or now with --restart)."""
+    """Set the vCPU count in the VM's XML (never on the running VM)."""
     _, root = _vm(name)
     el = root.find("vcpu")
     if el is None:
@@ -116,7 +129,7 @@ def memory_get(name: str) -> None:
 @click.argument("mib", type=click.IntRange(min=16))
 @restart_option
 def memory_set(name: str, mib: int, restart: bool) -> None:
-    """Set the memory in MiB (applies at the next start, or now with --restart)."""
+    """Set the memory in MiB in the VM's XML (never on the running VM)."""
     _, root = _vm(name)
     for tag in ("memory", "currentMemory"):
         el = root.find(tag)
@@ -146,17 +159,16 @@ def network_get(name: str, fmt: str) -> None:
 @network.command("add")
 @click.argument("name")
 @click.argument("bridge")
-@click.option("--mac", help="MAC address (default: libvirt picks one).")
+@click.option("--mac", help="MAC address (default: a random 52:54:00:xx:xx:xx).")
 @click.option("--model", default="virtio", show_default=True)
 @restart_option
 @live_option
 def network_add(name: str, bridge: str, mac: str | None, model: str, restart: bool,
                 live: bool) -> None:
-    """Add a bridged NIC on BRIDGE."""
+    """Add a bridged NIC on BRIDGE (its MAC is written into the XML, so it stays)."""
     nic = ET.Element("interface", type="bridge")
     ET.SubElement(nic, "source", bridge=bridge)
-    if mac:
-        ET.SubElement(nic, "mac", address=mac)
+    ET.SubElement(nic, "mac", address=mac or random_mac())
     ET.SubElement(nic, "model", type=model)
     _add_device(name, nic, restart, live)
 
@@ -228,5 +240,10 @@ def volume_remove(name: str, path_or_dev: str, restart: bool, live: bool) -> Non
     if not _remove_device(name, "disk", matches, restart, live):
         raise PvcError(f"VM {name} has no disk {path_or_dev}")
 
+
+for _cmd in (vcpu_set, memory_set, network_add, network_remove, volume_add, volume_remove):
+    _cmd.help = f"{(_cmd.help or '').rstrip()}\n\n{APPLIES}"
+    if _cmd in (network_add, network_remove, volume_add, volume_remove):
+        _cmd.help += " With --live it is also changed on the running VM at once."
 
 COMMANDS = [vcpu, memory, network, volume]

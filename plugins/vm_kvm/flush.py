@@ -26,6 +26,12 @@ from pvc_plugins.vm_kvm.records import Record
 log = logging.getLogger("pvc_plugins.vm_kvm")
 
 
+def settled_on(rec: Record, node: str) -> bool:
+    """The VM runs on ``node`` and is not migrating away from it (``running_on`` also
+    names a migration's source until the switch-over)."""
+    return rec.observed.get("node") == node and rec.observed.get("state") == keys.RUNNING
+
+
 class Mover:
     """One flush or ready run: decides, writes desired state, waits for the outcome."""
 
@@ -117,10 +123,10 @@ class Mover:
         if target is None:
             self.wait(rec.uuid, lambda r: r.running_on is None, self.move_timeout)
             return f"VM {rec.name}: no node can take it; shut down, will start on ready"
-        final = self.wait(rec.uuid, lambda r: r.running_on == target
+        final = self.wait(rec.uuid, lambda r: settled_on(r, target)
                           or (r.node != target) or r.display_state == keys.FAIL,
                           self.move_timeout)
-        if final is None or final.running_on != target:
+        if final is None or not settled_on(final, target):
             raise RuntimeError(f"VM {rec.name} did not reach {target}")
         return f"VM {rec.name}: moved to {target}"
 
@@ -145,9 +151,9 @@ class Mover:
 
         if not self._update(rec.uuid, change):
             return f"VM {rec.name}: nothing to do"
-        final = self.wait(rec.uuid, lambda r: r.running_on == self.node
+        final = self.wait(rec.uuid, lambda r: settled_on(r, self.node)
                           or r.display_state == keys.FAIL, self.move_timeout)
-        if final is None or final.running_on != self.node:
+        if final is None or not settled_on(final, self.node):
             raise RuntimeError(f"VM {rec.name} did not start on {self.node}")
         return f"VM {rec.name}: started"
 
@@ -160,10 +166,10 @@ class Mover:
 
         if not self._update(rec.uuid, change):
             return f"VM {rec.name}: nothing to do"
-        final = self.wait(rec.uuid, lambda r: r.running_on == self.node
+        final = self.wait(rec.uuid, lambda r: settled_on(r, self.node)
                           or r.node != self.node or r.display_state == keys.FAIL,
                           self.move_timeout)
-        if final is None or final.running_on != self.node:
+        if final is None or not settled_on(final, self.node):
             raise RuntimeError(f"VM {rec.name} did not come back to {self.node}")
         return f"VM {rec.name}: back on {self.node}"
 

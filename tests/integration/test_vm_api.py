@@ -177,3 +177,45 @@ def test_flush_locks_runs_as_a_task_on_the_vms_node(vmcluster, client):
     assert client.simulate_get(f"{V1}/vm/lk2/state").json["state"] == "fail"
     assert flush("lk2")["state"] == "SUCCESS"
     assert client.simulate_delete(f"{V1}/vm/lk2").status_code == 200
+
+
+def test_define_refuses_too_many_vcpus_and_a_duplicate_uuid(vmcluster, client):
+    """vCPUs that fit no node, and a UUID (in any spelling) already in use under another
+    name: 400 with a clear message, nothing written."""
+    from pvc_plugins.vm_kvm import records
+
+    c = vmcluster
+    cpus = max(n.cpu_count for n in records.nodes(c.store))
+    assert cpus > 0
+    many = c.xml("cpu1").replace("<vcpu>1</vcpu>", f"<vcpu>{cpus + 1}</vcpu>")
+    r = client.simulate_post(f"{V1}/vm", params={"xml": many})
+    assert r.status_code == 400, r.text
+    assert r.json["message"] == (f"ERROR: VM 'cpu1' (128 MiB, {cpus + 1} vCPUs) does not fit "
+                                 f"any node: the largest offers "
+                                 f"{max(n.memory_total for n in records.nodes(c.store))} MiB "
+                                 f"and {cpus} CPUs.")
+    r = client.simulate_post(f"{V1}/vm", params={"xml": many, "node": "hv2"})
+    assert r.status_code == 400 and "does not fit node 'hv2'" in r.json["message"]
+    assert client.simulate_get(f"{V1}/vm/cpu1").status_code == 404
+
+    xml = c.xml("dup1")
+    uuid = xml.split("<uuid>")[1].split("</uuid>")[0]
+    assert client.simulate_post(f"{V1}/vm", params={"xml": xml, "node": "hv1"}
+                                ).status_code == 200
+    r = client.simulate_put(f"{V1}/vm/dup1", params={"xml": xml.replace(
+        "<vcpu>1</vcpu>", f"<vcpu>{cpus + 1}</vcpu>")})
+    assert r.status_code == 400 and "does not fit node 'hv1'" in r.json["message"]
+    for spelling in (uuid, uuid.upper(), uuid.replace("-", "")):
+        other = xml.replace(f"<uuid>{uuid}</uuid>", f"<uuid>{spelling}</uuid>").replace(
+            "<name>dup1</name>", "<name>dup2</name>")
+        r = client.simulate_post(f"{V1}/vm", params={"xml": other, "node": "hv2"})
+        assert r.status_code == 400, r.text
+        assert r.json["message"] == (f"ERROR: A VM with the name 'dup2' or UUID '{uuid}' "
+                                     "already exists.")
+    assert client.simulate_get(f"{V1}/vm/dup2").status_code == 404
+    assert not c.store.exists("vm_name", vm_name="dup2")
+    vm = client.simulate_get(f"{V1}/vm/{uuid}").json[0]
+    assert (vm["name"], vm["vcpu"], vm["node"]) == ("dup1", 1, "hv1")
+    r = client.simulate_post(f"{V1}/vm", params={"xml": c.xml("dup1"), "node": "hv2"})
+    assert r.status_code == 400 and "name 'dup1'" in r.json["message"]
+    assert client.simulate_delete(f"{V1}/vm/dup1").status_code == 200

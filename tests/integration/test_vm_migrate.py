@@ -1,7 +1,8 @@
 """Migration, the per-VM lock and node flush/ready on three real libvirt + pvcnoded nodes.
 
 hv2 offers 300 MiB to VMs and hv3 100 MiB (``memory_total``), so a flush of three 128 MiB
-VMs from hv1 can place two and must shut the third down with autostart. An invariant
+VMs from hv1 can place two and must shut the third down with autostart; hv1 flushes and
+readies one VM at a time (``flush_concurrency`` 1). An invariant
 sampler reads every libvirtd all along and fails a test if a VM ever runs on two nodes.
 """
 
@@ -23,7 +24,8 @@ pytestmark = pytest.mark.integration
 vmcluster = support.vmcluster
 
 VM_NODES = 3
-VM_NODE_SETTINGS = {"hv2": {"memory_total": 300}, "hv3": {"memory_total": 100}}
+VM_NODE_SETTINGS = {"hv1": {"flush_concurrency": 1}, "hv2": {"memory_total": 300},
+                    "hv3": {"memory_total": 100}}
 
 
 def start_on(c, name: str, node: str, **kw) -> None:
@@ -175,28 +177,119 @@ def _start_task(c, node: str, kind: str) -> str:
     return record["id"]
 
 
+def _migration_speed(c, node: str, name: str, mib_s: int) -> None:
+    """Cap the VM's live-migration bandwidth on ``node`` (also of a migration under way)."""
+    import libvirt
+
+    conn = libvirt.open(c.nodes.uri(node))
+    try:
+        conn.lookupByName(name).migrateSetMaxSpeed(mib_s, 0)
+    finally:
+        conn.close()
+
+
+def _domain_id(c, node: str, name: str) -> int:
+    """libvirt's id of the running domain (a new one after every start or migration)."""
+    import libvirt
+
+    conn = libvirt.open(c.nodes.uri(node))
+    try:
+        return conn.lookupByName(name).ID()
+    finally:
+        conn.close()
+
+
+def _migrating_from(c, name: str, node: str, timeout: float = 60):
+    return wait_for(lambda: (r := c.record(name)).observed.get("state") == "migrating"
+                    and r.observed.get("node") == node and r, timeout, 0.05,
+                    f"{name} to be migrating away from {node}")
+
+
+def _finished(c, task_id: str, timeout: float = 300) -> dict:
+    return wait_for(lambda: (t := tasks.get_task(c.store, task_id))["state"]
+                    in tasks.FINISHED and t, timeout, 0.2, f"task {task_id}")
+
+
+def _assert_cancelled(task: dict) -> None:
+    assert task["state"] == tasks.FAILURE, task
+    assert task["status"].startswith("Cancelled:"), task
+
+
+SLOW, FAST = 1, 10_000      # MiB/s: a 128 MiB guest takes >10 s at 1 MiB/s
+
+
 def test_ready_cancels_a_running_flush(vmcluster):
+    """hv1 flushes one VM at a time; cx1's migration is held at 1 MiB/s, so ready comes
+    while it is certainly under way: the flush ends cancelled, cx2 is never moved, cx1's
+    move finishes and ready brings it back."""
     c = vmcluster
     names = ["cx1", "cx2"]
     for n in names:
         start_on(c, n, "hv1")
+    cx2_id = _domain_id(c, "hv1", "cx2")
     with support.Sampler(c):
+        _migration_speed(c, "hv1", "cx1", SLOW)
         flush_id = _start_task(c, "hv1", "node.flush")
-        wait_for(lambda: tasks.get_task(c.store, flush_id)["state"] == tasks.RUNNING, 20, 0.05,
-                 "the flush to run")
-        time.sleep(1.0)                      # a migration is under way
+        _migrating_from(c, "cx1", "hv1")
+        assert tasks.get_task(c.store, flush_id)["state"] == tasks.RUNNING
         ready_id = _start_task(c, "hv1", "node.unflush")
-        final = wait_for(lambda: (t := tasks.get_task(c.store, ready_id))["state"]
-                         in tasks.FINISHED and t, 300, 0.5, "the ready task")
-        flush = tasks.get_task(c.store, flush_id)
+        _assert_cancelled(_finished(c, flush_id, timeout=30))
+        assert c.record("cx1").observed.get("state") == "migrating", "cx1's move ended early"
+        cx2 = c.record("cx2")
+        assert (cx2.node, cx2.state, cx2.last_node) == ("hv1", keys.START, "")
+        _migration_speed(c, "hv1", "cx1", FAST)
+        final = _finished(c, ready_id)
         assert final["state"] == tasks.SUCCESS, final
-        assert flush["state"] in tasks.FINISHED
-        print("flush ended:", flush["state"], flush["status"])
-        for n in names:
-            c.wait_running(n, "hv1", timeout=120)
         assert c.store.get("node.domain_state", node="hv1") == "ready"
+        for n in names:
+            rec = c.record(n)
+            assert rec.running_on == "hv1" and rec.observed["state"] == "running", rec.observed
+        assert c.domains("hv2") == {} and c.domains("hv3") == {}
+        assert _domain_id(c, "hv1", "cx2") == cx2_id, "cx2 was moved after the cancel"
     for n in names:
         rec = c.record(n)
         assert rec.node == "hv1" and rec.last_node == "" and rec.state == keys.START
+        assert c.console_text(n).count("GUEST-BOOTED") == 1
+        vms.remove(c.store, n)
+
+
+def test_flush_cancels_a_running_ready(vmcluster):
+    """The other way round: ready (one VM at a time) is bringing cy1 back slowly when a
+    flush comes; the ready ends cancelled, cy2 stays away, and the flush only ends once
+    cy1's return has landed on hv1 and it is on hv2 again."""
+    c = vmcluster
+    names = ["cy1", "cy2"]
+    for n in names:
+        start_on(c, n, "hv1")
+    with support.Sampler(c):
+        assert _node_task(c, "hv1", "node.flush")["state"] == tasks.SUCCESS
+        assert all(c.record(n).running_on == "hv2" for n in names)
+        cy2_id = _domain_id(c, "hv2", "cy2")
+        _migration_speed(c, "hv2", "cy1", SLOW)
+        ready_id = _start_task(c, "hv1", "node.unflush")
+        _migrating_from(c, "cy1", "hv2")
+        assert tasks.get_task(c.store, ready_id)["state"] == tasks.RUNNING
+        flush_id = _start_task(c, "hv1", "node.flush")
+        _assert_cancelled(_finished(c, ready_id, timeout=30))
+        time.sleep(1.0)
+        assert c.record("cy1").observed.get("state") == "migrating", "cy1's move ended early"
+        assert tasks.get_task(c.store, flush_id)["state"] == tasks.RUNNING, \
+            "the flush ended while cy1 was still on its way to hv1"
+        cy2 = c.record("cy2")
+        assert (cy2.node, cy2.state, cy2.last_node) == ("hv2", keys.START, "hv1")
+        _migration_speed(c, "hv2", "cy1", FAST)
+        final = _finished(c, flush_id)
+        assert final["state"] == tasks.SUCCESS, final
+        assert c.store.get("node.domain_state", node="hv1") == "flushed"
+        assert c.domains("hv1") == {}, "a VM is on hv1 after its flush"
+        for n in names:
+            rec = c.record(n)
+            assert rec.observed["state"] == "running" and rec.running_on == "hv2", rec.observed
+            assert rec.node == "hv2" and rec.last_node == "hv1"
+        assert _domain_id(c, "hv2", "cy2") == cy2_id, "cy2 was moved after the cancel"
+        assert _node_task(c, "hv1", "node.unflush")["state"] == tasks.SUCCESS
+        for n in names:
+            assert c.record(n).running_on == "hv1"
+    for n in names:
         assert c.console_text(n).count("GUEST-BOOTED") == 1
         vms.remove(c.store, n)

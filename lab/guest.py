@@ -9,9 +9,14 @@
 * powers off when the ACPI power button is pressed (a reader on the button's evdev node;
   busybox ``acpid`` does not see it);
 * prints ``GUEST-BOOTED`` and then ``tick N <uptime> <idle>`` every second on ttyS0
-  (and writes ``tick N`` to sector 0 of ``/dev/vda`` if there is a disk), so a console
-  log shows that a guest is alive and that a live migration did not reboot it;
+  (and writes ``tick N`` to sector 0 of ``/dev/vda`` if there is a disk, or to sector
+  ``ticksector=S`` of the kernel command line), so a console log shows that a guest is
+  alive and that a live migration did not reboot it;
 * takes ``guestip=A.B.C.D/NN`` or ``dhcp=1`` from the kernel command line.
+
+``boot_disk()`` turns the same kernel and initramfs into a raw disk image that boots on its
+own (BIOS → SYSLINUX on a FAT file system → bzImage), for VMs whose only disk is a storage
+volume: the image also carries a known data pattern the guest never touches.
 """
 
 from __future__ import annotations
@@ -48,8 +53,10 @@ done
 echo "{BOOT_MARKER} kernel=$(uname -r) mem=$(awk '/MemTotal/{{print $2}}' /proc/meminfo)kB"
 ip link set lo up
 for n in /sys/class/net/eth*; do [ -e "$n" ] && ip link set ${{n##*/}} up; done
+seek=0
 for w in $(cat /proc/cmdline); do
   case $w in
+    ticksector=*) seek=${{w#ticksector=}};;
     guestip=*) ip addr add ${{w#guestip=}} dev eth0;;
     dhcp=1) udhcpc -i eth0 -q -n -t 5 -T 1;;
   esac
@@ -58,7 +65,8 @@ i=0
 while true; do
   i=$((i+1))
   echo "tick $i $(cat /proc/uptime)"
-  [ -b /dev/vda ] && echo "tick $i" | dd of=/dev/vda bs=512 count=1 conv=fsync 2>/dev/null
+  [ -b /dev/vda ] && echo "tick $i" |
+    dd of=/dev/vda bs=512 seek=$seek count=1 conv=fsync 2>/dev/null
   sleep 1
 done
 """
@@ -78,6 +86,7 @@ class GuestImage:
     kernel: str
     initrd: str
     kernel_version: str
+    bzimage: str = ""           # the package's compressed kernel, for boot_disk()
 
 
 def cache_dir() -> str:
@@ -269,7 +278,84 @@ def build(cache: str | None = None,
         progress("building the guest initramfs")
         _write(initrd, _initramfs(tree, kversion))
         _write(stamp_file, stamp.hexdigest().encode())
-    return GuestImage(kernel=kernel, initrd=initrd, kernel_version=kversion)
+    return GuestImage(kernel=kernel, initrd=initrd, kernel_version=kversion,
+                      bzimage=os.path.join(tree, "boot", f"vmlinuz-{kversion}"))
+
+
+# -- a disk that boots by itself --------------------------------------------------------
+
+MIB = 1024 * 1024
+BOOT_DISK_MIB = 32          # whole image
+BOOT_FS_MIB = 24            # FAT file system at sector 0 (no partition table: a "superfloppy")
+PATTERN_OFFSET = 24 * MIB   # 1 MiB of known data
+PATTERN_BYTES = MIB
+TICK_OFFSET = 28 * MIB      # the guest's "tick N" sector
+BOOT_TOOLS = {"mkfs.fat": "dosfstools", "syslinux": "syslinux", "mcopy": "mtools"}
+
+
+@dataclass(frozen=True)
+class BootDisk:
+    path: str
+    size: int
+    pattern_offset: int
+    pattern_sha256: str
+    tick_offset: int
+
+
+def pattern(seed: str, length: int = PATTERN_BYTES) -> bytes:
+    """Deterministic pseudo-random bytes (SHA-256 in counter mode) for data checks."""
+    out = bytearray()
+    n = 0
+    while len(out) < length:
+        out += hashlib.sha256(f"{seed}:{n}".encode()).digest()
+        n += 1
+    return bytes(out[:length])
+
+
+def boot_tools_problem() -> str | None:
+    missing = [pkg for tool, pkg in BOOT_TOOLS.items() if shutil.which(tool) is None]
+    return f"missing boot-disk tools (apt-get install {' '.join(missing)})" if missing else None
+
+
+def boot_disk(path: str, image: GuestImage, seed: str = "pvc", cmdline: str = "") -> BootDisk:
+    """Write a raw disk image at ``path`` that boots the lab guest through the BIOS.
+
+    Layout: a FAT16 file system over the first ``BOOT_FS_MIB`` MiB holding SYSLINUX, the
+    bzImage and the initramfs; ``pattern(seed)`` at ``PATTERN_OFFSET``; the guest writes its
+    ticks at ``TICK_OFFSET``. Raises GuestError when a tool is missing or fails.
+    """
+    why = boot_tools_problem()
+    if why:
+        raise GuestError(why)
+    if not image.bzimage or not os.path.exists(image.bzimage):
+        raise GuestError(f"no bzImage for the boot disk: {image.bzimage or 'unknown'}")
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "wb") as fh:
+        fh.truncate(BOOT_DISK_MIB * MIB)
+    _run(["mkfs.fat", "-F", "16", "-n", "PVCBOOT", tmp, str(BOOT_FS_MIB * 1024)])
+    _run(["syslinux", "--install", tmp])
+    append = (f"initrd=initrd.gz console=ttyS0 panic=-1 quiet nokaslr "
+              f"ticksector={TICK_OFFSET // 512} {cmdline}").strip()
+    cfg = f"DEFAULT pvc\nPROMPT 0\nTIMEOUT 0\nLABEL pvc\n  KERNEL vmlinuz\n  APPEND {append}\n"
+    cfg_file = tmp + ".cfg"
+    _write(cfg_file, cfg.encode())
+    try:
+        env = dict(os.environ, MTOOLS_SKIP_CHECK="1")
+        for src, dst in ((image.bzimage, "vmlinuz"), (image.initrd, "initrd.gz"),
+                         (cfg_file, "syslinux.cfg")):
+            proc = subprocess.run(["mcopy", "-o", "-i", tmp, src, f"::{dst}"], env=env,
+                                  capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise GuestError(f"mcopy {dst}: {proc.stderr.strip() or 'failed'}")
+    finally:
+        os.unlink(cfg_file)
+    data = pattern(seed)
+    with open(tmp, "r+b") as fh:
+        fh.seek(PATTERN_OFFSET)
+        fh.write(data)
+    os.replace(tmp, path)
+    return BootDisk(path=path, size=BOOT_DISK_MIB * MIB, pattern_offset=PATTERN_OFFSET,
+                    pattern_sha256=hashlib.sha256(data).hexdigest(), tick_offset=TICK_OFFSET)
 
 
 def _write(path: str, data: bytes) -> None:
@@ -290,10 +376,17 @@ def _read(path: str) -> str:
 def domain_xml(name: str, image: GuestImage, console_log: str, memory_mib: int = 128,
                vcpus: int = 1, uuid: str | None = None, virt_type: str = "qemu",
                disk: str | None = None, disk_format: str = "raw", cmdline: str = "",
-               tb_cache_mib: int = 32) -> str:
-    """A libvirt domain for the lab guest, its serial console appended to ``console_log``."""
+               tb_cache_mib: int = 32, boot_from_disk: bool = False) -> str:
+    """A libvirt domain for the lab guest, its serial console appended to ``console_log``.
+
+    ``boot_from_disk``: no kernel/initrd from the host; the BIOS boots the first disk (one
+    made by ``boot_disk()``).
+    """
     tcg = (f"<tcg><tb-cache unit='MiB'>{tb_cache_mib}</tb-cache></tcg>"
            if virt_type == "qemu" and tb_cache_mib else "")
+    boot = "<boot dev='hd'/>" if boot_from_disk else (
+        f"<kernel>{escape(image.kernel)}</kernel>\n    <initrd>{escape(image.initrd)}</initrd>"
+        f"\n    <cmdline>console=ttyS0 panic=-1 quiet nokaslr {escape(cmdline)}</cmdline>")
     disk_xml = (f"<disk type='file' device='disk'><driver name='qemu' type='{disk_format}' "
                 f"cache='none'/><source file='{escape(disk)}'/>"
                 "<target dev='vda' bus='virtio'/></disk>") if disk else ""
@@ -304,9 +397,7 @@ def domain_xml(name: str, image: GuestImage, console_log: str, memory_mib: int =
   <vcpu>{vcpus}</vcpu>
   <os>
     <type arch='x86_64' machine='pc'>hvm</type>
-    <kernel>{escape(image.kernel)}</kernel>
-    <initrd>{escape(image.initrd)}</initrd>
-    <cmdline>console=ttyS0 panic=-1 quiet nokaslr {escape(cmdline)}</cmdline>
+    {boot}
   </os>
   <features><acpi/>{tcg}</features>
   <on_poweroff>destroy</on_poweroff>

@@ -11,6 +11,7 @@ DEBIAN_PACKAGES=(
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-daemon-system python3-libvirt  # vm_kvm
   qemu-system-x86 qemu-utils                  # the lab's guests (TCG when KVM is unusable)
   busybox-static cpio bindfs fuse3            # lab guest initramfs; shared storage per node
+  syslinux syslinux-common mtools dosfstools  # lab guest disk that boots by itself (VMs on RBD)
   ceph-mon ceph-mgr ceph-osd ceph-common       # storage_ceph: Ceph 16 daemons + CLI (lab, tests)
   python3-rados python3-rbd fio               # storage_ceph bindings; benchmark (fio's rbd engine)
   qemu-block-extra                            # QEMU's rbd driver for VM disks on Ceph

@@ -94,3 +94,39 @@ def test_a_thread_can_enter_the_admin_namespace(healthy):
     with admin_namespace(healthy):
         assert os.stat("/proc/thread-self/ns/net").st_ino != before
     assert os.stat("/proc/thread-self/ns/net").st_ino == before
+
+
+def test_down_cleans_up_after_the_lab_tool_crashed():
+    """`pvc-lab up` SIGKILLed half-way: a later `down` finds everything from the state
+    directory alone and removes every namespace and process."""
+    import signal
+    import time
+
+    from pvc_lab import Lab, netns, procs
+    from pvc_lab.spec import owns_netns
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    name = "pvccrash"
+    lab = Lab(name=name)
+    lab.down(grace=0, quiet=True)
+    up = subprocess.Popen([PVC_LAB, "--name", name, "up", "--nodes", "1"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not any(
+                os.path.basename(p).startswith("pvcnoded") for p, _ in lab._pid_files()):
+            time.sleep(0.2)
+        records = lab._pid_files()
+        assert records, "pvc-lab up started nothing within 90 s"
+    finally:
+        up.send_signal(signal.SIGKILL)    # the lab tool crashes; its children live on
+        up.wait()
+    owned = [ns for ns in netns.names() if owns_netns(name, ns)]
+    assert owned and any(procs.alive(r.pid, r.start) for _, r in records)
+    proc = subprocess.run([PVC_LAB, "--name", name, "down"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert not [ns for ns in netns.names() if owns_netns(name, ns)]
+    assert not [r.pid for _, r in records if procs.alive(r.pid, r.start)]
+    assert not Lab(name=name)._pid_files()

@@ -137,6 +137,12 @@ def test_osd_out_keeps_io_going_and_in_returns_to_health_ok(lab):
     assert ok(lab, "storage", "osd", "out", hv3_osd).strip() == f"Set OSD {hv3_osd} offline."
     lab.wait_for(lambda: as_json(lab, "storage", "osd", "list", f"^{hv3_osd}$")[0]["stats"][
         "in"] == 0, 30, "the OSD list to show the OSD out")
+    fault_id = f"ceph-osd-out-{hv3_osd}"
+
+    def fault_ids() -> list[str]:
+        return [f["id"] for f in as_json(lab, "cluster", "fault", "list")]
+    lab.wait_for(lambda: fault_id in fault_ids(), 60, "the primary to raise the OSD-out fault")
+    assert as_json(lab, "cluster", "status")["cluster_health"]["health"] <= 50
     out, err = writer.communicate(timeout=120)
     assert writer.returncode == 0, err
     count, bad = map(int, out.split())
@@ -144,6 +150,8 @@ def test_osd_out_keeps_io_going_and_in_returns_to_health_ok(lab):
     ok(lab, "storage", "osd", "in", hv3_osd)
     t0 = time.monotonic()
     labceph.wait_healthy(site(lab, "hv1"), 180)
+    lab.wait_for(lambda: not [f for f in fault_ids() if f.startswith("ceph-")], 60,
+                 "the Ceph faults to clear once Ceph is healthy")
     print(f"\nwrites during out: {count}; OSD in → HEALTH_OK: {time.monotonic() - t0:.1f} s")
 
 

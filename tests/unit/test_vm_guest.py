@@ -48,6 +48,39 @@ def test_domain_xml_is_a_valid_pvc_domain():
     assert d.console_log == "/s/console/g1.log" and d.disks[0]["source"] == "/s/d.raw"
 
 
+def test_boot_disk_layout(tmp_path):
+    """A BIOS-bootable FAT image with SYSLINUX, the kernel, the initramfs and a known pattern."""
+    import hashlib
+    import os
+
+    why = guest.boot_tools_problem()
+    if why:
+        pytest.skip(why)
+    (tmp_path / "vmlinuz").write_bytes(b"KERNEL" * 1000)
+    (tmp_path / "initrd.gz").write_bytes(b"INITRD" * 1000)
+    img = guest.GuestImage(str(tmp_path / "vmlinux"), str(tmp_path / "initrd.gz"), "6.1",
+                           bzimage=str(tmp_path / "vmlinuz"))
+    disk = guest.boot_disk(str(tmp_path / "boot.img"), img, seed="t")
+    data = (tmp_path / "boot.img").read_bytes()
+    assert len(data) == disk.size == guest.BOOT_DISK_MIB * guest.MIB
+    assert data[510:512] == b"\x55\xaa" and b"SYSLINUX" in data[:512]
+    region = data[disk.pattern_offset:disk.pattern_offset + guest.PATTERN_BYTES]
+    assert region == guest.pattern("t") and hashlib.sha256(region).hexdigest() == \
+        disk.pattern_sha256
+    assert guest.pattern("t") != guest.pattern("u")
+    assert disk.tick_offset >= disk.pattern_offset + guest.PATTERN_BYTES
+    env = dict(os.environ, MTOOLS_SKIP_CHECK="1")
+    listing = subprocess.run(["mdir", "-a", "-b", "-i", disk.path, "::"], capture_output=True,
+                             text=True, env=env, check=True).stdout.lower()
+    for name in ("ldlinux.sys", "vmlinuz", "initrd.gz", "syslinux.cfg"):
+        assert name in listing, listing
+    cfg = subprocess.run(["mtype", "-i", disk.path, "::syslinux.cfg"], capture_output=True,
+                         text=True, env=env, check=True).stdout
+    assert f"ticksector={disk.tick_offset // 512}" in cfg and "initrd=initrd.gz" in cfg
+    xml = guest.domain_xml("g", img, "/c.log", boot_from_disk=True)
+    assert "<boot dev='hd'/>" in xml and "<kernel>" not in xml
+
+
 def test_console_tail(tmp_path):
     log = tmp_path / "c.log"
     log.write_bytes(b"".join(b"line %d\r\n" % i for i in range(5000)))

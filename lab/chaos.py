@@ -4,8 +4,10 @@ the chaos tests (``tests/lab/test_chaos_*.py``) and the recovery benchmark.
 ``Invariant`` samples every node all along: the domains its libvirtd reports running, or,
 when that libvirtd does not answer (killed, powered off), the QEMU processes left in the
 node's namespace. It fails on any VM seen on two nodes at one instant (two passes in the
-same order, see ``pvc_lab.libvirt.double_runs``); ``check_running`` fails on a VM that should
-run and runs nowhere, or whose guest no longer prints.
+same order, see ``pvc_lab.libvirt.double_runs``), and when most of its samples failed (it
+would have proven nothing); ``check_running`` fails on a VM that should run and runs
+nowhere, or whose guest no longer prints. ``vm_lock_held`` holds a VM's cluster lock (as
+any operation on the VM does), so a recovery cannot get past that VM until it is released.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from pvc_lab import netns
@@ -94,6 +98,8 @@ class Invariant:
         self.lab = lab
         self.interval = interval
         self.samples = 0
+        self.failed = 0                 # samples that raised (nothing was checked)
+        self.last_error = ""
         self.violations: list[tuple] = []
         self.last: dict[str, set[str]] = {}
         self._stop = threading.Event()
@@ -105,7 +111,9 @@ class Invariant:
         while not self._stop.is_set():
             try:
                 first, second = running_now(self.lab), running_now(self.lab)
-            except Exception:
+            except Exception as exc:
+                self.failed += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"
                 self._stop.wait(self.interval)
                 continue
             self.violations += [(round(time.time(), 3), *v) for v in double_runs(first, second)]
@@ -125,7 +133,38 @@ class Invariant:
         self._thread.join(10)
         if exc[0] is None:
             assert self.samples > 0, "the invariant checker never sampled the nodes"
+            assert self.failed <= self.samples, (
+                f"most invariant samples failed ({self.failed} of "
+                f"{self.failed + self.samples}; last: {self.last_error})")
             assert not self.violations, f"VMs ran on two nodes at once: {self.violations[:5]}"
+
+
+@contextmanager
+def vm_lock_held(lab: Lab, vm: str, timeout: float = 15.0) -> Iterator[None]:
+    """Hold VM ``vm``'s cluster lock (``/locks/vm-<uuid>``, taken by every operation on the
+    VM and by its recovery) for the block. Recovery places a fenced node's VMs one at a time,
+    each under its lock, so it cannot finish before the block ends. Released on exit (retried
+    through a ZooKeeper reconnect; an expired session releases it anyway)."""
+    from kazoo.exceptions import KazooException
+
+    from pvc_plugins.vm_kvm import keys
+
+    store = lab.store()
+    lock = store.lock(keys.lock_name(as_json(lab, "vm", "info", vm)["uuid"]), "chaos-test")
+    if not lock.acquire(timeout=timeout):
+        raise AssertionError(f"could not take the lock of VM {vm} within {timeout:g} s")
+    try:
+        yield
+    finally:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                lock.release()
+                break
+            except KazooException:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
 
 
 def check_running(lab: Lab, vms: dict[str, str], timeout: float = 60.0) -> dict[str, str]:

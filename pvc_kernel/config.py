@@ -15,7 +15,10 @@ Example::
     suicide_intervals: 2      # a node without a keepalive written for longer than
                               # keepalive_interval × suicide_intervals (cut off from
                               # ZooKeeper) stops its own VMs; must be less than
-                              # fence_intervals, so it happens before anyone may fence it
+                              # fence_intervals, so it happens before anyone may fence it.
+                              # Each node publishes these three settings (node static
+                              # data, ``liveness``): the primary never declares a node dead
+                              # before that node's own suicide delay + one of its intervals
     log:
       level: info             # debug | info | warning | error
       zookeeper_lines: 2000   # node log lines kept in ZooKeeper for `pvc node log`
@@ -48,6 +51,9 @@ from typing import Any
 import yaml
 
 DEFAULT_PATH = "/etc/pvc/pvcnoded.yaml"
+LIVENESS = "liveness"
+"""The key of a node's static data (``node.static``) holding its published liveness
+settings (``NodeConfig.liveness()``)."""
 CONFIG_ENV = "PVC_CONFIG_FILE"
 
 
@@ -107,6 +113,28 @@ class NodeConfig:
     def suicide_delay(self) -> float:
         """Seconds without a written keepalive after which a node stops its own VMs."""
         return self.keepalive_interval * self.suicide_intervals
+
+    def liveness(self) -> dict[str, Any]:
+        """This node's liveness settings, as it publishes them in its static data."""
+        return {"keepalive_interval": self.keepalive_interval,
+                "fence_intervals": self.fence_intervals,
+                "suicide_intervals": self.suicide_intervals}
+
+    def fence_delay_for(self, static: dict[str, Any] | None) -> float:
+        """Seconds of silence after which this node (as primary) may declare dead the node
+        whose static data is ``static``: never less than its own fence delay, nor than that
+        node's published suicide delay plus one of its keepalive intervals (so the node has
+        stopped its own workloads first, whatever its settings). A node that published no
+        settings gets this node's fence delay."""
+        live = (static or {}).get(LIVENESS) if isinstance(static, dict) else None
+        try:
+            interval = float(live["keepalive_interval"])
+            suicide = int(live["suicide_intervals"])
+        except (TypeError, KeyError, ValueError):
+            return self.fence_delay
+        if interval <= 0 or suicide < 0:
+            return self.fence_delay
+        return max(self.fence_delay, interval * (suicide + 1))
 
     def plugin_section(self, name: str) -> dict[str, Any]:
         """The plugin's own section (empty if the file has none)."""

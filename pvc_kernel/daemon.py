@@ -8,13 +8,15 @@ after the first one) and, on coordinators, the election. SIGTERM: state
 within ``SHUTDOWN_BUDGET`` seconds.
 
 Liveness (see docs/fencing.md): the primary declares a running node ``dead`` when its
-keepalive is older than ``keepalive_interval × fence_intervals`` (the fence delay) and a
-fencing plugin fences it. A node that could not write a keepalive for
-``keepalive_interval × suicide_intervals`` (shorter, config validation enforces it) fences
-itself: plugins stop its workloads (``pvc_node_self_fence``) and get no bus events until
-the node has rejoined. A node the cluster gave up (state ``dead``/``fenced``, found at start
-or while running, or after a self-fence) stops its workloads, then rejoins once every
-``pvc_node_rejoin_wait`` says so: state ``init`` → ``run``.
+keepalive is older than ``keepalive_interval × fence_intervals`` (the fence delay), and never
+before that node's own suicide delay plus one of its keepalive intervals (every node
+publishes its settings in its static data, ``liveness``), and a fencing plugin fences it.
+A node that could not write a keepalive for ``keepalive_interval × suicide_intervals``
+(shorter, config validation enforces it) fences itself: plugins stop its workloads
+(``pvc_node_self_fence``) and get no bus events until the node has rejoined. A node the
+cluster gave up (state ``dead``/``fenced``, found at start or while running, or after a
+self-fence) stops its workloads, then rejoins once every ``pvc_node_rejoin_wait`` says so:
+state ``init`` → ``run``.
 """
 
 from __future__ import annotations
@@ -161,6 +163,7 @@ class NodeDaemon:
         }
         for _name, extra in self.plugins.call_each("pvc_node_static", daemon=self):
             data.update(extra or {})
+        data[config_mod.LIVENESS] = self.config.liveness()   # what detection honours
         return data
 
     def register(self) -> None:

@@ -57,7 +57,11 @@ def pvc_schema_migrate(store: Any, version: int) -> None:
 
 @hookspec
 def pvc_node_static(daemon: Any) -> dict[str, Any]:
-    """Return static facts about this host to add to the node's registration (may be {})."""
+    """Return static facts about this host to add to the node's registration (may be {}).
+
+    The kernel adds ``liveness`` itself (the node's keepalive_interval, fence_intervals and
+    suicide_intervals; see ``NodeConfig.fence_delay_for``): a plugin must not return it.
+    """
 
 
 @hookspec
@@ -178,16 +182,22 @@ def pvc_node_rejoin_wait(daemon: Any) -> str | None:
 
 
 @hookspec
-def pvc_node_recover(daemon: Any, node: str,
-                     progress: Callable[[int, int, str], None]) -> dict[str, Any] | None:
+def pvc_node_recover(daemon: Any, node: str, progress: Callable[[int, int, str], bool],
+                     fence: dict[str, Any]) -> dict[str, Any] | None:
     """Restart the workloads of the dead node ``node`` on other nodes.
 
     Called on the primary by the fencing plugin, only after ``node`` is confirmed powered
     off or its storage access is cut, and again by the next primary if the one recovering
-    died (so it must be idempotent: pick up where a previous run stopped). Report with
-    ``progress(done, total, message)``. Return None if nothing of this plugin ran there,
+    died (so it must be idempotent: pick up where a previous run stopped). ``fence`` says
+    how the node was fenced: ``{"powered_off": bool, "storage_cut": [names of the plugins
+    whose pvc_storage_fence succeeded]}``. With ``powered_off`` false the node may still
+    run: restart only workloads whose every write goes to storage a plugin in
+    ``storage_cut`` says its cut covers (``pvc_storage_fence_covers``); leave the others
+    stopped and say why. Report with ``progress(done, total, message)``; a true return value
+    means the caller lost the fence to another coordinator: start nothing more, return soon
+    (the new owner runs the recovery again). Return None if nothing of this plugin ran there,
     else ``{"recovered": [...], "stopped": [...], "failed": [...]}`` (names, with a reason
-    for failures); return once the recovered workloads run or failed.
+    for the stopped and failed ones); return once the recovered workloads run or failed.
     """
 
 
@@ -259,6 +269,21 @@ def pvc_storage_fence(daemon: Any, node: str, addresses: list[str]) -> dict[str,
     plugin has no shared storage in the cluster, else ``{"ok": bool, "reason": str,
     "addresses": [what was cut]}``; ``ok`` true means the node can no longer write. Must not
     wait for the dead node; seconds at most.
+    """
+
+
+@hookspec
+def pvc_storage_fence_covers(daemon: Any, node: str, disk: dict[str, Any]) -> bool | None:
+    """Does this plugin's storage cut of ``node`` keep ``node`` from writing to ``disk``?
+
+    Called on the primary by a workload plugin recovering a node whose power off was not
+    confirmed (its storage cut is all that protects the data), once per disk of each of its
+    VMs, and counted only for the plugins whose ``pvc_storage_fence`` of ``node`` succeeded.
+    ``disk`` is as in ``pvc_vm_disk_prepare``. Return None if this plugin does not handle
+    that kind of disk, True if its cut covers it (e.g. a network disk of the storage whose
+    cut blocklisted the node's client addresses), False if it does not. A VM is recovered
+    only if every one of its disks (CD-ROMs aside) is covered; a VM without disks never is.
+    Pure and fast: no storage or ZooKeeper access.
     """
 
 

@@ -15,7 +15,10 @@
         check_interval: 300           # s between self-checks of this node's BMC
 
 When the node's keepalive is older than ``keepalive_interval × fence_intervals`` (the
-kernel's fence delay) while it was ``run``, the primary fences it (see docs/fencing.md).
+kernel's fence delay; never less than the node's own published suicide delay + one of its
+intervals) while it was ``run``, the primary fences it (see docs/fencing.md). After a failed
+power off, ``failed_fence: migrate`` recovers only the VMs whose every disk the storage cut
+covers.
 """
 
 from __future__ import annotations

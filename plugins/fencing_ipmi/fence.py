@@ -11,6 +11,11 @@ A fence record (one per node, JSON at ``/fencing/fences/<node>``) moves through:
 
 Every step is saved before the next starts and is safe to run twice, so the next primary
 resumes a fence whose coordinator died. ``outcome`` and a fault record tell the result.
+
+Only the coordinator that owns the fence may move it on: before every step (and while it
+polls the BMC or recovers) the ``Fencer`` asks ``Env.lost()`` whether it still holds the
+fence lock and the primary role, and ``Env.save`` is version-checked; either failing raises
+``FenceLost`` and the Fencer stops at once (the owner resumes the record).
 """
 
 from __future__ import annotations
@@ -40,21 +45,22 @@ class Policy:
 
 
 def dead_nodes(nodes: dict[str, tuple[str | None, float | None]], now: float,
-               fence_delay: float, watching_since: float) -> list[tuple[str, float]]:
+               fence_delay: float, watching_since: float,
+               delays: dict[str, float] | None = None) -> list[tuple[str, float]]:
     """The nodes to declare dead: ``[(node, silence)]``.
 
     ``nodes`` maps a node to (daemon_state, keepalive epoch). A node is dead when its state
-    is ``run`` and it has been silent for more than ``fence_delay``, where silence counts
-    from its last keepalive but never from before ``watching_since`` (when this primary's
-    own ZooKeeper connection was last established: after an outage of our own, every node
-    gets a whole fence delay to report again).
+    is ``run`` and it has been silent for more than its fence delay (``delays[node]``, else
+    ``fence_delay``), where silence counts from its last keepalive but never from before
+    ``watching_since`` (when this primary's own ZooKeeper connection was last established:
+    after an outage of our own, every node gets a whole fence delay to report again).
     """
     found = []
     for node, (state, keepalive) in sorted(nodes.items()):
         if state != RUN:
             continue
         silence = now - max(keepalive or 0.0, watching_since)
-        if silence > fence_delay:
+        if silence > max(fence_delay, (delays or {}).get(node, fence_delay)):
             found.append((node, round(now - (keepalive or 0.0), 3)))
     return found
 
@@ -77,13 +83,28 @@ def decide(power_ok: bool, storage_ok: bool | None, policy: Policy) -> tuple[str
     if policy.failed_fence != MIGRATE:
         return NONE, "power off failed; failed_fence=none"
     if storage_ok:
-        return MIGRATE, "power off failed but storage cut; failed_fence=migrate"
+        return MIGRATE, ("power off failed but storage cut; failed_fence=migrate (only VMs "
+                         "whose every disk the cut covers)")
     return NONE, "power off failed and storage not cut: recovery would be unsafe"
+
+
+def fence_info(record: dict[str, Any]) -> dict[str, Any]:
+    """What the workload plugins learn of the fence (``pvc_node_recover``'s ``fence``):
+    ``powered_off`` (the BMC confirmed the power off) and ``storage_cut`` (the plugins whose
+    storage cut succeeded)."""
+    storage = record.get("storage") or {}
+    return {"powered_off": bool((record.get("power") or {}).get("ok")),
+            "storage_cut": list(storage.get("cut_by") or []) if storage.get("ok") else []}
 
 
 def outcome_of(record: dict[str, Any]) -> str:
     power = "fenced" if (record.get("power") or {}).get("ok") else "fence-failed"
     return f"{power},{'recovered' if record.get('decision') == MIGRATE else 'not-recovered'}"
+
+
+class FenceLost(Exception):
+    """This coordinator no longer owns the fence (lock or role lost, monitor stopped, or the
+    record changed under it): stop, the coordinator that owns it resumes the record."""
 
 
 class Env(Protocol):
@@ -93,9 +114,13 @@ class Env(Protocol):
     def bmc_power_state(self, node: str) -> str: ...
     def set_daemon_state(self, node: str, state: str) -> None: ...
     def storage_cut(self, node: str) -> dict[str, Any]: ...
-    def recover(self, node: str, progress: Callable[[int, int, str], None]) -> dict[str, Any]: ...
+    def recover(self, node: str, progress: Callable[[int, int, str], bool],
+                fence: dict[str, Any]) -> dict[str, Any]: ...
     def set_domain_state(self, node: str, observed: str, desired: str | None) -> None: ...
-    def save(self, record: dict[str, Any]) -> None: ...
+    def lost(self) -> str | None:
+        """Why this coordinator no longer owns the fence, or None while it does."""
+    def save(self, record: dict[str, Any]) -> None:
+        """Write the record, version-checked; FenceLost if someone else wrote it meanwhile."""
     def fault(self, fault_id: str, message: str, delta: int) -> None: ...
     def log(self, message: str) -> None: ...
 
@@ -112,7 +137,8 @@ class Fencer:
 
     def run(self, record: dict[str, Any], by: str = "") -> dict[str, Any]:
         """Run the record to ``done``; ``by`` (this coordinator) is noted when it resumes a
-        fence another coordinator declared."""
+        fence another coordinator declared. Raises FenceLost (nothing more done or saved)
+        as soon as this coordinator no longer owns the fence."""
         if by and record["step"] != DONE and by != record.get("by") \
                 and record.get("resumed_by") != by:
             record["resumed_by"] = by
@@ -122,7 +148,16 @@ class Fencer:
             record = self.step(record)
         return record
 
+    def check(self) -> None:
+        """FenceLost unless this coordinator still owns the fence."""
+        why = self.env.lost()
+        if why:
+            raise FenceLost(why)
+
     def step(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Run the record's next step and save it (FenceLost before any action if this
+        coordinator no longer owns the fence)."""
+        self.check()
         step = record["step"]
         if step == DEAD:
             record["power"] = self.power_off(record["node"])
@@ -132,6 +167,7 @@ class Fencer:
         elif step == POWER:
             if record["power"] and record["power"]["ok"]:
                 self.env.set_daemon_state(record["node"], "fenced")
+            self.check()
             record["storage"] = self.env.storage_cut(record["node"])
             nxt, text = STORAGE, f"storage: {record['storage'].get('detail') or 'cut'}"
         elif step == STORAGE:
@@ -144,14 +180,14 @@ class Fencer:
             record["outcome"] = outcome_of(record)
             record["finished"] = round(self.clock(), 3)
             nxt, text = DONE, f"outcome {record['outcome']}"
-            self.report(record)
+            self.report(record)   # before the save: a crash in between reports it again
         else:
             raise ValueError(f"unknown fence step {step!r}")
         now = round(self.clock(), 3)
         record["history"].append([now, nxt, text])
         record.update(step=nxt, updated=now)
-        self.env.log(f"fence of {record['node']}: {text}")
         self.env.save(record)
+        self.env.log(f"fence of {record['node']}: {text}")
         return record
 
     # -- steps -------------------------------------------------------------------------
@@ -172,19 +208,26 @@ class Fencer:
                             f"{self.policy.power_timeout:g} s",
                             "seconds": round(self.clock() - started, 3)}
                 self.sleep(self.policy.poll)
+                self.check()
         except BmcError as exc:
             return {"ok": False, "detail": str(exc), "seconds": round(self.clock() - started, 3)}
 
     def recover(self, record: dict[str, Any]) -> dict[str, Any] | None:
+        """Restart the node's workloads elsewhere (policy ``migrate``). The workload plugins
+        learn how the node was fenced (``fence_info``): after a failed power off they may
+        recover only what the storage cut protects. A partial recovery (the fence was lost
+        meanwhile) is never saved: FenceLost."""
         node = record["node"]
         if record["decision"] != MIGRATE:
             return None
         self.env.set_domain_state(node, "fence-flush", "flushed")
 
-        def progress(done: int, total: int, message: str) -> None:
+        def progress(done: int, total: int, message: str) -> bool:
             self.env.log(f"recovery of {node}: {done}/{total} {message}")
+            return self.env.lost() is not None      # true: stop, we lost the fence
 
-        result = self.env.recover(node, progress)
+        result = self.env.recover(node, progress, fence_info(record))
+        self.check()
         self.env.set_domain_state(node, "flushed", None)
         return result
 
@@ -201,9 +244,12 @@ class Fencer:
         elif storage.get("ok") is False:
             parts.append(f"; cutting its storage failed ({storage.get('detail')})")
         if record["decision"] == MIGRATE:
-            parts.append(f"; VMs recovered: {len(rec.get('recovered', []))}, stopped (no "
-                         f"target): {len(rec.get('stopped', []))}, failed: "
-                         f"{len(rec.get('failed', []))}")
+            stopped = list(rec.get("stopped", []))
+            parts.append(f"; VMs recovered: {len(rec.get('recovered', []))}, stopped: "
+                         f"{len(stopped)}, failed: {len(rec.get('failed', []))}")
+            if stopped:
+                more = f" (+{len(stopped) - 3} more)" if len(stopped) > 3 else ""
+                parts.append("; stopped: " + "; ".join(stopped[:3]) + more)
         else:
             parts.append("; its VMs were NOT recovered elsewhere")
         delta = FAULT_DELTA_FENCED if power.get("ok") and not rec.get("failed") \

@@ -4,10 +4,13 @@ One thread on the primary, every half keepalive interval, under the cluster lock
 ``/locks/fence`` (one coordinator fences at a time; a dead coordinator's lock goes with its
 session, and the next primary resumes every unfinished record):
 
-1. declare dead the running nodes silent for longer than the fence delay (not in
-   maintenance mode): daemon_state ``run`` → ``dead`` (version-checked) and a new fence
-   record, in one transaction;
-2. run every unfinished fence record to ``done`` (``fence.Fencer``);
+1. declare dead the running nodes silent for longer than the fence delay (never before the
+   node's own published suicide delay + one of its intervals; not in maintenance mode):
+   daemon_state ``run`` → ``dead`` and a new fence record, in one transaction checked
+   against the versions of the daemon state and of the keepalive that were judged;
+2. run every unfinished fence record to ``done`` (``fence.Fencer``), as long as this
+   coordinator holds the lock and the primary role and the monitor was not stopped (checked
+   before every step; the record's writes are version-checked: a lost race stops it);
 3. give storage access back to fenced nodes that ask to rejoin (their workloads stopped,
    ``/fencing/rejoins/<node>`` written after the fence finished): ``pvc_storage_unfence``.
 """
@@ -22,12 +25,22 @@ from collections.abc import Callable
 from typing import Any
 
 from kazoo.exceptions import KazooException, LockTimeout
+from kazoo.recipe.lock import Lock
 
 from pvc_kernel import faults
+from pvc_kernel.election import PRIMARY, TAKEOVER
 from pvc_kernel.state import schema
 from pvc_plugins.fencing_ipmi import keys
 from pvc_plugins.fencing_ipmi.config import FenceConfig
-from pvc_plugins.fencing_ipmi.fence import DONE, Fencer, Policy, dead_nodes, new_record
+from pvc_plugins.fencing_ipmi.fence import (
+    DEAD,
+    DONE,
+    FenceLost,
+    Fencer,
+    Policy,
+    dead_nodes,
+    new_record,
+)
 from pvc_plugins.fencing_ipmi.ipmi import BmcAccess, BmcError, IpmiClient
 
 log = logging.getLogger("pvc_plugins.fencing_ipmi")
@@ -43,12 +56,21 @@ def bmc_access(store: Any, node: str) -> BmcAccess:
 
 
 class ZkEnv:
-    """``fence.Env`` on ZooKeeper and the plugin hooks of the primary's daemon."""
+    """``fence.Env`` on ZooKeeper and the plugin hooks of the primary's daemon.
 
-    def __init__(self, daemon: Any, cfg: FenceConfig) -> None:
+    The monitor gives it the fence lock it holds (``lock``) and its stop event; ``lost``
+    checks both, the ZooKeeper session and the daemon's primary role. Fence records are
+    read with ``load`` and written with ``save`` against the version last read or written.
+    """
+
+    def __init__(self, daemon: Any, cfg: FenceConfig,
+                 stopped: threading.Event | None = None) -> None:
         self.daemon = daemon
         self.store = daemon.store
         self.cfg = cfg
+        self.stopped = stopped or threading.Event()
+        self.lock: Lock | None = None
+        self.versions: dict[str, int] = {}
 
     def _client(self, node: str) -> IpmiClient:
         return IpmiClient(bmc_access(self.store, node), timeout=self.cfg.ipmi_timeout)
@@ -60,24 +82,33 @@ class ZkEnv:
         return self._client(node).power_state()
 
     def set_daemon_state(self, node: str, state: str) -> None:
-        self.store.set("node.daemon_state", state, node=node)
+        """``dead`` → ``state``, version-checked: a node that meanwhile rejoined (or anything
+        else changed) keeps its state."""
+        current, version = self.store.get_versioned("node.daemon_state", node=node)
+        if current != DEAD or not self.store.set_if_version("node.daemon_state", state,
+                                                            version, node=node):
+            log.warning("daemon state of %s not set to %s: it is %s now", node, state,
+                        self.store.get("node.daemon_state", node=node))
 
     def storage_cut(self, node: str) -> dict[str, Any]:
-        answers = [a for _n, a in self.daemon.plugins.call_each(
+        answers = [(n, a) for n, a in self.daemon.plugins.call_each(
             "pvc_storage_fence", obj=f"node:{node}", daemon=self.daemon, node=node,
             addresses=[]) if a is not None]
         if not answers:
-            return {"ok": None, "detail": "no shared storage to cut", "addresses": []}
-        ok = all(a.get("ok") for a in answers)
-        return {"ok": ok, "detail": "; ".join(a.get("reason") or "" for a in answers
+            return {"ok": None, "detail": "no shared storage to cut", "addresses": [],
+                    "cut_by": []}
+        ok = all(a.get("ok") for _n, a in answers)
+        return {"ok": ok, "detail": "; ".join(a.get("reason") or "" for _n, a in answers
                                               if a.get("reason")) or ("cut" if ok else "failed"),
-                "addresses": sorted({x for a in answers for x in a.get("addresses") or []})}
+                "addresses": sorted({x for _n, a in answers for x in a.get("addresses") or []}),
+                "cut_by": [n for n, a in answers if a.get("ok")]}
 
-    def recover(self, node: str, progress: Callable[[int, int, str], None]) -> dict[str, Any]:
+    def recover(self, node: str, progress: Callable[[int, int, str], bool],
+                fence: dict[str, Any]) -> dict[str, Any]:
         merged: dict[str, list] = {"recovered": [], "stopped": [], "failed": []}
         for _name, answer in self.daemon.plugins.call_each(
                 "pvc_node_recover", obj=f"node:{node}", daemon=self.daemon, node=node,
-                progress=progress):
+                progress=progress, fence=fence):
             for key in merged:
                 merged[key] += list((answer or {}).get(key) or [])
         return merged
@@ -87,8 +118,47 @@ class ZkEnv:
         if desired is not None:
             self.store.set("node.desired_domain_state", desired, node=node)
 
+    def lost(self) -> str | None:
+        if self.stopped.is_set():
+            return "the fence monitor was stopped"
+        if not self.store.connected:
+            return "no ZooKeeper connection"
+        election = getattr(self.daemon, "election", None)
+        if election is not None and getattr(election, "role", PRIMARY) not in (PRIMARY,
+                                                                               TAKEOVER):
+            return "this coordinator is no longer primary"
+        lock = self.lock
+        if lock is None or not lock.is_acquired or not lock.node:
+            return "the fence lock is not held"
+        try:
+            stat = self.store.client.exists(f"{lock.path}/{lock.node}")
+        except KazooException as exc:
+            return f"cannot check the fence lock: {exc or type(exc).__name__}"
+        if stat is None or stat.ephemeralOwner != self.store.session_id:
+            return "the fence lock was lost with the ZooKeeper session"
+        return None
+
+    def load(self, node: str) -> dict[str, Any] | None:
+        """The node's fence record (its version remembered for ``save``), or None."""
+        text, version = self.store.get_versioned("fencing.fence", node=node)
+        try:
+            record = json.loads(text) if text else None
+        except ValueError:
+            log.warning("fence record of %s is not valid JSON", node)
+            return None
+        if not isinstance(record, dict):
+            return None
+        self.versions[node] = version
+        return record
+
     def save(self, record: dict[str, Any]) -> None:
-        self.store.set("fencing.fence", json.dumps(record), node=record["node"])
+        node = record["node"]
+        version = self.versions.get(node, -1)
+        if not self.store.set_if_version("fencing.fence", json.dumps(record), version,
+                                         node=node):
+            self.versions.pop(node, None)
+            raise FenceLost(f"the fence record of {node} was changed by someone else")
+        self.versions[node] = version + 1
 
     def fault(self, fault_id: str, message: str, delta: int) -> None:
         faults.report(self.store, fault_id, message, delta)
@@ -110,7 +180,9 @@ class Monitor:
         self.watching_since = time.time()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.fencer = Fencer(ZkEnv(daemon, cfg),
+        self._unreleased: Lock | None = None
+        self.env = ZkEnv(daemon, cfg, self._stop)
+        self.fencer = Fencer(self.env,
                              Policy(cfg.successful_fence, cfg.failed_fence, cfg.power_timeout))
 
     def start(self) -> None:
@@ -120,6 +192,8 @@ class Monitor:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop the monitor; a fence under way stops before its next step (or recovery
+        placement) and is resumed by the next primary."""
         self._stop.set()
         self.store.remove_listener(self._on_connection)
 
@@ -140,53 +214,76 @@ class Monitor:
     def tick(self) -> None:
         if not self.store.connected or self._stop.is_set():
             return
+        if self._unreleased is not None:     # a release that failed (connection loss)
+            try:
+                self._unreleased.release()
+                self._unreleased = None
+            except KazooException:
+                return
         lock = self.store.lock(keys.FENCE_LOCK, self.node)
         try:
             if not lock.acquire(timeout=1.0):
                 return
         except LockTimeout:
             return
+        self.env.lock = lock
         try:
+            why = self.env.lost()
+            if why:
+                log.info("fence monitor: not fencing: %s", why)
+                return
             if self.store.get("config.maintenance") != "true":
                 self.detect()
             for record in self.unfinished():
-                if self._stop.is_set():
-                    return
                 self.fencer.run(record, by=self.node)
             self.give_back_storage()
+        except FenceLost as exc:
+            log.warning("fence monitor: stopped fencing: %s", exc)
         finally:
+            self.env.lock = None
             try:
                 lock.release()
             except KazooException:
-                pass
+                self._unreleased = lock
 
-    def node_views(self) -> dict[str, tuple[str | None, float | None, int]]:
+    def node_views(self) -> dict[str, tuple[str | None, float | None, int, int, float]]:
+        """{node: (daemon_state, keepalive epoch, state version, keepalive version, the
+        silence after which it is dead)} of every other node."""
         out = {}
+        config = self.daemon.config
         for name in self.store.children("nodes"):
             if name == self.node:
                 continue
             state, version = self.store.get_versioned("node.daemon_state", node=name)
+            text, ka_version = self.store.get_versioned("node.keepalive", node=name)
             try:
-                keepalive = float(self.store.get("node.keepalive", node=name) or 0)
+                keepalive = float(text or 0)
             except ValueError:
                 keepalive = 0.0
-            out[name] = (state, keepalive, version)
+            static = self.store.get_json("node.static", {}, node=name)
+            out[name] = (state, keepalive, version, ka_version, config.fence_delay_for(static))
         return out
 
     def detect(self) -> None:
         views = self.node_views()
-        found = dead_nodes({n: (s, k) for n, (s, k, _v) in views.items()}, time.time(),
-                           self.fence_delay, self.watching_since)
+        found = dead_nodes({n: (v[0], v[1]) for n, v in views.items()}, time.time(),
+                           self.fence_delay, self.watching_since,
+                           delays={n: v[4] for n, v in views.items()})
         for name, silence in found:
-            self.declare(name, silence, views[name][2])
+            _state, _ka, state_version, ka_version, delay = views[name]
+            self.declare(name, silence, state_version, ka_version, delay)
 
-    def declare(self, node: str, silence: float, state_version: int) -> bool:
-        """``run`` → ``dead`` and a new fence record, atomically; False if the node changed."""
+    def declare(self, node: str, silence: float, state_version: int,
+                keepalive_version: int | None = None, delay: float | None = None) -> bool:
+        """``run`` → ``dead`` and a new fence record, atomically, only if neither the daemon
+        state nor (when given) the keepalive changed since they were judged; False if not."""
         record = new_record(node, self.node, silence)
         old, record_version = self.store.get_versioned("fencing.fence", node=node)
         if old and json.loads(old).get("step") != DONE:
             return False       # a fence of it is under way already
         txn = self.store.transaction()
+        if keepalive_version is not None:
+            txn.check(schema.path("node.keepalive", node=node), keepalive_version)
         txn.set_data(schema.path("node.daemon_state", node=node), b"dead",
                      version=state_version)
         p = schema.path("fencing.fence", node=node)
@@ -199,15 +296,16 @@ class Monitor:
         results = txn.commit()
         if any(isinstance(r, Exception) for r in results):
             return False
+        self.env.versions[node] = 0 if record_version < 0 else record_version + 1
         log.warning("node %s is dead: no keepalive for %.1f s (fence delay %g s); fencing it",
-                    node, silence, self.fence_delay)
+                    node, silence, delay if delay is not None else self.fence_delay)
         return True
 
     def records(self) -> list[dict[str, Any]]:
         out = []
         for name in self.store.children("fencing.fences"):
-            rec = self.store.get_json("fencing.fence", None, node=name)
-            if isinstance(rec, dict):
+            rec = self.env.load(name)
+            if rec is not None:
                 out.append(rec)
         return out
 
@@ -227,6 +325,9 @@ class Monitor:
                 asked = 0.0
             if asked <= (rec.get("finished") or 0):
                 continue
+            why = self.env.lost()
+            if why:
+                raise FenceLost(why)
             answers = [a for _n, a in self.daemon.plugins.call_each(
                 "pvc_storage_unfence", obj=f"node:{node}", daemon=self.daemon, node=node,
                 addresses=rec["storage"].get("addresses") or []) if a is not None]
@@ -237,5 +338,5 @@ class Monitor:
             now = round(time.time(), 3)
             rec["unfenced"] = now
             rec["history"].append([now, DONE, "asked to rejoin; storage access given back"])
-            self.store.set("fencing.fence", json.dumps(rec), node=node)
+            self.env.save(rec)
             log.info("node %s asks to rejoin after its fence; storage access given back", node)

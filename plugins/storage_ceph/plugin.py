@@ -166,6 +166,12 @@ def pvc_storage_fence(daemon: Any, node: str, addresses: list[str]) -> dict[str,
 
 
 @hookimpl
+def pvc_storage_fence_covers(daemon: Any, node: str, disk: dict[str, Any]) -> bool | None:
+    """RBD disks: the blocklist of the node's addresses stops its librbd clients writing."""
+    return True if disk.get("protocol") == "rbd" else None
+
+
+@hookimpl
 def pvc_storage_unfence(daemon: Any, node: str, addresses: list[str]) -> dict[str, Any] | None:
     """Remove the node's addresses from Ceph's blocklist."""
     return _fence(daemon, node, addresses, False)

@@ -14,9 +14,17 @@ powered off or its storage is cut. Per VM, under the VM's lock:
   ``node_autostart``, so it starts when its node is ready again;
 * a VM that was migrating TO the dead node and still runs on its source stays there.
 
+When the power off was NOT confirmed (``fence["powered_off"]`` false: the node may still
+run, only its storage was cut), a VM that may run there or would be started elsewhere is
+recovered only if every one of its disks (CD-ROMs aside) is covered by the cut of a storage
+plugin whose cut succeeded (``pvc_storage_fence_covers``); any other VM (a file-backed disk,
+no disk at all) is left alone there (its ``observed`` untouched) and set ``stop`` with
+``node_autostart``, with the reason in the result's ``stopped`` list.
+
 At most ``flush_concurrency`` VMs are placed and awaited at once; the call returns when each
-runs on its target, failed, or timed out. Everything is re-read under the lock, so a second
-run (the next primary resuming) only waits for what the first one did.
+runs on its target, failed, or timed out; it places nothing more once ``progress`` returns
+true (the caller lost the fence). Everything is re-read under the lock, so a second run (the
+next primary resuming) only waits for what the first one did.
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ from kazoo.exceptions import KazooException
 from pvc_kernel.hookspecs import hookimpl
 from pvc_kernel.state import ConflictError
 from pvc_plugins.vm_kvm import config as vmconfig
-from pvc_plugins.vm_kvm import keys, placement, records
+from pvc_plugins.vm_kvm import domxml, keys, placement, records
 from pvc_plugins.vm_kvm.records import Record
 
 log = logging.getLogger("pvc_plugins.vm_kvm")
@@ -53,15 +61,21 @@ def _concerned(rec: Record, node: str) -> bool:
 
 
 class Recovery:
-    def __init__(self, daemon: Any, node: str, progress: Callable[[int, int, str], None]) -> None:
+    """The recovery of one fenced node's VMs; ``fence`` as ``pvc_node_recover`` gets it."""
+
+    def __init__(self, daemon: Any, node: str, progress: Callable[[int, int, str], Any],
+                 fence: dict[str, Any]) -> None:
         self.daemon = daemon
         self.store = daemon.store
         self.node = node
         self.cfg = vmconfig.load(daemon.config)
         self.progress = progress
+        self.powered_off = bool(fence.get("powered_off"))
+        self.storage_cut = set(fence.get("storage_cut") or [])
         self.place_lock = threading.Lock()
         self.count_lock = threading.Lock()
         self.done = 0
+        self.cancelled = False
         self.result: dict[str, list[str]] = {"recovered": [], "stopped": [], "failed": []}
 
     def run(self) -> dict[str, list[str]]:
@@ -75,6 +89,8 @@ class Recovery:
         return self.result
 
     def one(self, rec: Record) -> None:
+        if self.cancelled:
+            return
         try:
             kind, text = self.recover_one(rec.uuid)
         except Exception as exc:
@@ -85,7 +101,8 @@ class Recovery:
                 self.result[kind].append(text)
             self.done += 1
             done = self.done
-        self.progress(done, done, text)
+        if self.progress(done, done, text):
+            self.cancelled = True       # the caller lost the fence: place nothing more
 
     def recover_one(self, uuid: str) -> tuple[str, str]:
         deadline = time.monotonic() + RETRY_FOR
@@ -122,6 +139,26 @@ class Recovery:
             return False
         return time.time() - keepalive > self.daemon.config.fence_delay
 
+    def unprotected(self, rec: Record) -> str | None:
+        """Why the storage cut does not protect ``rec`` (a disk no cutting plugin covers, or
+        no disk at all), or None if every disk is covered."""
+        try:
+            found = domxml.disks(domxml.parse_root(rec.xml))
+        except domxml.XmlError as exc:
+            return f"its domain XML cannot be read ({exc})"
+        found = [d for d in found if d.get("device") != "cdrom"]
+        if not found:
+            return "it has no disk on storage whose cut was confirmed (no disks)"
+        for disk in found:
+            answers = [a for name, a in self.daemon.plugins.call_each(
+                "pvc_storage_fence_covers", obj=f"vm:{rec.uuid}", daemon=self.daemon,
+                node=self.node, disk=disk) if name in self.storage_cut]
+            if True not in answers:
+                return (f"disk {disk.get('target') or '?'} ({disk.get('type')} "
+                        f"{disk.get('source') or 'without source'}) is not on storage whose "
+                        "cut was confirmed")
+        return None
+
     def reassign(self, uuid: str) -> tuple[str | None, tuple[str, str]]:
         """Under the VM lock: release the dead node's claim and assign a target.
         Returns (node to wait for or None, (kind, text))."""
@@ -137,7 +174,20 @@ class Recovery:
             if rec is None:
                 return None, ("skipped", f"VM {uuid}: removed")
             obs = rec.observed
-            if obs.get("node") == self.node and obs.get("state") in keys.LIVE:
+            may_run_there = obs.get("node") == self.node and obs.get("state") in keys.LIVE
+            to_place = rec.node == self.node and rec.state in keys.RUN_STATES and \
+                rec.running_on in (None, self.node)
+            why = None if self.powered_off or not (may_run_there or to_place) \
+                else self.unprotected(rec)
+            if why:
+                if rec.state in keys.RUN_STATES:
+                    self._write(rec, keys.STOP, meta={**rec.meta, "node_autostart": True})
+                log.warning("VM %s of %s (not confirmed off): not recovered: %s", rec.name,
+                            self.node, why)
+                return None, ("stopped", f"VM {rec.name}: not recovered, {why} and {self.node} "
+                                         f"was not confirmed off; stopped, starts when "
+                                         f"{self.node} is ready")
+            if may_run_there:
                 records.write_observed(self.store, uuid, self.node, keys.STOPPED,
                                        libvirt_state="shutoff",
                                        failed_reason=f"node {self.node} was fenced")
@@ -197,10 +247,10 @@ class Recovery:
 
 
 @hookimpl
-def pvc_node_recover(daemon: Any, node: str,
-                     progress: Callable[[int, int, str], None]) -> dict[str, Any] | None:
+def pvc_node_recover(daemon: Any, node: str, progress: Callable[[int, int, str], bool],
+                     fence: dict[str, Any]) -> dict[str, Any] | None:
     """Start the fenced node's VMs on other nodes (see the module docstring)."""
-    return Recovery(daemon, node, progress).run()
+    return Recovery(daemon, node, progress, fence).run()
 
 
 @hookimpl

@@ -294,17 +294,61 @@ def rename(store: Store, vm: str, new_name: str | None) -> str:
     return f"Renamed VM '{rec.name}' to '{new_name}'."
 
 
+CONFIRMED_OFF = "fenced"
+"""The daemon state of a node the cluster confirmed powered off (nothing runs there)."""
+CAN_STOP = ("run", "init")
+"""Daemon states of a node whose vm_kvm may still stop a VM and say so."""
+
+
+def _hosts(rec: Record) -> list[str]:
+    """The nodes the VM may be running on (a live migration runs it on both ends)."""
+    obs = rec.observed
+    if obs.get("state") not in keys.LIVE:
+        return []
+    return sorted({n for n in (obs.get("node"), obs.get("target")) if n})
+
+
+def _not_off(store: Store, rec: Record) -> list[tuple[str, str]]:
+    """[(node, daemon state)] of the nodes the VM may run on that are not confirmed off."""
+    out = []
+    for node in _hosts(rec):
+        state = store.get("node.daemon_state", node=node) or "unknown"
+        if state != CONFIRMED_OFF:
+            out.append((node, state))
+    return out
+
+
 def remove(store: Store, vm: str, stop_timeout: float = 60.0) -> str:
-    """Undefine: stop it (hard) if it runs, then delete its record (disks are kept)."""
+    """Undefine: stop it (hard) if it runs, then delete its record (disks are kept).
+
+    Refused (409, nothing deleted) unless the VM is confirmed stopped or every node it may
+    run on is ``fenced`` (confirmed powered off): a record deleted while the VM still runs
+    on a dead node or under a hung daemon would let it run twice later.
+    """
     rec = get(store, vm)
     if rec.running_on or rec.state in keys.RUN_STATES:
+        silent = [(n, st) for n, st in _not_off(store, rec) if st not in CAN_STOP]
+        if silent:
+            raise VmError(409, _still_runs(rec, silent, "its node cannot stop it"))
         if rec.state != keys.STOP:
             _write(store, rec, state=keys.STOP, request=_request("stop", by="remove"))
-        wait_for(store, rec.uuid, lambda r: r.running_on is None, stop_timeout)
+        wait_for(store, rec.uuid, lambda r: not _not_off(store, r), stop_timeout)
+        current = records.read(store, rec.uuid)
+        left = _not_off(store, current) if current is not None else []
+        if left:
+            raise VmError(409, _still_runs(current, left, f"it did not stop within "
+                                           f"{stop_timeout:g} s (it was asked to stop)"))
     store.delete("vm_name", vm_name=rec.name)
     store.delete("vm", uuid=rec.uuid)
     store.delete("lock", lock=keys.lock_name(rec.uuid))
     return f"Removed VM '{rec.name}' from the cluster."
+
+
+def _still_runs(rec: Record, nodes: list[tuple[str, str]], why: str) -> str:
+    where = ", ".join(f"'{n}' (daemon state {st})" for n, st in nodes)
+    return (f"ERROR: VM '{rec.name}' may still run on node {where}: {why}. It was not "
+            "removed; remove it once it is stopped, or once the node is fenced (confirmed "
+            "powered off).")
 
 
 def wait_for(store: Store, uuid: str, done: Callable[[Record], bool], timeout: float,

@@ -1,6 +1,8 @@
 """Fencing against real components: a real ZooKeeper, a real pvcnoded as the victim, a real
 IPMI-over-LAN BMC (pyghmi, on a loopback address) whose power off SIGKILLs the victim, and the
-fence monitor of a primary in this process with recording storage/recovery plugins.
+fence monitor of a primary in this process with recording storage/recovery plugins. Cases
+about who owns a fence use a registered-looking node without a daemon (and so without a BMC:
+its power off fails; ``failed_fence: migrate`` and the recorder's storage cut recover it).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pvc_kernel.plugins import PluginHost
 from pvc_kernel.state import Store, migrations, schema
 from pvc_plugins.fencing_ipmi import keys as fencing_keys
 from pvc_plugins.fencing_ipmi import plugin as fencing_plugin
-from pvc_plugins.fencing_ipmi.fence import DONE, RECOVER
+from pvc_plugins.fencing_ipmi.fence import DONE, POWER, RECOVER, FenceLost
 from pvc_plugins.fencing_ipmi.monitor import Monitor
 from pvc_plugins.fencing_ipmi.node import rejoin_wait
 from tests.support.daemons import DaemonProcess, wait_for
@@ -104,6 +106,8 @@ class Recorder:
         self.storage_ok = storage_ok
         self.recover_gate = threading.Event()
         self.recover_gate.set()
+        self.fences: list[dict[str, Any]] = []
+        self.progress_answers: list[Any] = []
 
     @hookimpl
     def pvc_storage_fence(self, daemon, node, addresses):
@@ -117,10 +121,11 @@ class Recorder:
         return {"ok": True, "reason": "", "addresses": addresses}
 
     @hookimpl
-    def pvc_node_recover(self, daemon, node, progress):
+    def pvc_node_recover(self, daemon, node, progress, fence):
         self.calls.append((time.time(), "recover", node))
+        self.fences.append(fence)
         self.recover_gate.wait(30)
-        progress(1, 1, "vm1 restarted on hv1")
+        self.progress_answers.append(progress(1, 1, "vm1 restarted on hv1"))
         return {"recovered": ["vm1"], "stopped": [], "failed": []}
 
     def names(self) -> list[str]:
@@ -204,6 +209,10 @@ def test_hung_node_is_powered_off_then_storage_cut_then_recovered(store, cluster
     assert store.get("node.daemon_state", node="hv2") == "fenced"
     assert store.get("node.domain_state", node="hv2") == "flushed"
     assert store.get("node.desired_domain_state", node="hv2") == "flushed"
+    assert rec.fences == [{"powered_off": True, "storage_cut": ["recorder"]}]
+    # the victim's kernel published its liveness settings, which detection honours
+    assert store.get_json("node.static", node="hv2")["liveness"] == {
+        "keepalive_interval": KA, "fence_intervals": FENCE, "suicide_intervals": SUICIDE}
     fault = store.get_json("fault", fault_id=f"fence-hv2-{r['id']}")
     assert fault["status"] == "new" and fault["health_delta"] == 10
     assert "powered off" in fault["message"] and b.secret not in json.dumps(r)
@@ -325,3 +334,157 @@ def test_start_up_self_check_raises_a_fault_for_an_unreachable_bmc(store, daemon
     stats = wait_for(lambda: store.get_json("node.stats", {}, node="hv5").get("bmc"),
                      timeout=10, what="the BMC in the keepalive stats")
     assert stats["reachable"] is False and "pw-not-shown" not in json.dumps(stats)
+
+
+# -- who owns a fence -----------------------------------------------------------------------
+
+def fake_node(store: Store, name: str, keepalive: float,
+              liveness: dict[str, Any] | None = None) -> None:
+    """A node that looks registered and running (no daemon behind it)."""
+    static: dict[str, Any] = {"cpu_count": 1, "memory_total": 1024}
+    if liveness is not None:
+        static["liveness"] = liveness
+    store.set("node.static", static, node=name)
+    store.set("node.domain_state", "ready", node=name)
+    store.set("node.desired_domain_state", "ready", node=name)
+    store.set("node.keepalive", f"{keepalive:.3f}", node=name)
+    store.set("node.daemon_state", "run", node=name)
+
+
+def expire_session(store: Store, hosts: str) -> None:
+    """Expire ``store``'s ZooKeeper session (its client gets a new one), as a partition
+    longer than the session timeout would: a second client takes the session over and
+    closes it."""
+    from kazoo.client import KazooClient
+
+    old = store.session_id
+    sid, password = store.client.client_id
+    other = KazooClient(hosts=hosts, client_id=(sid, password))
+    other.start(timeout=10)
+    other.stop()
+    other.close()
+    wait_for(lambda: store.connected and store.session_id not in (None, old), timeout=30,
+             what="a new ZooKeeper session")
+
+
+def test_an_old_primary_that_lost_its_session_touches_the_fence_no_more(store, cluster,
+                                                                        zk_hosts, caplog):
+    """The primary recovering hv2 loses its session (its fence lock goes with it) and the
+    next primary finishes the fence; when the old one's recovery returns, it stops: no
+    overwritten record, no second storage cut, no fault."""
+    _victim, _bmc, primary = cluster
+    fake_node(store, "hv2", time.time() - 60)
+    slow = Recorder()
+    slow.recover_gate.clear()
+    first = primary(slow, failed_fence="migrate")
+    first.monitor.start()
+    wait_for(lambda: record(store, "hv2").get("step") == RECOVER and "recover" in
+             slow.names(), timeout=30, what="the first primary to be recovering")
+    assert slow.fences == [{"powered_off": False, "storage_cut": ["recorder"]}]
+    expire_session(first.store, zk_hosts)
+    second_rec = Recorder()
+    second = primary(second_rec, node="hv3", failed_fence="migrate")
+    second.monitor.start()
+    final = wait_for(lambda: (r := record(store, "hv2")).get("step") == DONE and r,
+                     timeout=30, what="the next primary to finish")
+    assert final["resumed_by"] == "hv3" and second_rec.names() == ["recover"]
+
+    slow.recover_gate.set()                   # the old primary's recovery returns
+    wait_for(lambda: slow.progress_answers, timeout=10, what="the old recovery's progress")
+    assert slow.progress_answers == [True]    # told to stop
+    wait_for(lambda: "lost with the ZooKeeper session" in caplog.text, timeout=10,
+             what="the old primary to stop fencing")
+    time.sleep(3 * first.monitor.interval)    # it ticks on (a stand-in keeps no role)
+    assert record(store, "hv2") == final
+    assert slow.names() == ["cut", "recover"]
+    assert len(store.children("faults")) == 1
+
+
+@pytest.mark.parametrize("how", ["monitor stopped", "role lost"])
+def test_a_fence_stops_when_its_monitor_stops_or_the_role_is_lost(store, cluster, how):
+    _victim, _bmc, primary = cluster
+    fake_node(store, "hv2", time.time() - 60)
+    slow = Recorder()
+    slow.recover_gate.clear()
+    first = primary(slow, failed_fence="migrate")
+    first.election = SimpleNamespace(role="primary")
+    first.monitor.start()
+    wait_for(lambda: "recover" in slow.names(), timeout=30, what="the recovery")
+    if how == "monitor stopped":
+        first.monitor.stop()                  # what pvc_become_secondary does
+    else:
+        first.election.role = "relinquish"    # the election gives the role up
+    slow.recover_gate.set()
+    wait_for(lambda: slow.progress_answers, timeout=10, what="the recovery's progress")
+    assert slow.progress_answers == [True]
+    time.sleep(3 * first.monitor.interval)
+    r = record(store, "hv2")
+    assert r["step"] == RECOVER and not r.get("outcome")      # the partial result unsaved
+    assert store.get("node.domain_state", node="hv2") == "fence-flush"
+    assert store.children("faults") == []
+
+    second_rec = Recorder()
+    second = primary(second_rec, node="hv3", failed_fence="migrate")
+    second.monitor.start()
+    r = wait_for(lambda: (x := record(store, "hv2")).get("step") == DONE and x, timeout=30,
+                 what="the next primary to finish")
+    assert r["resumed_by"] == "hv3" and second_rec.names() == ["recover"]
+    assert slow.names() == ["cut", "recover"]
+    assert store.get("node.domain_state", node="hv2") == "flushed"
+
+
+def test_fence_record_writes_are_version_checked(store, cluster):
+    _victim, _bmc, primary = cluster
+    env = primary(Recorder()).monitor.env
+    store.set("fencing.fence", json.dumps({"node": "hv8", "step": POWER, "by": "hv1"}),
+              node="hv8")
+    rec = env.load("hv8")
+    rec["step"] = "storage"
+    env.save(rec)                                           # ours: written
+    assert record(store, "hv8")["step"] == "storage"
+    store.set("fencing.fence", json.dumps({"node": "hv8", "step": DONE, "by": "hv3"}),
+              node="hv8")                                   # someone else took it over
+    rec["step"] = RECOVER
+    with pytest.raises(FenceLost, match="changed by someone else"):
+        env.save(rec)
+    assert record(store, "hv8") == {"node": "hv8", "step": DONE, "by": "hv3"}
+    # the daemon state moves dead -> fenced only, never over a node that rejoined
+    store.set("node.daemon_state", "init", node="hv8")
+    env.set_daemon_state("hv8", "fenced")
+    assert store.get("node.daemon_state", node="hv8") == "init"
+    store.set("node.daemon_state", "dead", node="hv8")
+    env.set_daemon_state("hv8", "fenced")
+    assert store.get("node.daemon_state", node="hv8") == "fenced"
+
+
+def test_the_dead_declaration_is_conditional_on_the_judged_keepalive(store, cluster):
+    _victim, _bmc, primary = cluster
+    mon = primary(Recorder()).monitor
+    fake_node(store, "hv2", time.time() - 60)
+    _state, _ka, state_version, ka_version, _delay = mon.node_views()["hv2"]
+    store.set("node.keepalive", f"{time.time():.3f}", node="hv2")    # it spoke meanwhile
+    assert mon.declare("hv2", 60.0, state_version, ka_version) is False
+    assert store.get("node.daemon_state", node="hv2") == "run" and record(store, "hv2") == {}
+    _state, _ka, state_version, ka_version, _delay = mon.node_views()["hv2"]
+    assert mon.declare("hv2", 60.0, state_version, ka_version) is True
+    assert store.get("node.daemon_state", node="hv2") == "dead"
+
+
+def test_detection_waits_for_each_nodes_own_self_fence(store, cluster):
+    """The primary's fence delay is 0.5 s × 4 = 2 s; hv2 published keepalive 1 s × suicide 3:
+    it stops its VMs after 3 s, so it is not declared dead before 3 s + 1 s."""
+    _victim, _bmc, primary = cluster
+    mon = primary(Recorder()).monitor
+    mon.watching_since = 0
+    fake_node(store, "hv2", time.time() - 3.0,
+              liveness={"keepalive_interval": 1.0, "fence_intervals": 4,
+                        "suicide_intervals": 3})
+    fake_node(store, "hv3", time.time() - 3.0)              # published nothing: 2 s
+    assert mon.node_views()["hv2"][4] == 4.0
+    mon.detect()
+    assert store.get("node.daemon_state", node="hv2") == "run"
+    assert store.get("node.daemon_state", node="hv3") == "dead"
+    store.set("node.keepalive", f"{time.time() - 4.2:.3f}", node="hv2")
+    mon.detect()
+    assert store.get("node.daemon_state", node="hv2") == "dead"
+    assert record(store, "hv2")["silence"] >= 4.0

@@ -28,6 +28,7 @@ from pvc_lab.chaos import (
     pvc,
     running_now,
     start_guests,
+    vm_lock_held,
 )
 from pvc_lab.pvcnoded import KEEPALIVE_INTERVAL
 
@@ -193,39 +194,75 @@ def test_partition_with_bmc_unreachable_keeps_vms_and_self_fences(cluster, tmp_p
         assert where == {"lonevm": VICTIM} and inv.samples > 0
 
 
+def history_at(record: dict, text: str) -> list[float]:
+    """Timestamps of the record's history entries whose text starts with ``text``."""
+    return [t for t, _step, what in record.get("history", []) if what.startswith(text)]
+
+
 def test_primary_killed_during_recovery(cluster, tmp_path):
+    """The fencing coordinator dies in step ``recover``; the next primary resumes the fence.
+    The test holds the first VM's lock until the primary is dead, so the recovery cannot
+    have finished before the kill (it places VMs one at a time, each under its lock)."""
     lab = cluster
     names = [f"pkvm{i}" for i in range(4)]
     consoles = start_guests(lab, VICTIM, names, str(tmp_path))
     with Invariant(lab):
-        killed_at = time.time()
-        lab.kill(VICTIM)
-        primary = lab.primary()
-        wait_fence(lab, VICTIM, killed_at - 60, step="recover")
-        lab.kill(primary)                    # the fencing coordinator dies mid-recovery
+        with vm_lock_held(lab, names[0]):
+            killed_at = time.time()
+            lab.kill(VICTIM)
+            primary = lab.primary()
+            assert primary, "no primary before the kill"
+            at_recover = wait_fence(lab, VICTIM, killed_at - 60, step="recover")
+            lab.kill(primary)                # the fencing coordinator dies mid-recovery
+            primary_killed_at = time.time()
         record = wait_fence(lab, VICTIM, killed_at - 60)
         other = wait_fence(lab, primary, killed_at)
         where = check_running(lab, consoles, timeout=120)
     show(record, killed_at)
-    print(f"resumed by {record.get('resumed_by')}; {primary}: {other['outcome']}")
+    resumed_by = record.get("resumed_by")
+    print(f"resumed by {resumed_by}; {primary}: {other['outcome']}")
+    assert at_recover["by"] == primary and record["by"] == primary, record
+    assert resumed_by in lab.coordinators and resumed_by != primary, record
+    resumed = history_at(record, f"resumed by {resumed_by}")
+    assert resumed and resumed[0] >= primary_killed_at, record["history"]
+    assert history_at(record, "outcome")[0] > resumed[0]     # finished by the new primary
     assert record["outcome"] == "fenced,recovered" and other["outcome"] == "fenced,recovered"
+    # each VM was recovered by this fence, or (placed on the primary that then died) by
+    # the fence of that primary; check_running saw all of them run exactly once
+    def recovered(rec: dict) -> set[str]:
+        return {n for n in names for line in rec["recovery"]["recovered"]
+                if line.startswith(f"VM {n}:")}
+    handed = {n for n in names for line in record["recovery"]["failed"]
+              if line.startswith(f"VM {n}:") and f"target {primary} died too" in line}
+    assert recovered(record) | handed == set(names), record["recovery"]
+    assert handed <= recovered(other), other.get("recovery")
     assert not {VICTIM, primary} & set(where.values())
 
 
 def test_zookeeper_leader_killed_during_recovery(cluster, tmp_path):
+    """The ZooKeeper leader dies while the recovery runs (held at the first VM's lock until
+    then); the recovery completes after the kill."""
     lab = cluster
     names = [f"zkvm{i}" for i in range(4)]
     consoles = start_guests(lab, VICTIM, names, str(tmp_path))
     with Invariant(lab):
-        killed_at = time.time()
-        lab.kill(VICTIM)
-        wait_fence(lab, VICTIM, killed_at - 60, step="recover")
-        leader = lab.zk_leader()
-        lab.zk_kill(leader)
+        with vm_lock_held(lab, names[0]):
+            killed_at = time.time()
+            lab.kill(VICTIM)
+            wait_fence(lab, VICTIM, killed_at - 60, step="recover")
+            leader = lab.zk_leader()
+            assert leader, "no ZooKeeper leader"
+            lab.zk_kill(leader)
+            leader_killed_at = time.time()
         record = wait_fence(lab, VICTIM, killed_at - 60)
         where = check_running(lab, consoles, timeout=120)
     show(record, killed_at)
     assert record["outcome"] == "fenced,recovered"
+    recover_at = [t for t, step, _text in record["history"] if step == "recover"]
+    done_at = [t for t, step, _text in record["history"] if step == "done"]
+    assert recover_at and recover_at[0] < leader_killed_at, record["history"]
+    assert done_at and done_at[0] > leader_killed_at, record["history"]
+    assert len(record["recovery"]["recovered"]) == len(names), record["recovery"]
     assert VICTIM not in where.values()
 
 

@@ -103,8 +103,8 @@ CORE_ROUTES: list[Route] = [
                         description="flush: take out of service; ready: return to service"),
                   Param("wait", "bool", default=False,
                         description="Answer only when the node's task has finished")),
-          responses={200: ("Task created (or finished with wait), or nothing to do",
-                           ref("TaskReply")),
+          responses={200: ("Task created (or finished with wait), or nothing to do (no "
+                           "task_id)", ref("MaybeTaskReply")),
                      202: ("wait=true and the task is still running after api.wait_timeout",
                            ref("TaskReply")),
                      400: ("Unknown node, or the task failed", MSG),

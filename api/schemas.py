@@ -30,6 +30,7 @@ COMPONENTS: dict[str, dict[str, Any]] = {
     "Message": _obj({"message": STR}),
     "TaskReply": _obj({"message": STR, "task_id": STR},
                       task_name=STR, run_on=STR),
+    "MaybeTaskReply": _obj({"message": STR}, task_id=STR),
     "PrimaryNode": _obj({"primary_node": STR}),
     "HealthPlugin": _obj({"name": STR, "last_run": {"type": "integer", "nullable": True},
                           "health_delta": INT, "message": STR, "data": ANY}),

@@ -55,6 +55,7 @@ class ApiClient:
         self.connect_timeout = min(CONNECT_TIMEOUT, timeout)
         self._current = 0
         self._session: Any = None
+        self._verify: bool | str = True
 
     @property
     def current(self) -> Endpoint:
@@ -70,7 +71,9 @@ class ApiClient:
             key = self.conn.key()
             if key:
                 session.headers["X-Api-Key"] = key
-            session.verify = self.conn.verify
+            # given with each request too: requests prefers $REQUESTS_CA_BUNDLE and
+            # $CURL_CA_BUNDLE over the session's verify (also over False)
+            session.verify = self._verify = self.conn.tls_verify()
             self._session = session
         return self._session
 
@@ -109,6 +112,7 @@ class ApiClient:
                     ep.base_url + path,
                     params=params,
                     timeout=(min(self.connect_timeout, read_timeout), read_timeout),
+                    verify=self._verify,
                 )
             except requests.exceptions.ConnectTimeout:
                 failures.append((ep.label, "connection timed out"))

@@ -4,8 +4,8 @@ File: $PVC_CLI_CONFIG, else $XDG_CONFIG_HOME/pvc/pvc.json, else ~/.config/pvc/pv
 
     {"version": 1, "default": "prod",
      "connections": {"prod": {"addresses": ["10.0.0.1", "10.0.0.2:7371"], "port": 7370,
-                              "scheme": "http", "api_key": "...", "verify": true,
-                              "description": ""}}}
+                              "scheme": "https", "api_key": "...", "verify": true,
+                              "ca_file": "/etc/pvc/ca.pem", "description": ""}}}
 
 A file in the original PVC CLI's layout ({"name": {"host": ..., "port": ..., ...}}) is read too.
 """
@@ -32,6 +32,7 @@ ENV_HOSTS = "PVC_API_HOSTS"
 ENV_KEY = "PVC_API_KEY"
 ENV_SCHEME = "PVC_API_SCHEME"
 ENV_VERIFY = "PVC_API_VERIFY"
+ENV_CA_FILE = "PVC_API_CA_FILE"
 
 ADD_HINT = "add one with `pvc connection add NAME --address HOST` or set PVC_API_HOSTS=host:port"
 
@@ -103,8 +104,23 @@ class Connection:
     api_key: str | None = None
     api_key_file: str | None = None
     verify: bool = True
+    ca_file: str | None = None
+    """CA certificate(s) (PEM) that sign the API's TLS certificate, instead of the system's."""
     description: str = ""
     source: str = "config"  # "config" or "env"
+
+    def tls_verify(self) -> bool | str:
+        """What ``requests`` gets as ``verify``: False, True (system CAs) or the CA file."""
+        if not self.verify:
+            return False
+        if not self.ca_file:
+            return True
+        path = os.path.expanduser(self.ca_file)
+        if not os.path.isfile(path) or not os.access(path, os.R_OK):
+            raise PvcError(
+                f"cannot read the CA file {self.ca_file} of connection {self.name!r}", EXIT_CONFIG
+            )
+        return path
 
     def endpoints(self) -> list[Endpoint]:
         return [parse_address(a, self.port, self.scheme) for a in self.addresses]
@@ -132,6 +148,8 @@ class Connection:
             "verify": self.verify,
             "description": self.description,
         }
+        if self.ca_file:
+            data["ca_file"] = self.ca_file
         if self.api_key:
             data["api_key"] = self.api_key
         if self.api_key_file:
@@ -151,6 +169,7 @@ class Connection:
             api_key=data.get("api_key") or None,
             api_key_file=data.get("api_key_file") or None,
             verify=bool(data.get("verify", data.get("verify_ssl", True))),
+            ca_file=data.get("ca_file") or None,
             description=str(data.get("description") or ""),
         )
 
@@ -220,7 +239,8 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def env_connection() -> Connection | None:
-    """The ad-hoc connection from PVC_API_HOSTS (+ PVC_API_KEY, PVC_API_SCHEME, PVC_API_VERIFY)."""
+    """The ad-hoc connection from PVC_API_HOSTS (+ PVC_API_KEY, PVC_API_SCHEME, PVC_API_VERIFY,
+    PVC_API_CA_FILE)."""
     hosts = os.environ.get(ENV_HOSTS, "").strip()
     if not hosts:
         return None
@@ -231,6 +251,7 @@ def env_connection() -> Connection | None:
         scheme=os.environ.get(ENV_SCHEME, "http").strip() or "http",
         api_key=os.environ.get(ENV_KEY) or None,
         verify=verify,
+        ca_file=os.environ.get(ENV_CA_FILE, "").strip() or None,
         description=f"from ${ENV_HOSTS}",
         source="env",
     )

@@ -89,6 +89,11 @@ def connection() -> None:
     show_default=True,
     help="Verify the API's TLS certificate (https).",
 )
+@click.option(
+    "--ca-file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Verify it against the CA certificate(s) in this PEM file, not the system's.",
+)
 @click.option("-d", "--description", default="", help="Free text shown by `connection list`.")
 @click.option("--default", "make_default", is_flag=True, help="Make this the default connection.")
 @click.option("--replace", is_flag=True, help="Overwrite an existing connection of this name.")
@@ -100,6 +105,7 @@ def add(
     api_key_file: str | None,
     scheme: str,
     verify: bool,
+    ca_file: str | None,
     description: str,
     make_default: bool,
     replace: bool,
@@ -112,6 +118,7 @@ def add(
       pvc connection add prod -a pvc1.example.com -a pvc2.example.com -s https \\
           --api-key-file /etc/pvc/key
       pvc connection add local --address 127.0.0.1:7370 --default
+      pvc connection add tls -a https://pvc.example.com:7371 --ca-file /etc/pvc/ca.pem
     """
     if api_key and api_key_file:
         raise click.UsageError("give --api-key or --api-key-file, not both")
@@ -128,6 +135,7 @@ def add(
         api_key=api_key or None,
         api_key_file=os.path.abspath(os.path.expanduser(api_key_file)) if api_key_file else None,
         verify=verify,
+        ca_file=os.path.abspath(os.path.expanduser(ca_file)) if ca_file else None,
         description=description,
     )
     conn.endpoints()  # validate the addresses before saving
@@ -237,7 +245,7 @@ def _connection_table(painter: Painter, conns: list[dict[str, Any]]) -> str:
                 "*" if c["default"] else "",
                 ", ".join(c["addresses"]),
                 c["scheme"],
-                "yes" if c["verify"] else "no",
+                (f"ca {c['ca_file']}" if c["ca_file"] else "yes") if c["verify"] else "no",
                 c["api_key"],
                 c["description"],
             ]
@@ -254,6 +262,7 @@ def _public(c: Connection, default: str | None) -> dict[str, Any]:
         "addresses": _labels(c),
         "scheme": c.scheme,
         "verify": c.verify,
+        "ca_file": c.ca_file,
         "api_key": _key_kind(c),
         "description": c.description,
     }

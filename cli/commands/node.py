@@ -11,6 +11,7 @@ from pvc_cli.client import api_message
 from pvc_cli.context import Settings, get_settings
 from pvc_cli.errors import PvcError
 from pvc_cli.output import (
+    FORMATS,
     Painter,
     dig,
     emit_json,
@@ -410,7 +411,16 @@ def new_lines(previous: list[str], current: list[str]) -> list[str]:
     show_default=True,
     help="Seconds between polls with --follow.",
 )
-def log(node: str, lines: int, follow: bool, interval: float) -> None:
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="pretty",
+    show_default=True,
+    help="pretty: the lines; json/json-pretty: the API's {name, data} (with --follow, one "
+    "object per batch of new lines). No short -f: that is --follow, as in the original CLI.",
+)
+def log(node: str, lines: int, follow: bool, interval: float, fmt: str) -> None:
     """Show (or follow) the daemon log of NODE.
 
     Reads GET /node/NODE/log?lines=N; --follow polls and prints only new lines.
@@ -420,17 +430,28 @@ def log(node: str, lines: int, follow: bool, interval: float) -> None:
       pvc node log hv1
       pvc node log hv1 --lines 50
       pvc node log hv1 --follow
+      pvc node log hv1 --format json | jq -r .data
     """
     client = get_settings().client()
+    name = node
 
     def fetch(n: int) -> list[str]:
+        nonlocal name
         data = client.get(f"/node/{node}/log", {"lines": n}).data
+        if isinstance(data, dict):
+            name = str(data.get("name") or node)
         text = data.get("data", "") if isinstance(data, dict) else ""
         return str(text or "").splitlines()
 
+    def show(batch: list[str]) -> None:
+        if fmt != "pretty":
+            emit_json({"name": name, "data": "\n".join(batch)}, fmt)
+            return
+        for line in batch:
+            click.echo(line)
+
     shown = fetch(lines)
-    for line in shown:
-        click.echo(line)
+    show(shown)
     if not follow:
         return
     window = shown[-FOLLOW_WINDOW:]
@@ -443,8 +464,9 @@ def log(node: str, lines: int, follow: bool, interval: float) -> None:
                 if exc.transient:
                     continue
                 raise
-            for line in new_lines(window, current):
-                click.echo(line)
+            fresh = new_lines(window, current)
+            if fresh:
+                show(fresh)
             window = current
     except KeyboardInterrupt:
         return

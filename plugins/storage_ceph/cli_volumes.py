@@ -163,11 +163,16 @@ def volume_upload(pool_name: str, name: str, image: str, image_format: str) -> N
     session = api._get_session()
     url = f"{api.current.base_url}{S}/volume/{pool_name}/{name}/upload"
     size = os.path.getsize(image)
-    with open(image, "rb") as fh:
-        resp = session.post(url, params={"image_format": image_format, "file_size": size},
-                            data=fh, timeout=(5, UPLOAD_TIMEOUT),
-                            headers={"Content-Type": "application/octet-stream",
-                                     "Content-Length": str(size)})
+    import requests
+
+    try:
+        with open(image, "rb") as fh:
+            resp = session.post(url, params={"image_format": image_format, "file_size": size},
+                                data=fh, timeout=(5, UPLOAD_TIMEOUT), verify=session.verify,
+                                headers={"Content-Type": "application/octet-stream",
+                                         "Content-Length": str(size)})
+    except requests.RequestException as exc:
+        raise PvcError(f"upload to {api.current.base_url} failed: {exc}") from None
     try:
         data = resp.json()
     except ValueError:

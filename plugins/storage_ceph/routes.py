@@ -96,7 +96,7 @@ ROUTES = [
         Param("device", required=True, description="Block device on the node")),
        TASK_RESPONSES),
     _r("GET", "/osd/{osdid}", h.get_osd, "OSD details (fuzzy id match)", (OSD_P,),
-       _list("OSD")),
+       {**_list("OSD"), 400: ("The id is not a valid regex", MSG)}),
     _r("POST", "/osd/{osdid}", h.replace_osd, "Replace an OSD's device (same id)",
        (OSD_P, Param("new_device", required=True, description="The new block device or file"),
         CONFIRM, Param("old_device", description="The old device (default: the recorded one)"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 
 import falcon.testing
 import pytest
@@ -470,34 +471,130 @@ def test_openapi_lists_every_route_once(api, client):
     assert doc["servers"] == [{"url": "http://falconframework.org/api/v1"}]
 
 
-def test_schemathesis_finds_no_server_errors_or_schema_violations(store, zk_hosts):
+def _fuzz(app, max_examples: int = 40, max_time: int | None = None, allowed: tuple[str, ...] = (),
+          known: dict[str, list[str]] | None = None) -> tuple[list[int], list[str], set[str]]:
+    """Run schemathesis over ``app``'s OpenAPI document.
+
+    Returns the response statuses, the problems found and the operations ("GET /x") that
+    got requests. ``max_time``: repeat the phases until that many seconds have passed.
+    ``allowed``: 5xx statuses that are no server error here (503: a backend is missing).
+    ``known``: parameter (``path.vm``, ``query.node``) → existing names, used half the time
+    so that requests get past "not found" into the handlers.
+    """
     import schemathesis
     from schemathesis.config import SchemathesisConfig
     from schemathesis.engine import Status, events
 
-    seed_node(store, "hv1", coordinator="primary")
-    seed_node(store, "hv2")
-    # no plugin routes here (the sample plugin's route fails on purpose)
-    api = create_app(store, make_config(zk_hosts, wait_timeout=1))
-    config = SchemathesisConfig.from_dict({
+    settings = {
         "headers": {"X-Api-Key": KEY},
         "seed": 1,
-        "generation": {"max-examples": 40, "database": "none"},
+        "generation": {"max-examples": max_examples, "database": "none"},
         "phases": {"stateful": {"enabled": False}},
         "checks": {"enabled": False, **{name: {"enabled": True} for name in (
             "not_a_server_error", "response_schema_conformance", "status_code_conformance",
             "content_type_conformance", "negative_data_rejection")}},
-    })
-    schema_ = schemathesis.openapi.from_wsgi(f"{V1}/openapi.json", api.app, config=config)
-    problems, statuses = [], []
+    }
+    if known:
+        settings["dictionaries"] = {key: {"values": values} for key, values in known.items()}
+        settings["parameters"] = {key: {"dictionary": key, "probability": 0.5}
+                                  for key in known}
+    if allowed:
+        settings["checks"]["not_a_server_error"]["expected-statuses"] = [
+            "2xx", "3xx", "4xx", *allowed]
+    if max_time:
+        settings["max-time"] = max_time
+    config = SchemathesisConfig.from_dict(settings)
+    schema_ = schemathesis.openapi.from_wsgi(f"{V1}/openapi.json", app, config=config)
+    problems, statuses, operations = [], [], set()
     for event in schemathesis.engine.from_schema(schema_).execute():
         if isinstance(event, (events.NonFatalError, events.FatalError)):
             problems.append(f"error: {getattr(event, 'value', None) or event.exception}")
         if isinstance(event, events.ScenarioFinished):
             rec = event.recorder
+            if rec.interactions:
+                operations.add(rec.label)
             statuses += [i.response.status_code for i in rec.interactions.values() if i.response]
-            problems += [f"{rec.label}: {check.name}" for checks in rec.checks.values()
-                         for check in checks if check.status == Status.FAILURE]
+            for case_id, checks in rec.checks.items():
+                failed = [c.name for c in checks if c.status == Status.FAILURE]
+                if failed:
+                    problems.append(f"{rec.label}: {', '.join(failed)}: "
+                                    f"{_describe(rec, case_id)}")
+    return statuses, problems, operations
+
+
+def _describe(rec, case_id: str) -> str:
+    """The request and answer of one failed case, short."""
+    node, reply = rec.cases.get(case_id), rec.interactions.get(case_id)
+    case = node.value if node else None
+    sent = f"path={case.path_parameters} query={case.query} body={case.body!r}" if case else ""
+    got = (f"{reply.response.status_code} {reply.response.content[:200]!r}"
+           if reply and reply.response else "no answer")
+    return f"{sent} -> {got}"
+
+
+def _operations(api) -> set[str]:
+    """Every operation schemathesis should exercise (it leaves out the document itself)."""
+    return {f"{r.method} {r.path}" for r in api.routes if r.path != "/openapi.json"}
+
+
+def test_schemathesis_finds_no_server_errors_or_schema_violations(store, zk_hosts):
+    seed_node(store, "hv1", coordinator="primary")
+    seed_node(store, "hv2")
+    # no plugin routes here (the sample plugin's route fails on purpose)
+    api = create_app(store, make_config(zk_hosts, wait_timeout=1))
+    statuses, problems, operations = _fuzz(api.app)
+    assert problems == [], "\n".join(problems)
+    assert operations == _operations(api)
     assert len(statuses) > 100, "schemathesis made too few requests"
     assert not [s for s in statuses if s >= 500]
-    assert problems == []
+
+
+BUILTIN_PLUGINS = ("vm_kvm", "storage_ceph", "fencing_ipmi")
+
+
+def _domain_xml(name: str) -> str:
+    """A small libvirt domain XML (never started: there is no libvirtd here)."""
+    return (f"<domain type='kvm'><name>{name}</name><uuid>{uuid.uuid4()}</uuid>"
+            "<memory unit='MiB'>128</memory><vcpu>1</vcpu><os><type>hvm</type></os>"
+            "<devices></devices></domain>")
+
+
+def test_schemathesis_over_the_builtin_plugin_routes(store, zk_hosts, tmp_path):
+    """The routes of the real plugins, loaded from their entry points as pvcapid does, with
+    no Ceph and no libvirtd behind them: every answer is a 2xx/4xx/503 the document allows."""
+    from pvc_kernel.plugins import available
+
+    seed_node(store, "hv1", coordinator="primary")
+    seed_node(store, "hv2")
+    store.set("node.stats", {"host": {"load": 0.5, "memory_total": 8192, "memory_used": 2048,
+                                      "memory_free": 6144},
+                             "bmc": {"address": "192.0.2.1", "reachable": False}}, node="hv1")
+    store.set("config.primary_node", "hv1")
+    plugins = PluginHost()
+    plugins.load([name for name in available() if name not in BUILTIN_PLUGINS])
+    assert sorted(plugins.names) == sorted(BUILTIN_PLUGINS)
+    config = make_config(zk_hosts, wait_timeout=1)
+    config.plugin_sections["storage_ceph"] = {"ceph_conf": str(tmp_path / "no-ceph.conf")}
+    api = create_app(store, config, plugins)
+    assert any(r.path.startswith("/storage/ceph/") for r in api.routes)
+    assert any(r.path.startswith("/vm") for r in api.routes)
+    client = falcon.testing.TestClient(api.app, headers={"X-Api-Key": KEY})
+    for node in ("hv1", "hv2"):  # both run a hypervisor (as their VM agent reports it)
+        store.set("vm_kvm.node", {"memory_total": 8192}, node=node)
+    for name, node in (("web1", "hv1"), ("db1", "hv2")):
+        r = client.simulate_post(f"{V1}/vm", params={"xml": _domain_xml(name), "node": node})
+        assert r.status_code == 200, r.text
+    client.simulate_post(f"{V1}/vm/db1/state", params={"state": "start"})
+    store.set("ceph.osd", {"node": "hv1", "device": "/dev/sdb", "fsid": "f-0"}, osd="0")
+    store.set("ceph.osd", {"node": "hv2", "device": "/dev/sdb", "fsid": "f-1"}, osd="1")
+    known = {"path.vm": ["web1", "db1"], "path.node": ["hv1", "hv2"],
+             "query.node": ["hv1", "hv2"], "path.osdid": ["0", "1"]}
+    started = time.monotonic()
+    statuses, problems, operations = _fuzz(api.app, max_examples=15, max_time=60,
+                                           allowed=("503",), known=known)
+    assert problems == [], "\n".join(problems)
+    assert time.monotonic() - started < 90
+    assert operations == _operations(api)
+    assert len(statuses) > 2000, "schemathesis made too few requests"
+    assert not [s for s in statuses if s >= 500 and s != 503]
+    assert 503 in statuses  # the Ceph routes without Ceph

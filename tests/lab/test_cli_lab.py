@@ -125,9 +125,11 @@ def test_api_answers_on_every_coordinator_and_wants_a_key(cli_lab):
                                                      timeout=5).status_code == 200, 60,
                          f"{url} to answer with ZooKeeper connected")
             refused = requests.get(url, timeout=5)
+            assert refused.status_code == 401
             assert refused.json() == {"message": "X-Api-Key Authentication required."}
             wrong = requests.get(url, headers={"X-Api-Key": "not-the-key"}, timeout=5)
             assert wrong.status_code == 401
+            assert wrong.json() == {"message": "X-Api-Key Authentication failed."}
             nodes = requests.get(url, headers={"X-Api-Key": key}, timeout=5)
             assert nodes.status_code == 200
             assert sorted(n["name"] for n in nodes.json()) == sorted(lab.nodes)

@@ -108,6 +108,30 @@ def test_api_key_file_is_read_at_use(config, tmp_path):
         resolve().key()
 
 
+def test_ca_file_is_stored_shown_and_checked(config, tmp_path, monkeypatch):
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    result = run("connection", "add", "tls", "-a", "https://pvc.example:7371", "--ca-file",
+                 str(ca))
+    assert result.exit_code == 0, result.output
+    assert json.loads(config.read_text())["connections"]["tls"]["ca_file"] == str(ca)
+    assert f"ca {ca}" in run("connection", "list").stdout
+    assert json.loads(run("connection", "list", "-f", "json").stdout)[0]["ca_file"] == str(ca)
+    conn = resolve()
+    assert conn.tls_verify() == str(ca)
+    ca.unlink()
+    with pytest.raises(PvcError, match="cannot read the CA file") as err:
+        conn.tls_verify()
+    assert err.value.exit_code == EXIT_CONFIG
+    conn.verify = False
+    assert conn.tls_verify() is False
+    missing = run("connection", "add", "x", "-a", "h", "--ca-file", str(ca))
+    assert missing.exit_code == 2  # click checks that the file exists
+    monkeypatch.setenv("PVC_API_HOSTS", "https://h:1")
+    monkeypatch.setenv("PVC_API_CA_FILE", str(tmp_path / "env-ca.pem"))
+    assert resolve().ca_file == str(tmp_path / "env-ca.pem")
+
+
 def test_connection_used_by_commands(config):
     with _api() as api:
         api.route("GET", "/node", body=[support.NODE_HV1])

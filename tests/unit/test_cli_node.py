@@ -283,6 +283,44 @@ def test_log_follow_prints_only_new_lines(api, monkeypatch):
     assert api.calls("GET", "/node/hv1/log")[1].query == {"lines": ["200"]}
 
 
+@pytest.mark.parametrize("fmt, expected", [
+    ("json", '{"name":"hv1","data":"a\\nb"}\n'),
+    ("json-pretty", '{\n  "name": "hv1",\n  "data": "a\\nb"\n}\n'),
+    ("pretty", "a\nb\n"),
+])
+def test_log_format(api, fmt, expected):
+    api.route("GET", "/node/hv1/log", body={"name": "hv1", "data": "a\nb"})
+    result = run("node", "log", "hv1", "--lines", "2", "--format", fmt)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == expected
+    assert api.calls("GET", "/node/hv1/log")[0].query == {"lines": ["2"]}
+
+
+def test_log_format_json_follow_prints_one_object_per_batch(api, monkeypatch):
+    api.sequence("GET", "/node/hv1/log", [
+        (200, {"name": "hv1", "data": "a\nb"}),
+        (200, {"name": "hv1", "data": "a\nb"}),
+        (200, {"name": "hv1", "data": "b\nc\nd"}),
+    ])
+    sleeps = []
+
+    def fake_sleep(seconds):
+        sleeps.append(seconds)
+        if len(sleeps) > 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr("pvc_cli.commands.node.time.sleep", fake_sleep)
+    result = run("node", "log", "hv1", "--follow", "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert [json.loads(line) for line in result.stdout.splitlines()] == [
+        {"name": "hv1", "data": "a\nb"}, {"name": "hv1", "data": "c\nd"}]
+
+
+def test_log_rejects_an_unknown_format(api):
+    result = run("node", "log", "hv1", "--format", "yaml")
+    assert result.exit_code == 2 and "yaml" in result.output
+
+
 def test_new_lines():
     assert new_lines([], ["a"]) == ["a"]
     assert new_lines(["a", "b"], ["a", "b"]) == []

@@ -220,6 +220,8 @@ class Monitor:
                 self._unreleased = None
             except KazooException:
                 return
+        if not self.has_work():
+            return
         lock = self.store.lock(keys.FENCE_LOCK, self.node)
         try:
             if not lock.acquire(timeout=1.0):
@@ -264,12 +266,22 @@ class Monitor:
             out[name] = (state, keepalive, version, ka_version, config.fence_delay_for(static))
         return out
 
+    def has_work(self) -> bool:
+        """A look without the fence lock: is there a node to declare dead, a fence to finish
+        or storage to give back? Idle rounds then cost reads only, no lock writes."""
+        if self.store.get("config.maintenance") != "true" and self.dead(self.node_views()):
+            return True
+        return any(r.get("step") != DONE or self.wants_storage_back(r) for r in self.records())
+
+    def dead(self, views: dict[str, tuple[str | None, float | None, int, int, float]]
+             ) -> list[tuple[str, float]]:
+        return dead_nodes({n: (v[0], v[1]) for n, v in views.items()}, time.time(),
+                          self.fence_delay, self.watching_since,
+                          delays={n: v[4] for n, v in views.items()})
+
     def detect(self) -> None:
         views = self.node_views()
-        found = dead_nodes({n: (v[0], v[1]) for n, v in views.items()}, time.time(),
-                           self.fence_delay, self.watching_since,
-                           delays={n: v[4] for n, v in views.items()})
-        for name, silence in found:
+        for name, silence in self.dead(views):
             _state, _ka, state_version, ka_version, delay = views[name]
             self.declare(name, silence, state_version, ka_version, delay)
 
@@ -313,18 +325,22 @@ class Monitor:
         return sorted((r for r in self.records() if r.get("step") != DONE),
                       key=lambda r: r.get("declared") or 0)
 
+    def wants_storage_back(self, rec: dict[str, Any]) -> bool:
+        """A finished fence that cut the node's storage, and the node asked to rejoin since."""
+        if rec.get("step") != DONE or rec.get("unfenced") \
+                or not (rec.get("storage") or {}).get("ok"):
+            return False
+        try:
+            asked = float(self.store.get("fencing.rejoin", node=rec["node"]) or 0)
+        except ValueError:
+            asked = 0.0
+        return asked > (rec.get("finished") or 0)
+
     def give_back_storage(self) -> None:
         for rec in self.records():
-            if rec.get("step") != DONE or rec.get("unfenced") \
-                    or not (rec.get("storage") or {}).get("ok"):
+            if not self.wants_storage_back(rec):
                 continue
             node = rec["node"]
-            try:
-                asked = float(self.store.get("fencing.rejoin", node=node) or 0)
-            except ValueError:
-                asked = 0.0
-            if asked <= (rec.get("finished") or 0):
-                continue
             why = self.env.lost()
             if why:
                 raise FenceLost(why)

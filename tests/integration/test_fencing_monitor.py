@@ -488,3 +488,21 @@ def test_detection_waits_for_each_nodes_own_self_fence(store, cluster):
     mon.detect()
     assert store.get("node.daemon_state", node="hv2") == "dead"
     assert record(store, "hv2")["silence"] >= 4.0
+
+
+def test_an_idle_monitor_takes_no_fence_lock(store, cluster):
+    """With every node alive and no fence open, a round is reads only: no lock znode is
+    created (each acquire/release would be two ZooKeeper writes every half interval)."""
+    victim, _bmc, primary = cluster
+    victim()
+    mon = primary(Recorder()).monitor
+    store.client.ensure_path(schema.path("lock", lock=fencing_keys.FENCE_LOCK))
+    before = store.client.exists(schema.path("lock", lock=fencing_keys.FENCE_LOCK)).cversion
+    for _ in range(5):
+        mon.tick()
+    assert store.client.exists(schema.path("lock", lock=fencing_keys.FENCE_LOCK)).cversion == before
+    mon.watching_since = time.time() - 60     # as if it had watched for a minute
+    fake_node(store, "hv3", time.time() - 60)                 # now there is work
+    mon.tick()
+    assert store.client.exists(schema.path("lock", lock=fencing_keys.FENCE_LOCK)).cversion > before
+    assert store.get("node.daemon_state", node="hv3") == "dead"

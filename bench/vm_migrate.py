@@ -76,6 +76,7 @@ class Bench:
         self.nodes = LibvirtNodes(f"pvcb-vm-{uuidlib.uuid4().hex[:4]}", 2, self.dir,
                                   f"10.247.{random.randint(1, 250)}.0/24")
         self.daemons: dict[str, DaemonProcess] = {}
+        self.events: list[tuple[str, str]] = []   # (node, log line) explaining reboots
         self.store: Store | None = None
         self.image = build()
         for key in keys.KEYS:
@@ -92,6 +93,7 @@ class Bench:
     def start_daemon(self, node: str, concurrency: int) -> None:
         old = self.daemons.pop(node, None)
         if old:
+            self.note_events(node, old)
             old.kill()
         settings = {"libvirt_uri": self.nodes.uri(node), "poll_interval": 0.5,
                     "migration_address": self.nodes.node(node).address,
@@ -132,6 +134,14 @@ class Bench:
         if final["state"] != tasks.SUCCESS:
             raise RuntimeError(f"{kind} failed: {final['status']}")
         return time.monotonic() - t0
+
+    EVENTS = ("self-fence:", "live migration to", "for a move to", "did not shut down")
+
+    def note_events(self, node: str, daemon: DaemonProcess) -> None:
+        """Keep the log lines that explain a guest reboot (self-fence, migration fallback)."""
+        for line in daemon.log().splitlines():
+            if any(e in line for e in self.EVENTS) and (node, line) not in self.events:
+                self.events.append((node, line))
 
     def close(self) -> None:
         try:
@@ -194,6 +204,10 @@ def flushes(b: Bench, count: int, levels: list[int]) -> None:
               f"({flush / count:.2f} s/VM); ready: {ready:.1f} s")
     boots = {n: _read(b.console(n)).count("GUEST-BOOTED") for n in names}
     print(f"reboots during the flushes: {sum(boots.values()) - count}")
+    for node, d in b.daemons.items():
+        b.note_events(node, d)
+    for node, line in b.events:
+        print(f"  {node}: {line[:200]}")
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from typing import Any
@@ -71,11 +72,26 @@ def serve(cfg: node_config.NodeConfig, plugins: PluginHost) -> None:
         log.info("pvcapid stopped")
 
 
+def die_with_parent(parent_pid: int) -> None:
+    """Get SIGTERM when the process that started us dies, even by SIGKILL; exit at once if
+    it is already gone (it died before the request took effect)."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != parent_pid:
+        raise SystemExit(0)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pvcapid", description="PVC REST API daemon")
     parser.add_argument("--config", "-c", help="path of pvcnoded.yaml (default: "
                         f"${node_config.CONFIG_ENV} or {node_config.DEFAULT_PATH})")
+    parser.add_argument("--parent-pid", type=int, metavar="PID",
+                        help="exit (SIGTERM) when process PID, the supervising pvcnoded, dies")
     args = parser.parse_args(argv)
+    if args.parent_pid:
+        die_with_parent(args.parent_pid)
     try:
         cfg, plugins = load(args.config)
     except (node_config.ConfigError, PluginError) as exc:

@@ -378,13 +378,15 @@ class NodeDaemon:
     # -- API supervision ------------------------------------------------------------
     def _supervise_api(self) -> None:
         """Run pvcapid with this node's config; restart it if it dies."""
-        argv = [sys.executable, "-m", "pvc_api.server", "--config", self.config.source]
+        # pvcapid arranges itself to get SIGTERM when this process dies (--parent-pid): no
+        # preexec_fn, which can deadlock the fork of a multi-threaded process
+        argv = [sys.executable, "-m", "pvc_api.server", "--config", self.config.source,
+                "--parent-pid", str(os.getpid())]
         backoff = 1.0
         while not self.stopping.is_set():
             started = time.monotonic()
             try:
-                self.api_process = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
-                                                    preexec_fn=_die_with_parent)
+                self.api_process = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
             except OSError as exc:
                 log.error("cannot start pvcapid: %s", exc)
                 self.stopping.wait(5)
@@ -433,13 +435,6 @@ class NodeDaemon:
             logging.getLogger().removeHandler(self.log_handler)
             self.log_handler.close()
         self.store.stop()
-
-
-def _die_with_parent() -> None:
-    """In a child: get SIGTERM when pvcnoded dies, even by SIGKILL (no orphaned pvcapid)."""
-    import ctypes
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _os_name() -> str:

@@ -330,3 +330,27 @@ def test_a_task_record_survives_a_pvcapid_restart(noded_api):
         "id": task_id, "type": "node.flush", "owner": "hv1"}
     listed = requests.get(f"{base}/tasks", headers=auth, timeout=5).json()
     assert task_id in [t["id"] for t in listed]
+
+
+def test_pvcapid_dies_with_its_pvcnoded(noded_api):
+    """SIGKILL of pvcnoded leaves no orphaned pvcapid: it asked for SIGTERM on its parent's
+    death itself (no preexec_fn, which can deadlock a fork of the multi-threaded daemon)."""
+    import psutil
+
+    daemon, _base = noded_api
+    (api,) = _api_children(daemon)
+    assert f"--parent-pid {daemon.proc.pid}" in " ".join(api.cmdline())
+    os.kill(daemon.proc.pid, signal.SIGKILL)
+    daemon.proc.wait(10)
+    try:
+        api.wait(15)
+    except psutil.TimeoutExpired:
+        api.kill()
+        raise AssertionError("pvcapid outlived its pvcnoded") from None
+
+
+def test_pvcapid_with_a_dead_parent_exits_at_once(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "pvc_api.server", "--parent-pid", "1",
+                           "--config", str(tmp_path / "none.yaml")], capture_output=True,
+                          text=True, timeout=30)
+    assert proc.returncode == 0 and proc.stderr == ""

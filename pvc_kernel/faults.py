@@ -145,14 +145,9 @@ def list_faults(store: Any, sort_key: str = DEFAULT_SORT,
     except NoNodeError:
         return []
     ids = [i for i in ids if schema.valid_segment(i)]
-    pending = [(i, client.get_async(schema.path("fault", fault_id=i))) for i in ids]
-    found = []
-    for fault_id, result in pending:
-        try:
-            data, _ = result.get(timeout=timeout)
-        except NoNodeError:  # deleted meanwhile
-            continue
-        found.append(_load(fault_id, data.decode("utf-8", "replace") if data else ""))
+    texts = store.get_many([("fault", {"fault_id": i}) for i in ids], timeout)
+    found = [_load(i, text or "") for i, (text, version) in zip(ids, texts, strict=True)
+             if version >= 0]                                 # not deleted meanwhile
     return sort_faults(found, sort_key)
 
 

@@ -253,17 +253,22 @@ class Monitor:
         silence after which it is dead)} of every other node."""
         out = {}
         config = self.daemon.config
-        for name in self.store.children("nodes"):
-            if name == self.node:
-                continue
-            state, version = self.store.get_versioned("node.daemon_state", node=name)
-            text, ka_version = self.store.get_versioned("node.keepalive", node=name)
+        names = [n for n in self.store.children("nodes") if n != self.node]
+        reads = self.store.get_many([(key, {"node": n}) for n in names
+                                     for key in ("node.daemon_state", "node.keepalive",
+                                                 "node.static")])
+        for i, name in enumerate(names):
+            (state, version), (text, ka_version), (static, _) = reads[3 * i:3 * i + 3]
             try:
                 keepalive = float(text or 0)
             except ValueError:
                 keepalive = 0.0
-            static = self.store.get_json("node.static", {}, node=name)
-            out[name] = (state, keepalive, version, ka_version, config.fence_delay_for(static))
+            try:
+                static_data = json.loads(static) if static else {}
+            except ValueError:
+                static_data = {}
+            out[name] = (state, keepalive, version, ka_version,
+                         config.fence_delay_for(static_data))
         return out
 
     def has_work(self) -> bool:

@@ -104,6 +104,22 @@ class Store:
             return None, -1
         return (data.decode() if data is not None else None), stat.version
 
+    def get_many(self, keys: Iterable[tuple[str, dict[str, Any]]],
+                 timeout: float = 10.0) -> list[tuple[str | None, int]]:
+        """Versioned reads of several keys in one round trip (sent together, answered in
+        order): ``[(value, version)]``, ``(None, -1)`` for a key that does not exist."""
+        pending = [self.client.get_async(schema.path(name, **kw)) for name, kw in keys]
+        out: list[tuple[str | None, int]] = []
+        for result in pending:
+            try:
+                data, stat = result.get(timeout=timeout)
+            except NoNodeError:
+                out.append((None, -1))
+                continue
+            out.append(((data.decode("utf-8", "replace") if data is not None else None),
+                        stat.version))
+        return out
+
     def get_json(self, name: str, default: Any = None, **kw: Any) -> Any:
         text = self.get(name, **kw)
         if text in (None, ""):

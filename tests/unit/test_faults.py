@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -37,7 +38,8 @@ class FakeClient:
     def get_async(self, path: str) -> _Done:
         if path not in self.data:
             return _Done(error=NoNodeError())
-        return _Done((self.data[path][0].encode(), None))
+        value, version = self.data[path]
+        return _Done((value.encode(), SimpleNamespace(version=version)))
 
     def delete(self, path: str) -> None:
         if self.data.pop(path, None) is None:
@@ -52,6 +54,7 @@ class FakeStore:
     """
 
     update = Store.update
+    get_many = Store.get_many
 
     def __init__(self) -> None:
         self.data: dict[str, tuple[str, int]] = {}

@@ -142,7 +142,12 @@ def test_osd_out_keeps_io_going_and_in_returns_to_health_ok(lab):
     def fault_ids() -> list[str]:
         return [f["id"] for f in as_json(lab, "cluster", "fault", "list")]
     lab.wait_for(lambda: fault_id in fault_ids(), 60, "the primary to raise the OSD-out fault")
-    assert as_json(lab, "cluster", "status")["cluster_health"]["health"] <= 50
+    health = as_json(lab, "cluster", "status")["cluster_health"]["health"]
+    assert health <= 50
+    assert "Successfully acknowledged" in ok(lab, "cluster", "fault", "ack", fault_id)
+    (acked,) = as_json(lab, "cluster", "fault", "list", fault_id)
+    assert acked["status"] == "ack"          # and it stays so while Ceph refreshes it
+    assert as_json(lab, "cluster", "status")["cluster_health"]["health"] > health   # not counted
     out, err = writer.communicate(timeout=120)
     assert writer.returncode == 0, err
     count, bad = map(int, out.split())

@@ -16,6 +16,7 @@ DEBIAN_PACKAGES=(
   python3-rados python3-rbd fio               # storage_ceph bindings; benchmark (fio's rbd engine)
   qemu-block-extra                            # QEMU's rbd driver for VM disks on Ceph
   ipmitool                                    # talks to the lab's simulated BMCs (tests, admins)
+  openssl                                     # the TLS-front test makes a throw-away CA
   lvm2                                        # storage_ceph: the osd-db volume group (OSD DB LVs)
 )
 

@@ -155,16 +155,19 @@ def pvc_node_unflush(daemon: Any, ctx: Any) -> None:
 # -- liveness: self-fence, rejoin, recovery of a fenced node ----------------------------------
 
 @hookspec
-def pvc_node_self_fence(daemon: Any, reason: str) -> None:
+def pvc_node_self_fence(daemon: Any, reason: str, deadline: float) -> dict[str, Any] | None:
     """Stop every workload of THIS node at once (hard), because the cluster may restart it
-    elsewhere: e.g. destroy every running VM.
+    elsewhere: e.g. destroy every running VM. Return what was done (JSON-able, e.g.
+    ``{"destroyed": [...], "killed": [...], "left": [...]}``; ``left``: what still runs).
 
     Called by the kernel on the node itself, from the liveness thread: when no keepalive
-    could be written for ``config.suicide_delay`` seconds (the node is cut off from
-    ZooKeeper, which may be unreachable: do not use it), when the node finds that the cluster
-    declared it ``dead``/``fenced`` while it still runs, and before a node given up by the
-    cluster rejoins. Until the node has rejoined, the kernel delivers no bus events to
-    plugins. Must be idempotent and finish within seconds.
+    could be written for ``config.suicide_delay`` seconds and ZooKeeper cannot be reached
+    now (do not use it), when the node finds that the cluster declared it ``dead``/``fenced``
+    while it still runs, and before a node given up by the cluster rejoins. Until the node
+    has rejoined, the kernel delivers no bus events to plugins. Must be idempotent and end
+    every workload before ``deadline`` (``time.monotonic()``: when the cluster may start
+    to recover them elsewhere), whatever the subsystem's daemon does (e.g. kill hung
+    processes by PID).
     """
 
 

@@ -13,7 +13,13 @@ rules, on node N for VM v (desired node D, domain running here R):
 
 Safety: every transition of ``observed`` between "may run on X" and "runs nowhere / on
 Y", and every start, happens under the VM's ZooKeeper lock, and a node starts a VM only
-when ``observed`` says it runs nowhere else. A migration holds the lock from start to end.
+when ``observed`` says it runs nowhere else and no QEMU process of it runs on this node
+(a libvirtd that lost its state must not lead to a second one). A migration holds the lock
+from start to end; a live migration that fails leaves the VM running where it is unless the
+target is verifiably alive (only then the shutdown fallback).
+
+A VM that ended here without PVC asking is handled by ``crashes`` (record, fault, back
+off, ``fail`` after a crash loop); a dead or hung libvirtd by ``health``.
 """
 
 from __future__ import annotations
@@ -25,11 +31,13 @@ from typing import Any
 
 from kazoo.exceptions import KazooException
 
+from pvc_kernel import faults
 from pvc_kernel.events import ChildrenChanged, DataChanged, Event, TimerFired
 from pvc_kernel.state import schema
-from pvc_plugins.vm_kvm import console, domxml, keys, probe, records
-from pvc_plugins.vm_kvm.config import VmConfig
-from pvc_plugins.vm_kvm.hypervisor import Hypervisor, message
+from pvc_plugins.vm_kvm import console, crashes, domxml, keys, probe, qemu, records
+from pvc_plugins.vm_kvm.config import VmConfig, crash_policy
+from pvc_plugins.vm_kvm.health import LibvirtHealth
+from pvc_plugins.vm_kvm.hypervisor import Hypervisor, message, start_event_loop
 from pvc_plugins.vm_kvm.records import Record
 
 log = logging.getLogger("pvc_plugins.vm_kvm")
@@ -49,7 +57,16 @@ class Agent:
         self.store = daemon.store
         self.node: str = daemon.node
         self.cfg = cfg
-        self.hv = Hypervisor(cfg.libvirt_uri)
+        self.hv = Hypervisor(cfg.libvirt_uri, keepalive=(cfg.libvirt_keepalive, 3),
+                             on_stop=self._on_stop)
+        self.run_dir = qemu.run_dir(cfg.libvirt_uri)
+        self.policy = crash_policy(cfg)
+        self.stops: dict[str, tuple[float, int]] = {}     # uuid -> (time, stop detail)
+        self.intentional: dict[str, float] = {}          # uuid -> when PVC ended it here
+        self.hold_until: dict[str, float] = {}           # uuid -> no start before (monotonic)
+        self.crash_faults: dict[str, float] = {}         # uuid -> last crash (epoch)
+        self.known_guests: dict[str, qemu.Guest] = {}    # uuid -> its QEMU process here
+        self.health = LibvirtHealth(self, self._libvirt_back)
         self.virt_type = "qemu"
         self.watched: set[str] = set()
         self.assigned: dict[str, str] = {}      # uuid -> desired node (from watches)
@@ -65,9 +82,11 @@ class Agent:
     # -- life cycle --------------------------------------------------------------------
     def start(self) -> None:
         """Connect now if libvirtd answers, else keep trying at every poll (no VM is
-        placed on this node until it has published its facts)."""
+        placed on this node until it has published its facts); watch libvirtd's health."""
+        start_event_loop()
         self.daemon.bus.every(self.cfg.poll_interval, "vm_kvm.poll", obj="vm_kvm:poll")
         self.connect()
+        self.health.start()
 
     def connect(self) -> bool:
         if self.ready:
@@ -100,7 +119,27 @@ class Agent:
             "virt_type": verdict.virt_type, "virt_reason": verdict.reason,
             "migration_uri": f"qemu+tcp://{address}/system",
             "libvirt_version": conn.getLibVersion(), "memory_total": self.cfg.memory_total,
-            "started": round(time.time(), 3)}, node=self.node)
+            "started": round(time.time(), 3), "libvirt": "down" if self.hv.down else "up",
+            "libvirt_error": self.hv.down or ""}, node=self.node)
+
+    def publish_libvirt(self, state: str, error: str) -> None:
+        """Say in the node's facts whether libvirtd answers (placement skips ``down``)."""
+        def change(text: str | None) -> Any:
+            facts = keys.loads(text, None)
+            if not isinstance(facts, dict):
+                return text or ""     # never published (libvirtd was never up): nothing
+            return {**facts, "libvirt": state, "libvirt_error": error}
+        try:
+            self.store.update("vm_kvm.node", change, node=self.node)
+        except Exception as exc:
+            log.warning("vm_kvm: cannot publish libvirt %s: %s", state, exc)
+
+    def _libvirt_back(self) -> None:
+        """libvirtd answers again: reconnect, then look at every VM of this node."""
+        self.hv.close()
+        if self.ready:
+            self.sync_secrets()
+            self.daemon.bus.publish(TimerFired(obj="vm_kvm:poll", name="vm_kvm.poll"))
 
     def stop(self) -> None:
         self.stopping.set()
@@ -113,13 +152,19 @@ class Agent:
         if isinstance(event, ChildrenChanged) and event.key == "vms":
             self._watch(event.children)
         elif isinstance(event, TimerFired) and event.obj == "vm_kvm:poll":
-            if self.connect():
+            if not self.hv.down and self.connect():
                 self.poll()
         elif event.obj.startswith("vm:") and self.ready:
             uuid = event.obj[3:]
             if isinstance(event, DataChanged):
                 self._note(uuid, event)
-            self.reconcile(uuid, report=isinstance(event, TimerFired))
+            if not self.hv.down:      # libvirtd down: the poll after its return catches up
+                self.reconcile(uuid, report=isinstance(event, TimerFired))
+
+    def _on_stop(self, uuid: str, name: str, detail: int) -> None:
+        """libvirt says a domain stopped (event loop thread): remember why, look at it."""
+        self.stops[uuid] = (time.time(), detail)
+        self.daemon.bus.publish(TimerFired(obj=f"vm:{uuid}", name=CHECK))
 
     def _watch(self, children: tuple[str, ...]) -> None:
         bus = self.daemon.bus
@@ -167,11 +212,35 @@ class Agent:
             log.warning("vm_kvm: cannot list domains of %s: %s", self.cfg.libvirt_uri,
                         message(exc))
             return
+        self._note_guests()
         with self.lock:
             mine = {u for u, n in self.assigned.items() if n == self.node}
             mine |= self.observed_here
         for uuid in mine | set(self.domains):
             self.daemon.bus.publish(TimerFired(obj=f"vm:{uuid}", name=CHECK))
+
+    def _note_guests(self) -> None:
+        """Remember the QEMU process of every guest here (a self-fence kills them by PID
+        even if libvirtd hangs or lost its state)."""
+        try:
+            found = {g.uuid: g for g in qemu.guests(self.run_dir)}
+        except Exception as exc:
+            log.debug("vm_kvm: cannot list QEMU processes: %s", exc)
+            return
+        for uuid, g in list(self.known_guests.items()):
+            if uuid not in found and qemu.alive(g):
+                found[uuid] = g
+        self.known_guests = found
+
+    def orphans(self, uuid: str) -> list[qemu.Guest]:
+        """QEMU processes of ``uuid`` on this node that libvirtd does not run as a domain."""
+        if self.hv.info(uuid) is not None:
+            return []
+        known = self.known_guests.get(uuid)
+        found = [g for g in qemu.guests(self.run_dir) if g.uuid == uuid]
+        if known is not None and known not in found and qemu.alive(known):
+            found.append(known)
+        return found
 
     # -- reconcile ---------------------------------------------------------------------
     def reconcile(self, uuid: str, report: bool = False) -> None:
@@ -204,7 +273,7 @@ class Agent:
         if state in (keys.START, keys.MIGRATE, keys.UNMIGRATE):
             if running:
                 self._mark_running(rec)
-            else:
+            elif not self._ended_here(rec):
                 self.start_here(rec)
         elif state == keys.RESTART:
             if running and not self.stop_here(rec, graceful=True):
@@ -223,6 +292,70 @@ class Agent:
                 self.stop_here(rec, graceful=False)
             else:
                 self._mark_stopped(rec)
+
+    # -- guests that ended without PVC asking -------------------------------------------
+    def _ended_here(self, rec: Record) -> bool:
+        """The VM should run here, does not, and ``observed`` says it ran here: it ended
+        without PVC asking. Record why; a crash is counted, faulted and backed off (or puts
+        the VM in ``fail``). True if it must not be started now."""
+        obs = rec.observed
+        if not (obs.get("node") == self.node and obs.get("state") == keys.RUNNING):
+            return False
+        if self.orphans(rec.uuid):
+            return False          # its QEMU still runs: start_here refuses a second one
+        stopped = self.stops.pop(rec.uuid, None)
+        ended_by_us = self.intentional.pop(rec.uuid, None)
+        if ended_by_us is not None or not self.in_service():
+            return False          # a self-fence ended it; the normal start path decides
+        is_crash, what = crashes.why(stopped[1] if stopped else None)
+        if not is_crash:
+            log.warning("VM %s ended on %s (%s); starting it again (its state is %s)",
+                        rec.name, self.node, what, rec.state)
+            self._mark_stopped(rec, reason=f"ended on {self.node}: {what}")
+            return False
+        return self._crashed(rec, what)
+
+    def _crashed(self, rec: Record, what: str) -> bool:
+        now = time.time()
+        old = keys.loads(self.store.get("vm.crashes", uuid=rec.uuid), {})
+        new, delay = crashes.add(old, now, self.node, what, self.policy)
+        self.store.set("vm.crashes", new, uuid=rec.uuid)
+        self.crash_faults[rec.uuid] = now
+        recent = len(old.get("recent") or []) + 1 if delay is None else len(new["recent"])
+        window = crashes.describe_window(self.policy.window)
+        if delay is None:
+            reason = (f"crashed {recent} times within {window} on {self.node} (last: {what}); "
+                      "not restarted")
+            log.error("VM %s %s", rec.name, reason)
+            faults.report(self.store, crashes.fault_id(rec.uuid),
+                          f"VM {rec.name} {reason}: it is in state fail until it is started "
+                          "again", crashes.FAULT_DELTA_FAILED)
+            self._fail(rec, reason.capitalize())
+            return True
+        log.error("VM %s crashed on %s: %s (crash %d within %s, %d in all); starting it again "
+                  "in %g s", rec.name, self.node, what, recent, window, new["count"], delay)
+        faults.report(self.store, crashes.fault_id(rec.uuid),
+                      f"VM {rec.name} crashed on {self.node} ({what}); {recent} crash(es) "
+                      f"within {window}, restarted after {delay:g} s", crashes.FAULT_DELTA)
+        self._mark_stopped(rec, reason=f"crashed on {self.node}: {what}")
+        self.hold_until[rec.uuid] = time.monotonic() + delay
+        if delay > 0:
+            timer = threading.Timer(delay, self.daemon.bus.publish,
+                                    (TimerFired(obj=f"vm:{rec.uuid}", name=CHECK),))
+            timer.daemon = True
+            timer.start()
+            return True
+        return False
+
+    def _forget_crashes(self, rec: Record) -> None:
+        """A VM that has run here a whole crash window since its last crash: its fault is
+        over (its crash record stays in the VM's info)."""
+        last = self.crash_faults.get(rec.uuid)
+        if last is not None and time.time() - last > self.policy.window:
+            self.crash_faults.pop(rec.uuid, None)
+            faults.clear(self.store, crashes.fault_id(rec.uuid))
+            log.info("VM %s: no crash for %s; its crash fault is cleared", rec.name,
+                     crashes.describe_window(self.policy.window))
 
     # -- observed transitions (under the VM lock) ---------------------------------------
     def _locked(self, uuid: str, wait: float = LOCK_WAIT):
@@ -266,7 +399,8 @@ class Agent:
             fresh = records.read(self.store, rec.uuid)
             fobs = fresh.observed if fresh else {}
             mine = fobs.get("node") in (None, self.node) or fobs.get("state") not in keys.LIVE
-            if fresh and mine and self.hv.info(rec.uuid) is None:
+            if fresh and mine and self.hv.info(rec.uuid) is None and \
+                    not self.orphans(rec.uuid):
                 records.write_observed(self.store, rec.uuid, self.node, keys.STOPPED,
                                        libvirt_state="shutoff", failed_reason=reason)
         finally:
@@ -305,6 +439,13 @@ class Agent:
             if (obs.get("state") == keys.FAILED and obs.get("node") == self.node
                     and obs.get("fail_version") == fresh.state_version):
                 return False    # failed for this request; a new request retries
+            if time.monotonic() < self.hold_until.get(rec.uuid, 0.0):
+                return False    # backing off after a crash
+            self.hold_until.pop(rec.uuid, None)
+            orphans = self.orphans(rec.uuid)
+            if orphans:
+                self._orphaned(fresh, orphans)
+                return False
             problem, access = self.daemon_disk_access(fresh, "start")
             if problem:
                 self._fail(fresh, problem)
@@ -330,18 +471,47 @@ class Agent:
         finally:
             lock.release()
 
+    def _orphaned(self, rec: Record, found: list[qemu.Guest]) -> None:
+        """A QEMU of the VM runs here but libvirtd does not know it (libvirtd lost its state):
+        never start a second one; say so (``pvc vm stop`` ends that process)."""
+        pids = ", ".join(str(g.pid) for g in found)
+        text = (f"VM {rec.name}: a QEMU process of it (pid {pids}) runs on {self.node} without "
+                "libvirtd knowing it (libvirtd lost its state?); PVC will not start a second "
+                "copy. `pvc vm stop` ends that process; start the VM again afterwards")
+        obs = rec.observed
+        if obs.get("node") == self.node and obs.get("libvirt_state") == "unmanaged":
+            return                # said already
+        log.error(text)
+        faults.report(self.store, f"vm-orphan-{rec.uuid}", text, crashes.FAULT_DELTA_FAILED)
+        records.write_observed(self.store, rec.uuid, self.node, keys.RUNNING,
+                               libvirt_state="unmanaged", failed_reason=text)
+
     def stop_here(self, rec: Record, graceful: bool) -> bool:
         """Stop the VM here (ACPI first if ``graceful``); False if a newer request
-        interrupted the shutdown."""
+        interrupted the shutdown. A QEMU process of it that libvirtd does not know is
+        killed."""
         if graceful:
             outcome = self.shutdown(rec, watch=True)
             if outcome is None:
                 return False
         else:
+            self.intentional[rec.uuid] = time.time()
             self.hv.destroy(rec.uuid)
             log.info("VM %s stopped on %s", rec.name, self.node)
+        self._end_orphans(rec)
         self._mark_stopped(records.read(self.store, rec.uuid) or rec)
         return True
+
+    def _end_orphans(self, rec: Record) -> None:
+        found = self.orphans(rec.uuid)
+        if not found:
+            return
+        left = qemu.kill(found, 10.0)
+        log.warning("VM %s: killed its QEMU process(es) %s that libvirtd did not know%s",
+                    rec.name, ", ".join(str(g.pid) for g in found),
+                    f"; {len(left)} survive SIGKILL" if left else "")
+        if not left:
+            faults.clear(self.store, f"vm-orphan-{rec.uuid}")
 
     def shutdown(self, rec: Record, watch: bool, timeout: float | None = None) -> bool | None:
         """ACPI shutdown, hard stop after ``timeout``. True: the guest powered off; False:
@@ -359,11 +529,13 @@ class Agent:
                     log.info("VM %s: shutdown interrupted by a newer request", rec.name)
                     return None
             if time.monotonic() - pressed >= POWER_BUTTON_EVERY:
+                self.intentional[rec.uuid] = time.time()
                 self.hv.press_power_button(rec.uuid)
                 pressed = time.monotonic()
             if self.stopping.wait(0.2):
                 return None
         log.warning("VM %s did not shut down within %g s; stopping it", rec.name, timeout)
+        self.intentional[rec.uuid] = time.time()
         self.hv.destroy(rec.uuid)
         return False
 
@@ -385,13 +557,13 @@ class Agent:
         target = rec.node
         method = rec.meta.get("migration_method") or "live"
         force_live = bool(rec.request.get("force_live"))
-        target_info = keys.loads(self.store.get("vm_kvm.node", node=target), None)
+        problem = self.target_problem(target)
+        if problem:     # never stop a VM for a move to a node that cannot take it
+            self._revert(rec, f"Not migrated to {target}: it {problem}")
+            return
         error = ""
-        if target_info is None:
-            error = f"node {target} runs no hypervisor"
-        elif self.store.get("node.daemon_state", node=target) != "run":
-            error = f"node {target} is not running"
-        if not error and (method != "shutdown" or force_live):
+        if method != "shutdown" or force_live:
+            target_info = keys.loads(self.store.get("vm_kvm.node", node=target), {})
             records.write_observed(self.store, rec.uuid, self.node, keys.MIGRATING,
                                    target=target, libvirt_state="running")
             disk_problem = self.daemon_disks(rec, "migrate")
@@ -407,22 +579,68 @@ class Agent:
                 except Exception as exc:
                     error = message(exc)
                 else:
+                    self.intentional[rec.uuid] = time.time()
                     log.info("VM %s live-migrated %s -> %s in %.2f s", rec.name, self.node,
                              target, seconds)
                     records.write_observed(self.store, rec.uuid, target, keys.RUNNING,
                                            libvirt_state="running", migrated_in=round(seconds, 3))
                     records.set_state_if(self.store, rec, keys.START)
                     return
+                if self.hv.info(rec.uuid) is None:
+                    # gone from here: the switch-over happened before the error (or it
+                    # ended); the target runs it or, if it died, its fence recovers it
+                    log.warning("VM %s: live migration to %s reported %s, but the VM left "
+                                "%s; %s owns it now", rec.name, target, error, self.node,
+                                target)
+                    self.intentional[rec.uuid] = time.time()
+                    records.write_observed(self.store, rec.uuid, target, keys.RUNNING,
+                                           libvirt_state="running",
+                                           failed_reason=f"Live migration ended with: {error}")
+                    return
             log.warning("VM %s: live migration to %s failed: %s", rec.name, target, error)
-        if force_live:
-            self._revert(rec, f"Live migration to {target} failed: {error}")
-            return
-        # shutdown migration: stop here; the target starts it once observed says stopped
+            problem = self.target_problem(target, alive_since=time.time())
+            if force_live or problem:
+                why = f"Live migration to {target} failed: {error}"
+                self._revert(rec, f"{why}; {target} {problem}" if problem else why)
+                return
+        # shutdown migration: stop here; the target (alive, checked just now) starts it
+        # once observed says stopped
         self.shutdown(rec, watch=False)
         records.write_observed(self.store, rec.uuid, self.node, keys.STOPPED,
                                libvirt_state="shutoff",
                                failed_reason=f"Live migration failed: {error}" if error else "")
         log.info("VM %s shut down on %s for a move to %s", rec.name, self.node, target)
+
+    def target_problem(self, target: str, alive_since: float | None = None) -> str | None:
+        """Why ``target`` cannot take a VM now (it runs no hypervisor, is not running, has
+        been silent, its libvirtd is down), or None. With ``alive_since`` (epoch, e.g. when
+        a migration to it failed), it must also write a keepalive after that moment within
+        two keepalive intervals: a node that just died still looks alive for a while."""
+        interval = self.daemon.config.keepalive_interval
+        deadline = time.monotonic() + 2 * interval + 1
+        while True:
+            info = keys.loads(self.store.get("vm_kvm.node", node=target), None)
+            if not isinstance(info, dict) or not info.get("migration_uri"):
+                return "runs no hypervisor"
+            if info.get("libvirt") == "down":
+                return f"has no working libvirtd ({info.get('libvirt_error') or 'down'})"
+            (state, _), (text, _) = self.store.get_many(
+                [("node.daemon_state", {"node": target}), ("node.keepalive", {"node": target})])
+            if state != "run":
+                return f"is not running (daemon state {state or 'unknown'})"
+            try:
+                keepalive = float(text or 0)
+            except ValueError:
+                keepalive = 0.0
+            silent = time.time() - keepalive
+            if silent > 2 * interval + 1:
+                return f"has been silent for {silent:.0f} s"
+            if alive_since is None or keepalive > alive_since:
+                return None
+            if time.monotonic() > deadline:
+                return f"has written no keepalive since the failure ({silent:.0f} s)"
+            if self.stopping.wait(0.25):
+                return "this node is stopping"
 
     def _revert(self, rec: Record, reason: str) -> None:
         log.error("VM %s: %s; it stays on %s", rec.name, reason, self.node)
@@ -469,6 +687,8 @@ class Agent:
                 and obs.get("state") == keys.RUNNING:
             records.write_observed(self.store, rec.uuid, self.node, keys.RUNNING,
                                    libvirt_state=info.state_name)
+        if rec.uuid in self.crash_faults:
+            self._forget_crashes(rec)
 
     def node_stats(self) -> dict[str, Any]:
         """This node's VM figures for the keepalive (from the last poll; no libvirt call)."""

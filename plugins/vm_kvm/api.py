@@ -31,7 +31,8 @@ def read_many(call: Call, uuids: list[str]) -> list[Record]:
         reqs += [zk.get("vm", uuid=u), zk.get("vm.xml", uuid=u), zk.versioned("vm.state", uuid=u),
                  zk.get("vm.node", uuid=u), zk.get("vm.last_node", uuid=u),
                  zk.get("vm.meta", uuid=u), zk.get("vm.tags", uuid=u),
-                 zk.get("vm.observed", uuid=u), zk.get("vm.stats", uuid=u)]
+                 zk.get("vm.observed", uuid=u), zk.get("vm.stats", uuid=u),
+                 zk.get("vm.crashes", uuid=u)]
     values = zk.fetch(call.api.store, reqs, call.api.zk_timeout)
     n = len(vminfo.FIELDS) - 1
     found = [vminfo.from_values(u, values[i * n:(i + 1) * n]) for i, u in enumerate(uuids)]

@@ -119,6 +119,7 @@ def info(name: str, fmt: str) -> None:
                                             if v.get("last_node") else "")),
              ("Running on", str(v.get("running_on") or "-")),
              ("Failed reason", v.get("failed_reason") or "-"),
+             ("Crashes", _crashes(v.get("crashes") or {})),
              ("vCPUs", str(v.get("vcpu"))), ("Memory", human_mib(v.get("memory"))),
              ("Type", f"{v.get('type')} {v.get('arch')} {v.get('machine')}"),
              ("Node limit", ",".join(v.get("node_limit") or []) or "any"),
@@ -138,6 +139,15 @@ def info(name: str, fmt: str) -> None:
         pairs.append((f"NIC {i}", f"{n.get('type')} {n.get('source')} {n.get('mac')} "
                                   f"{n.get('model') or ''}".rstrip()))
     p.echo(render_pairs(p, pairs))
+
+
+def _crashes(c: dict) -> str:
+    if not c.get("count"):
+        return "none"
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(c["last"])) if c.get("last") \
+        else "?"
+    return (f"{c['count']} in all, {c.get('recent', 0)} recently; last {when} on "
+            f"{c.get('node') or '?'}: {c.get('reason') or '?'}")
 
 
 @vm.command()

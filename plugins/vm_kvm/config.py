@@ -16,6 +16,15 @@
         probe_kernel: null               # optional kernel+initrd for a real KVM boot test
         probe_initrd: null
         probe_timeout: 20
+        crash_limit: 5                   # crashes within crash_window that put a VM in fail
+        crash_window: 600                # s
+        crash_backoff: 1                 # s before the restart after a first crash, doubled
+        crash_backoff_max: 60            # per crash within the window, up to this
+        libvirt_timeout: 5               # s libvirtd gets to answer the health check
+        libvirt_keepalive: 2             # s between client keepalives (3 missed: broken)
+        libvirtd_restart: true           # restart a dead or hung libvirtd ...
+        libvirtd_restart_after: 10       # ... once it has not answered for this many s
+        libvirtd_restart_command: systemctl restart libvirtd.service
 """
 
 from __future__ import annotations
@@ -42,6 +51,15 @@ class VmConfig:
     probe_kernel: str | None = None
     probe_initrd: str | None = None
     probe_timeout: float = 20.0
+    crash_limit: int = 5
+    crash_window: float = 600.0
+    crash_backoff: float = 1.0
+    crash_backoff_max: float = 60.0
+    libvirt_timeout: float = 5.0
+    libvirt_keepalive: int = 2
+    libvirtd_restart: bool = True
+    libvirtd_restart_after: float = 10.0
+    libvirtd_restart_command: str = "systemctl restart libvirtd.service"
 
 
 _RULES: dict[str, tuple[type | tuple, Any]] = {
@@ -63,6 +81,18 @@ _RULES: dict[str, tuple[type | tuple, Any]] = {
     "probe_initrd": (str, None),
     "probe_timeout": ((int, float), lambda v: None if 1 <= v <= 300
                       else "must be between 1 and 300"),
+    "crash_limit": (int, lambda v: None if 1 <= v <= 1000 else "must be between 1 and 1000"),
+    "crash_window": ((int, float), lambda v: None if v >= 10 else "must be at least 10"),
+    "crash_backoff": ((int, float), lambda v: None if 0 <= v <= 3600
+                      else "must be between 0 and 3600"),
+    "crash_backoff_max": ((int, float), lambda v: None if 0 <= v <= 86400
+                          else "must be between 0 and 86400"),
+    "libvirt_timeout": ((int, float), lambda v: None if 1 <= v <= 120
+                        else "must be between 1 and 120"),
+    "libvirt_keepalive": (int, lambda v: None if 1 <= v <= 60 else "must be between 1 and 60"),
+    "libvirtd_restart": (bool, None),
+    "libvirtd_restart_after": ((int, float), lambda v: None if v >= 1 else "must be at least 1"),
+    "libvirtd_restart_command": (str, lambda v: None if v.strip() else "must not be empty"),
 }
 
 
@@ -95,6 +125,14 @@ def parse(section: dict[str, Any]) -> tuple[VmConfig, list[str]]:
         problems.append(f"key 'plugins.{NAME}.probe_kernel': probe_kernel and probe_initrd "
                         "go together")
     return VmConfig(**values), problems
+
+
+def crash_policy(cfg: VmConfig) -> Any:
+    """The crash handling settings as a ``crashes.CrashPolicy``."""
+    from pvc_plugins.vm_kvm.crashes import CrashPolicy
+
+    return CrashPolicy(cfg.crash_limit, cfg.crash_window, cfg.crash_backoff,
+                       cfg.crash_backoff_max)
 
 
 def load(config: Any) -> VmConfig:

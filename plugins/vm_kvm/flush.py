@@ -24,6 +24,8 @@ from pvc_plugins.vm_kvm.config import VmConfig
 from pvc_plugins.vm_kvm.records import Record
 
 log = logging.getLogger("pvc_plugins.vm_kvm")
+MOVE_ATTEMPTS = 3
+"""Targets a flush tries for one VM before it reports the VM as not moved."""
 
 
 def settled_on(rec: Record, node: str) -> bool:
@@ -99,6 +101,26 @@ class Mover:
         self.run([(r, self.evacuate) for r in sorted(recs, key=lambda r: r.name)], "Flushing")
 
     def evacuate(self, rec: Record) -> str:
+        """Move one VM away; a target that fails it (e.g. dies mid-migration: the VM stays
+        here, running) is skipped and the next best one tried, up to ``MOVE_ATTEMPTS``."""
+        tried: list[str] = []
+        reasons: list[str] = []
+        for _attempt in range(MOVE_ATTEMPTS):
+            outcome, target, final = self._evacuate_once(rec, tried)
+            if outcome is not None:
+                return outcome
+            tried.append(target)
+            why = (final.observed.get("failed_reason") if final else "") or "timed out"
+            reasons.append(f"{target}: {why}")
+            if final is None or final.node != self.node or not settled_on(final, self.node):
+                break             # not back here, running: nothing more to try safely
+            log.warning("VM %s: move to %s failed (%s); trying another node", rec.name,
+                        target, why)
+        raise RuntimeError(f"VM {rec.name} did not leave {self.node}: " + "; ".join(reasons))
+
+    def _evacuate_once(self, rec: Record, tried: list[str]
+                       ) -> tuple[str | None, str, Record | None]:
+        """(outcome text if done, target tried, final record) of one placement + move."""
         decided: dict[str, str | None] = {}
 
         def change(r: Record) -> dict[str, Any] | None:
@@ -107,9 +129,11 @@ class Mover:
             target = placement.choose(
                 records.nodes(self.store), records.loads_of(records.all_records(self.store)),
                 r.memory, r.vcpus, r.meta.get("node_selector"), r.meta.get("node_limit"),
-                exclude=[self.node], moving=r.uuid)
+                exclude=[self.node, *tried], moving=r.uuid)
             decided["target"] = target
             if target is None:
+                if tried:       # the nodes that could take it failed: leave it running here
+                    return None
                 return {"state": keys.SHUTDOWN, "meta": {**r.meta, "node_autostart": True},
                         "request": {"action": "shutdown", "by": "flush"}}
             return {"state": keys.MIGRATE, "node": target,
@@ -118,17 +142,21 @@ class Mover:
 
         with self.place_lock:   # one placement at a time, so parallel moves see each other
             if not self._update(rec.uuid, change):
-                return f"VM {rec.name}: nothing to do"
+                if tried and decided.get("target", "") is None:
+                    raise RuntimeError(f"VM {rec.name}: no other node can take it (tried "
+                                       f"{', '.join(tried)}); it keeps running on {self.node}")
+                return f"VM {rec.name}: nothing to do", "", None
         target = decided["target"]
         if target is None:
             self.wait(rec.uuid, lambda r: r.running_on is None, self.move_timeout)
-            return f"VM {rec.name}: no node can take it; shut down, will start on ready"
+            return f"VM {rec.name}: no node can take it; shut down, will start on ready", "", \
+                None
         final = self.wait(rec.uuid, lambda r: settled_on(r, target)
                           or (r.node != target) or r.display_state == keys.FAIL,
                           self.move_timeout)
-        if final is None or not settled_on(final, target):
-            raise RuntimeError(f"VM {rec.name} did not reach {target}")
-        return f"VM {rec.name}: moved to {target}"
+        if final is not None and settled_on(final, target):
+            return f"VM {rec.name}: moved to {target}", target, final
+        return None, target, final
 
     # -- ready ---------------------------------------------------------------------------
     def unflush(self) -> None:

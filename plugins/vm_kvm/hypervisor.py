@@ -2,6 +2,12 @@
 
 Domains are transient: the definition lives in ZooKeeper and libvirt only knows the
 domains that run (``createXML``), so a stopped VM leaves nothing behind on any node.
+
+libvirtd can die or hang (e.g. on stalled storage). The process runs libvirt's event loop,
+so connections send keepalives (a call to a hung libvirtd fails once ``keepalive`` goes
+unanswered) and deliver lifecycle events (why a domain stopped). ``probe`` asks libvirtd
+on a connection of its own, bounded by a timeout; while it says libvirtd is down
+(``down``), every call fails at once instead of hanging.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import logging
 import threading
 import time
 import xml.etree.ElementTree as ET  # noqa: N817  (building, not parsing)
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,38 +65,138 @@ def message(exc: Exception) -> str:
     return str(exc)
 
 
+_loop_lock = threading.Lock()
+_loop_started = False
+
+
+def start_event_loop() -> None:
+    """Run libvirt's default event loop in a thread of this process (once): it carries the
+    client keepalives and domain events of every connection opened afterwards."""
+    global _loop_started
+    with _loop_lock:
+        if _loop_started:
+            return
+        libvirt.virEventRegisterDefaultImpl()
+
+        def run() -> None:
+            while True:
+                try:
+                    libvirt.virEventRunDefaultImpl()
+                except Exception:   # never let the loop die
+                    log.exception("libvirt event loop")
+                    time.sleep(0.5)
+
+        threading.Thread(target=run, name="libvirt-events", daemon=True).start()
+        _loop_started = True
+
+
+StopListener = Callable[[str, str, int], None]
+"""Called with (uuid, name, VIR_DOMAIN_EVENT_STOPPED_* detail) when a domain stops."""
+
+
 class Hypervisor:
     """Thread-safe access to one libvirtd (libvirt connections may be shared by threads)."""
 
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, keepalive: tuple[int, int] = (2, 3),
+                 on_stop: StopListener | None = None) -> None:
         self.uri = uri
+        self.keepalive = keepalive
+        self.on_stop = on_stop
+        self.down: str | None = None
+        """Why libvirtd is considered down (set by the health check), or None."""
         self._conn: libvirt.virConnect | None = None
         self._lock = threading.Lock()
+        self._open_lock = threading.Lock()
+        self._probe: threading.Thread | None = None
+        self._probe_result: dict[str, Any] = {}
 
     def conn(self) -> libvirt.virConnect:
+        """The shared connection (opened or re-opened as needed); raises libvirtError at once
+        while libvirtd is down, so no caller blocks on a hung daemon."""
         with self._lock:
-            if self._conn is not None:
-                try:
-                    if self._conn.isAlive():
-                        return self._conn
-                except libvirt.libvirtError:
-                    pass
+            current = self._conn
+        if current is not None:
+            try:
+                if current.isAlive():
+                    return current
+            except libvirt.libvirtError:
+                pass
+        if self.down:
+            raise libvirt.libvirtError(f"libvirtd at {self.uri} is not answering: {self.down}")
+        with self._open_lock:
+            with self._lock:
+                if self._conn is not None and self._conn is not current:
+                    return self._conn
+                old, self._conn = self._conn, None
+            if old is not None:
                 log.warning("libvirt connection to %s lost; reconnecting", self.uri)
-                try:
-                    self._conn.close()
-                except libvirt.libvirtError:
-                    pass
-            self._conn = libvirt.open(self.uri)
-            return self._conn
+                _close(old)
+            conn = libvirt.open(self.uri)
+            self._prepare(conn)
+            with self._lock:
+                self._conn = conn
+            return conn
+
+    def _prepare(self, conn: libvirt.virConnect) -> None:
+        """Keepalives and lifecycle events on a new connection (with the event loop)."""
+        if not _loop_started:
+            return
+        try:
+            conn.setKeepAlive(*self.keepalive)
+        except libvirt.libvirtError as exc:
+            log.debug("no keepalive on %s: %s", self.uri, message(exc))
+        if self.on_stop is not None:
+            conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+                                        self._lifecycle, None)
+
+    def _lifecycle(self, _conn: Any, dom: Any, event: int, detail: int, _opaque: Any) -> None:
+        if event != libvirt.VIR_DOMAIN_EVENT_STOPPED or self.on_stop is None:
+            return
+        try:
+            self.on_stop(dom.UUIDString(), dom.name(), detail)
+        except Exception:
+            log.exception("domain stop listener")
 
     def close(self) -> None:
         with self._lock:
-            if self._conn is not None:
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            _close(conn)
+
+    def drop(self) -> None:
+        """Forget the shared connection without closing it (it may hang on a dead daemon)."""
+        with self._lock:
+            self._conn = None
+
+    # -- health ----------------------------------------------------------------------
+    def probe(self, timeout: float) -> str | None:
+        """Ask libvirtd something on a connection of its own; None if it answered within
+        ``timeout`` s, else why not. A probe still waiting on a hung libvirtd is not
+        repeated: it counts as "no answer" until it returns."""
+        if self._probe is not None and self._probe.is_alive():
+            self._probe.join(timeout)
+            if self._probe.is_alive():
+                return f"no answer for {time.monotonic() - self._probe_result['at']:.0f} s"
+        result: dict[str, Any] = {"at": time.monotonic()}
+
+        def ask() -> None:
+            try:
+                conn = libvirt.open(self.uri)
                 try:
-                    self._conn.close()
-                except libvirt.libvirtError:
-                    pass
-                self._conn = None
+                    conn.getLibVersion()
+                finally:
+                    _close(conn)
+                result["ok"] = True
+            except Exception as exc:
+                result["error"] = message(exc)
+
+        self._probe_result = result
+        self._probe = threading.Thread(target=ask, name="libvirt-probe", daemon=True)
+        self._probe.start()
+        self._probe.join(timeout)
+        if self._probe.is_alive():
+            return f"no answer within {timeout:g} s"
+        return None if result.get("ok") else result.get("error") or "no answer"
 
     # -- secrets ---------------------------------------------------------------------
     def set_secret(self, uuid: str, usage_type: str, usage_name: str, value_b64: str) -> None:
@@ -224,6 +331,13 @@ class Hypervisor:
             dom.detachDeviceFlags(device_xml, libvirt.VIR_DOMAIN_AFFECT_LIVE)
         else:
             dom.attachDeviceFlags(device_xml, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+
+
+def _close(conn: libvirt.virConnect) -> None:
+    try:
+        conn.close()
+    except libvirt.libvirtError:
+        pass
 
 
 def _info(dom: libvirt.virDomain) -> DomInfo:

@@ -16,6 +16,8 @@ Layout::
                                  failed_reason, fail_version, since}
         stats                   JSON, the running node's libvirt counters
         console                 the last lines of the serial console log
+        crashes                 JSON {count, recent, last, node, reason, failed}: its
+                                crashes (written by the node running it; see crashes.py)
     /vm_names/<name>            the VM's uuid (makes names unique, atomically)
     /vm_kvm/nodes/<node>        JSON the node publishes: {virt_type, migration_uri, ...}
     /locks/vm-<uuid>            the per-VM lock (starts, migrations, observed transitions)
@@ -43,6 +45,7 @@ KEYS = [
     Key("vm.observed", "/vms/{uuid}/observed", OWNER),
     Key("vm.stats", "/vms/{uuid}/stats", OWNER),
     Key("vm.console", "/vms/{uuid}/console", OWNER),
+    Key("vm.crashes", "/vms/{uuid}/crashes", OWNER),
     Key("vm_names", "/vm_names", OWNER),
     Key("vm_name", "/vm_names/{vm_name}", OWNER),
     Key("vm_kvm.nodes", "/vm_kvm/nodes", OWNER),

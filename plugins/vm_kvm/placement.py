@@ -25,6 +25,8 @@ class NodeInfo:
     load: float = 0.0
     hypervisor: bool = True
     """The node runs vm_kvm (published its libvirt facts)."""
+    usable: bool = True
+    """Its libvirtd answers (a node whose libvirtd is down is no target)."""
 
 
 @dataclass
@@ -89,7 +91,7 @@ def choose(nodes: Iterable[NodeInfo], vms: Iterable[VmLoad], memory: int, vcpus:
            exclude: Iterable[str] = (), moving: str | None = None) -> str | None:
     """The best node for a VM of ``memory`` MiB / ``vcpus``, or None if none fits.
 
-    Candidates: hypervisor nodes in daemon state ``run`` and domain state ``ready``, in
+    Candidates: usable hypervisor nodes in daemon state ``run`` and domain state ``ready``, in
     ``node_limit`` (if given), not in ``exclude``, on which the VM fits. ``moving`` is the
     uuid of the VM being placed: its own current assignment does not count against it.
     """
@@ -100,7 +102,8 @@ def choose(nodes: Iterable[NodeInfo], vms: Iterable[VmLoad], memory: int, vcpus:
     used = usage(loads)
     best = None
     for node in nodes:
-        if (not node.hypervisor or node.daemon_state != "run" or node.domain_state != "ready"
+        if (not node.hypervisor or not node.usable or node.daemon_state != "run"
+                or node.domain_state != "ready"
                 or node.name in excluded or (limit and node.name not in limit)):
             continue
         u = used.get(node.name, Usage())

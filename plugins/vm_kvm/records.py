@@ -32,6 +32,7 @@ class Record:
     memory: int = 0
     vcpus: int = 0
     stats: dict[str, Any] = field(default_factory=dict)
+    crashes: dict[str, Any] = field(default_factory=dict)
 
     @property
     def display_state(self) -> str:
@@ -113,7 +114,8 @@ def nodes(store: Store) -> list[NodeInfo]:
             name=name, memory_total=int(total), cpu_count=int(static.get("cpu_count") or 0),
             daemon_state=store.get("node.daemon_state", node=name) or "",
             domain_state=store.get("node.domain_state", node=name) or "",
-            load=float(host.get("load") or 0.0), hypervisor=vm_node is not None))
+            load=float(host.get("load") or 0.0), hypervisor=vm_node is not None,
+            usable=(vm_node or {}).get("libvirt") != "down"))
     return out
 
 

@@ -41,7 +41,7 @@ from kazoo.exceptions import KazooException
 from pvc_kernel.hookspecs import hookimpl
 from pvc_kernel.state import ConflictError
 from pvc_plugins.vm_kvm import config as vmconfig
-from pvc_plugins.vm_kvm import domxml, keys, placement, records
+from pvc_plugins.vm_kvm import domxml, keys, placement, qemu, records
 from pvc_plugins.vm_kvm.records import Record
 
 log = logging.getLogger("pvc_plugins.vm_kvm")
@@ -49,6 +49,8 @@ LOCK_WAIT = 15.0
 RETRY_FOR = 45.0        # s a VM's reassignment is retried through ZooKeeper trouble
 BY = "fence"
 GONE = ("dead", "fenced", "shutdown", "stop")
+SELF_FENCE_BUDGET = 4.0  # s a self-fence may take when the kernel gives no deadline
+SELF_FENCE_GRACE = 1.0   # s libvirt gets to destroy the guests before SIGKILL by PID
 
 
 class LockBusy(Exception):
@@ -254,9 +256,24 @@ def pvc_node_recover(daemon: Any, node: str, progress: Callable[[int, int, str],
 
 
 @hookimpl
-def pvc_node_self_fence(daemon: Any, reason: str) -> None:
-    """Destroy every running domain of this node's libvirtd (no ZooKeeper needed)."""
+def pvc_node_self_fence(daemon: Any, reason: str, deadline: float | None = None
+                        ) -> dict[str, Any]:
+    """End every guest of this node before ``deadline`` (monotonic), whatever libvirt does:
+    libvirt destroys them; the QEMU processes still alive after a short grace (libvirtd
+    hung, e.g. on stalled storage) are SIGKILLed by PID. No ZooKeeper needed."""
     cfg = vmconfig.load(daemon.config)
+    started = time.monotonic()
+    if deadline is None:
+        deadline = started + SELF_FENCE_BUDGET
+    grace = max(0.2, min(SELF_FENCE_GRACE, (deadline - started) / 3))
+    run_dir = qemu.run_dir(cfg.libvirt_uri)
+    from pvc_plugins.vm_kvm.plugin import agent_of
+
+    agent = agent_of(daemon)
+    known = list(agent.known_guests.values()) if agent is not None else []
+    before = {*qemu.guests(run_dir), *(g for g in known if qemu.alive(g))}
+    if agent is not None:
+        agent.intentional.update({g.uuid: time.time() for g in before})
     box: dict[str, Any] = {}
 
     def work() -> None:
@@ -267,6 +284,8 @@ def pvc_node_self_fence(daemon: Any, reason: str) -> None:
             names = []
             for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
                 try:
+                    if agent is not None:
+                        agent.intentional[dom.UUIDString()] = time.time()
                     dom.destroy()
                     names.append(dom.name())
                 except libvirt.libvirtError as exc:
@@ -277,10 +296,22 @@ def pvc_node_self_fence(daemon: Any, reason: str) -> None:
 
     t = threading.Thread(target=work, name="vm-self-fence", daemon=True)
     t.start()
-    t.join(20)
-    if t.is_alive():
-        log.error("self-fence: libvirt at %s did not answer within 20 s", cfg.libvirt_uri)
-    elif box.get("names") or box.get("errors"):
-        log.warning("self-fence (%s): destroyed %s%s", reason,
-                    ", ".join(box.get("names") or []) or "nothing",
-                    f"; errors: {box['errors']}" if box.get("errors") else "")
+    t.join(grace)
+    survivors = [g for g in {*before, *qemu.guests(run_dir)} if qemu.alive(g)]
+    left = qemu.kill(survivors, max(0.5, deadline - time.monotonic())) if survivors else []
+    killed = sorted(f"{g.name} (pid {g.pid})" for g in survivors if g not in left)
+    result = {"destroyed": sorted(box.get("names") or []), "killed": killed,
+              "left": sorted(f"{g.name} (pid {g.pid})" for g in left),
+              "libvirt": "answered" if not t.is_alive() else
+                         f"did not answer within {grace:.1f} s",
+              "errors": box.get("errors") or [],
+              "seconds": round(time.monotonic() - started, 2)}
+    if left:
+        log.error("self-fence (%s): QEMU processes survive SIGKILL: %s", reason,
+                  ", ".join(result["left"]))
+    if before or result["destroyed"] or killed:
+        log.warning("self-fence (%s): %d guests ended in %.2f s: destroyed by libvirt: %s; "
+                    "killed by signal: %s (libvirt %s)", reason, len(before),
+                    result["seconds"], ", ".join(result["destroyed"]) or "none",
+                    ", ".join(killed) or "none", result["libvirt"])
+    return result

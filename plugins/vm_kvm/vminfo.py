@@ -8,20 +8,29 @@ from pvc_plugins.vm_kvm import domxml, keys
 from pvc_plugins.vm_kvm.records import Record, display_state
 
 FIELDS = ("uuid", "name", "xml", "state", "node", "last_node", "meta", "tags", "observed",
-          "stats")
+          "stats", "crashes")
 """The keys read per VM, in this order (``vm`` = name first)."""
 
 
 def from_values(uuid: str, values: list[Any]) -> Record | None:
     """A record from the pipelined reads of ``FIELDS`` (state read with its version)."""
-    name, xml, (state, version), node, last_node, meta, tags, observed, stats = values
+    name, xml, (state, version), node, last_node, meta, tags, observed, stats, crashed = values
     if name is None:
         return None
     rec = Record(uuid=uuid, name=name, xml=xml or "", state=state or keys.STOP,
                  state_version=version, node=node or "", last_node=last_node or "",
                  meta=keys.meta(meta), tags=_list(keys.loads(tags, [])), request={},
-                 observed=_dict(keys.loads(observed, {})), stats=_dict(keys.loads(stats, {})))
+                 observed=_dict(keys.loads(observed, {})), stats=_dict(keys.loads(stats, {})),
+                 crashes=_dict(keys.loads(crashed, {})))
     return rec
+
+
+def crashes_object(found: dict[str, Any]) -> dict[str, Any]:
+    """``crashes``: count (in all), recent (within the crash window when last counted),
+    last (epoch or null), node, reason."""
+    return {"count": int(found.get("count") or 0), "recent": len(found.get("recent") or []),
+            "last": found.get("last"), "node": found.get("node") or "",
+            "reason": found.get("reason") or ""}
 
 
 def _list(v: Any) -> list:
@@ -103,6 +112,7 @@ def build(rec: Record) -> dict[str, Any]:
         "features": dom.features, "disks": _disks(dom, stats),
         "controllers": dom.controllers,
         "xml": rec.xml.replace('"', "'"),
+        "crashes": crashes_object(rec.crashes),
         "running_on": rec.observed.get("node") if running else None,
         "libvirt_state": rec.observed.get("libvirt_state") if running else "shutoff",
     }

@@ -8,6 +8,11 @@ Example::
     zookeeper:
       hosts: [10.0.0.1:2181, 10.0.0.2:2181, 10.0.0.3:2181]   # required
       session_timeout: 6      # seconds before ZooKeeper expires a silent session
+      secret: null            # pvcnoded's ZooKeeper credential, the SAME on every node (at
+                              # least 16 characters, no spaces; e.g. `openssl rand -hex 24`):
+                              # secret keys (BMC passwords) get a digest ACL so only
+                              # pvcnoded reads them, not pvcapid nor any other client. Unset:
+                              # they stay readable by any ZooKeeper client (a warning says so)
     keepalive_interval: 5     # seconds between keepalives
     fence_intervals: 4        # a node in state `run` whose keepalive is older than
                               # keepalive_interval × fence_intervals is dead: the primary
@@ -92,6 +97,7 @@ class NodeConfig:
     zookeeper_hosts: list[str]
     coordinator: bool = False
     zookeeper_session_timeout: float = 6.0
+    zookeeper_secret: str | None = field(default=None, repr=False)
     keepalive_interval: float = 5.0
     fence_intervals: int = 4
     suicide_intervals: int = 2
@@ -204,7 +210,7 @@ def parse(data: Any, source: str = "") -> NodeConfig:
         raise ConfigError(["the file must hold a YAML mapping of settings"], source)
     r = _Reader(data)
     r.unknown("", _TOP)
-    for section, allowed in (("zookeeper", {"hosts", "session_timeout"}),
+    for section, allowed in (("zookeeper", {"hosts", "session_timeout", "secret"}),
                              ("log", {"level", "zookeeper_lines"}),
                              ("tasks", {"retention"}),
                              ("api", {"enabled", "listen_address", "port", "keys", "threads",
@@ -222,6 +228,7 @@ def parse(data: Any, source: str = "") -> NodeConfig:
         if not hosts or not all(isinstance(h, str) and h for h in hosts):
             r.problem("zookeeper.hosts", "must list at least one host[:port]")
             hosts = None
+    secret = _secret(r, "zookeeper.secret")
     keys = r.value("api.keys", list, default=[])
     if keys and not all(isinstance(k, str) and len(k) >= 8 for k in keys):
         r.problem("api.keys", "every key must be a string of at least 8 characters")
@@ -261,6 +268,7 @@ def parse(data: Any, source: str = "") -> NodeConfig:
         zookeeper_hosts=hosts or [],
         coordinator=r.value("coordinator", bool, default=False),
         zookeeper_session_timeout=r.value("zookeeper.session_timeout", float, 6.0, minimum=2),
+        zookeeper_secret=secret,
         keepalive_interval=r.value("keepalive_interval", float, 5.0, minimum=0.5),
         fence_intervals=r.value("fence_intervals", int, 4, minimum=2),
         suicide_intervals=r.value("suicide_intervals", int, 2, minimum=1),
@@ -309,6 +317,28 @@ def load(path: str | None = None) -> NodeConfig:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError([f"is not valid YAML{where}"], path) from None
     return parse(data, path)
+
+
+SECRET_MIN_LENGTH = 16
+
+
+def _secret(r: _Reader, key: str) -> str | None:
+    """A credential setting: a string of at least SECRET_MIN_LENGTH printable characters
+    without spaces. Problems never show the value."""
+    present, value = r._lookup(key)
+    if not present or value is None:
+        return None
+    if not isinstance(value, str):
+        r.problem(key, f"must be a string, not {type(value).__name__} (quote it)")
+        return None
+    if not value.isprintable() or any(c.isspace() for c in value):
+        r.problem(key, "must not hold spaces or control characters")
+        return None
+    if len(value) < SECRET_MIN_LENGTH:
+        r.problem(key, f"must be at least {SECRET_MIN_LENGTH} characters long, not "
+                       f"{len(value)}")
+        return None
+    return value
 
 
 def _valid_name(text: str) -> bool:

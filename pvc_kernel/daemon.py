@@ -74,7 +74,7 @@ class NodeDaemon:
         self.plugins = plugins
         self.log = log
         self.store = Store(config.zookeeper_hosts, timeout=config.zookeeper_session_timeout,
-                           listener=self._on_connection)
+                           listener=self._on_connection, secret=config.zookeeper_secret)
         self.bus = Bus(self._dispatch)
         self.bus.store = self.store
         self.election: Election | None = None

@@ -6,7 +6,8 @@
           host: 10.0.1.1              # (without it, a fence of this node fails)
           port: 623
           user: admin
-          password: secret            # published to the coordinators through ZooKeeper only
+          password: secret            # published to the coordinators through ZooKeeper only,
+                                      # readable by pvcnoded alone when zookeeper.secret is set
         successful_fence: migrate     # after a verified power off: migrate | none
         failed_fence: none            # after a failed one: none | migrate (migrate only
                                       # happens if the node's storage access was cut)

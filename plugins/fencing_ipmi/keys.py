@@ -2,7 +2,9 @@
 
     /fencing/bmcs/<node>      JSON the node publishes: {host, port, user, reachable, power,
                               error, checked}: what ``pvc node info`` shows (no password)
-    /fencing/secrets/<node>   the BMC password, read only by the fencing coordinator
+    /fencing/secrets/<node>   the BMC password, read only by the fencing coordinator; a
+                              secret key: with ``zookeeper.secret`` set, only pvcnoded's
+                              identity may read it (and list /fencing/secrets)
     /fencing/fences/<node>    JSON: the node's last fence record (see ``fence``)
     /fencing/rejoins/<node>   epoch when the fenced node, its workloads stopped, asked to
                               rejoin (the primary then gives its storage access back)
@@ -20,7 +22,7 @@ KEYS = [
     Key("fencing", "/fencing", OWNER),
     Key("fencing.bmcs", "/fencing/bmcs", OWNER),
     Key("fencing.bmc", "/fencing/bmcs/{node}", OWNER),
-    Key("fencing.secret", "/fencing/secrets/{node}", OWNER),
+    Key("fencing.secret", "/fencing/secrets/{node}", OWNER, secret=True),
     Key("fencing.fences", "/fencing/fences", OWNER),
     Key("fencing.fence", "/fencing/fences/{node}", OWNER),
     Key("fencing.rejoin", "/fencing/rejoins/{node}", OWNER),

@@ -7,7 +7,10 @@ import logging
 import time
 from typing import Any
 
+from kazoo.exceptions import NoAuthError
+
 from pvc_kernel import faults
+from pvc_kernel.state import schema
 from pvc_plugins.fencing_ipmi.config import FenceConfig
 from pvc_plugins.fencing_ipmi.fence import DONE
 from pvc_plugins.fencing_ipmi.ipmi import IpmiClient
@@ -20,6 +23,35 @@ def bmc_fault_id(node: str) -> str:
     return f"bmc-{node}"
 
 
+def secret_fault_id(node: str) -> str:
+    return f"bmc-secret-{node}"
+
+
+def publish_secret(store: Any, node: str, password: str | None) -> bool:
+    """Write (or, with None, remove) this node's BMC password, a secret key the Store
+    protects with pvcnoded's ACL. False, with a fault, if ZooKeeper refuses (the key was
+    protected under another ``zookeeper.secret``, or this node has none)."""
+    fid = secret_fault_id(node)
+    try:
+        if password is None:
+            store.delete("fencing.secret", node=node)
+        else:
+            store.set("fencing.secret", password, node=node)
+    except NoAuthError:
+        where = schema.path("fencing.secret", node=node)
+        have = ("a different zookeeper.secret" if getattr(store, "authenticated", False)
+                else "no zookeeper.secret")
+        log.error("ZooKeeper refuses this node access to its BMC password at %s: this node "
+                  "has %s; set the same zookeeper.secret on every node", where, have)
+        faults.report(store, fid, f"Node {node} cannot publish its BMC password: ZooKeeper "
+                      f"denies access to {where} (this node has {have}; every node needs "
+                      "the same zookeeper.secret)", FAULT_DELTA_BMC)
+        return False
+    if faults.get(store, fid):
+        faults.clear(store, fid)
+    return True
+
+
 def publish_and_check(daemon: Any, cfg: FenceConfig) -> dict[str, Any]:
     """Publish this node's BMC (the password to its own key only) and check it answers."""
     store, node = daemon.store, daemon.node
@@ -28,12 +60,12 @@ def publish_and_check(daemon: Any, cfg: FenceConfig) -> dict[str, Any]:
                 "error": "no BMC configured (plugins.fencing_ipmi.bmc)",
                 "checked": round(time.time(), 3)}
         store.set("fencing.bmc", info, node=node)
-        store.delete("fencing.secret", node=node)
+        publish_secret(store, node, None)
         faults.report(store, bmc_fault_id(node), f"Node {node} has no BMC configured "
                       "(plugins.fencing_ipmi.bmc): the cluster cannot fence it",
                       FAULT_DELTA_BMC)
         return info
-    store.set("fencing.secret", cfg.bmc.password, node=node)
+    publish_secret(store, node, cfg.bmc.password)
     check = IpmiClient(cfg.bmc, timeout=cfg.ipmi_timeout).check()
     info = {**cfg.bmc.public(), **check, "checked": round(time.time(), 3)}
     store.set("fencing.bmc", info, node=node)

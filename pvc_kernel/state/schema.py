@@ -26,6 +26,10 @@ Layout (schema version ``SCHEMA_VERSION``; migrations in ``migrations.py``)::
     /tasks/<id>                     JSON task record (see pvc_kernel.tasks)
     /faults/<id>                    JSON fault record
     /locks/<name>                   named cluster locks (schema-migration, ...)
+
+A key marked ``secret`` (e.g. a plugin's password) is written by ``Store`` with a ZooKeeper
+digest ACL: only pvcnoded's identity (``zookeeper.secret``) may read or change it, and
+its parent too, so a secret key's parent holds secret keys only (``register`` checks).
 """
 
 from __future__ import annotations
@@ -40,11 +44,13 @@ SCHEMA_VERSION = 2
 
 @dataclass(frozen=True)
 class Key:
-    """A named key whose path may hold ``{placeholders}``."""
+    """A named key whose path may hold ``{placeholders}``; ``secret``: readable by pvcnoded
+    only (see the module docstring)."""
 
     name: str
     template: str
     owner: str = "kernel"
+    secret: bool = False
 
     def fields(self) -> list[str]:
         return [f for _, f, _, _ in string.Formatter().parse(self.template) if f]
@@ -92,7 +98,25 @@ def register(key: Key) -> None:
     known = _keys.get(key.name)
     if known is not None and known != key:
         raise SchemaError(f"key {key.name!r} of {key.owner} is already defined by {known.owner}")
+    if key.secret and secret_parent(key.template) == "/":
+        raise SchemaError(f"secret key {key.name!r} of {key.owner} needs a parent of its own")
+    for other in _keys.values():
+        secret, plain = (key, other) if key.secret else (other, key)
+        if secret.secret and not plain.secret and _under(plain.template,
+                                                         secret_parent(secret.template)):
+            raise SchemaError(f"key {plain.name!r} of {plain.owner} lies under "
+                              f"{secret_parent(secret.template)}, which holds the secret key "
+                              f"{secret.name!r} of {secret.owner}: only secret keys may")
     _keys[key.name] = key
+
+
+def secret_parent(path: str) -> str:
+    """The parent of a secret key's path (or template): protected like the key itself."""
+    return path.rsplit("/", 1)[0] or "/"
+
+
+def _under(template: str, parent: str) -> bool:
+    return template == parent or template.startswith(parent + "/")
 
 
 for _k in _KERNEL_KEYS:
@@ -115,6 +139,12 @@ def path(name: str, /, **values: str | int) -> str:
             raise SchemaError(f"invalid value {text!r} for {field} in key {name!r}")
         clean[field] = text
     return key.template.format(**clean)
+
+
+def is_secret(name: str) -> bool:
+    """True if the key ``name`` is marked secret (False for an unknown key)."""
+    key = _keys.get(name)
+    return key is not None and key.secret
 
 
 def keys() -> dict[str, Key]:

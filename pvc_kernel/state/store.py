@@ -10,10 +10,14 @@ from typing import Any
 from kazoo.client import KazooClient, KazooState
 from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
 from kazoo.recipe.lock import Lock
+from kazoo.security import ACL, make_digest_acl
 
 from pvc_kernel.state import schema
 
 log = logging.getLogger(__name__)
+
+SECRET_USER = "pvcnoded"
+"""The digest identity of node daemons: ``pvcnoded:<zookeeper.secret>``."""
 
 StateListener = Callable[[str], None]
 """Called with "connected", "suspended" or "lost" when the session state changes."""
@@ -36,11 +40,14 @@ def _encode(value: Any) -> bytes:
 class Store:
     """kazoo client + schema-aware helpers.
 
-    Values are stored as UTF-8 text; dicts and lists as JSON.
+    Values are stored as UTF-8 text; dicts and lists as JSON. With ``secret`` (the node
+    daemon's ``zookeeper.secret``) the session authenticates as pvcnoded's digest identity,
+    and keys marked secret in the schema (and their parent) are written with an ACL that
+    lets only that identity in; reading them without it raises kazoo's NoAuthError.
     """
 
     def __init__(self, hosts: str | Iterable[str], timeout: float = 6.0,
-                 listener: StateListener | None = None) -> None:
+                 listener: StateListener | None = None, secret: str | None = None) -> None:
         if not isinstance(hosts, str):
             hosts = ",".join(hosts)
         self.hosts = hosts
@@ -48,7 +55,12 @@ class Store:
                                   connection_retry={"max_tries": -1, "delay": 0.2,
                                                     "max_delay": 2.0},
                                   command_retry={"max_tries": 3, "delay": 0.1,
-                                                 "max_delay": 1.0})
+                                                 "max_delay": 1.0},
+                                  auth_data=[("digest", f"{SECRET_USER}:{secret}")]
+                                  if secret else None)
+        self._secret_acl: list[ACL] | None = (
+            [make_digest_acl(SECRET_USER, secret, all=True)] if secret else None)
+        self._warned_open = False
         self._listeners: list[StateListener] = [listener] if listener else []
         self.client.add_listener(self._on_state)
 
@@ -82,6 +94,11 @@ class Store:
     @property
     def connected(self) -> bool:
         return self.client.connected
+
+    @property
+    def authenticated(self) -> bool:
+        """True if this client holds pvcnoded's identity (secret keys are protected)."""
+        return self._secret_acl is not None
 
     @property
     def session_id(self) -> int | None:
@@ -143,18 +160,21 @@ class Store:
         """Create or overwrite one key (for keys only one writer owns)."""
         p = schema.path(name, **kw)
         data = _encode(value)
+        self._protect(name, p)
         try:
             self.client.set(p, data)
         except NoNodeError:
             try:
-                self.client.create(p, data, makepath=True)
+                self._create(name, p, data)
             except NodeExistsError:
                 self.client.set(p, data)
 
     def ensure(self, name: str, value: Any = "", **kw: Any) -> bool:
         """Create the key with ``value`` unless it exists; True if created."""
+        p = schema.path(name, **kw)
+        self._protect(name, p)
         try:
-            self.client.create(schema.path(name, **kw), _encode(value), makepath=True)
+            self._create(name, p, _encode(value))
             return True
         except NodeExistsError:
             return False
@@ -176,6 +196,41 @@ class Store:
                 self.client.delete(p)
                 self.client.create(p, _encode(value), ephemeral=True, makepath=True)
 
+    # -- secret keys ----------------------------------------------------------------
+    def _create(self, name: str, p: str, data: bytes) -> None:
+        """Create ``p`` (and missing parents); a secret key and its parent get the ACL."""
+        if not schema.is_secret(name) or self._secret_acl is None:
+            self.client.create(p, data, makepath=True)
+            return
+        parent = schema.secret_parent(p)
+        self.client.ensure_path(schema.secret_parent(parent))   # open, like every other key
+        try:
+            self.client.create(parent, b"", acl=self._secret_acl)
+        except NodeExistsError:
+            pass
+        self.client.create(p, data, acl=self._secret_acl)
+
+    def _protect(self, name: str, p: str) -> None:
+        """Before a secret key is written: give it and its parent the ACL if they exist
+        without it (written before a secret was configured); without a secret, warn once
+        that the key is open."""
+        if not schema.is_secret(name):
+            return
+        if self._secret_acl is None:
+            if not self._warned_open:
+                self._warned_open = True
+                log.warning("no zookeeper.secret is configured: secret keys such as %s are "
+                            "readable by every ZooKeeper client (see docs/operator.md)", p)
+            return
+        for path in (schema.secret_parent(p), p):
+            try:
+                acl, stat = self.client.get_acls(path)
+            except NoNodeError:
+                continue
+            if list(acl) != self._secret_acl:
+                self.client.set_acls(path, self._secret_acl, version=stat.aversion)
+                log.info("protected %s: only pvcnoded's identity may read it now", path)
+
     # -- safe concurrent writes ----------------------------------------------
     def transaction(self):
         """A kazoo transaction; add operations with paths from ``schema.path``."""
@@ -191,9 +246,10 @@ class Store:
     def set_if_version(self, name: str, value: Any, version: int, **kw: Any) -> bool:
         """Write only if the key is still at ``version`` (-1: must not exist). True on success."""
         p = schema.path(name, **kw)
+        self._protect(name, p)
         try:
             if version == -1:
-                self.client.create(p, _encode(value), makepath=True)
+                self._create(name, p, _encode(value))
             else:
                 self.client.set(p, _encode(value), version=version)
             return True

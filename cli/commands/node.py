@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import time
 from typing import Any
 
@@ -49,8 +50,25 @@ def complete_node(ctx: click.Context, param: click.Parameter, incomplete: str) -
 
 node_argument = click.argument("node", shell_complete=complete_node)
 
+PLUGIN_COMMANDS = {"fence": "pvc_plugins.fencing_ipmi.cli:fence"}
+"""Subcommands of `pvc node` that plugins provide, imported only when used."""
 
-@click.group()
+
+class _NodeGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(PLUGIN_COMMANDS))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in PLUGIN_COMMANDS:
+            module, _, attr = PLUGIN_COMMANDS[cmd_name].partition(":")
+            try:
+                self.add_command(getattr(importlib.import_module(module), attr), cmd_name)
+            except (ImportError, AttributeError):
+                return None
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_NodeGroup)
 def node() -> None:
     """Inspect nodes and change their state.
 

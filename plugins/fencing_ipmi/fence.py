@@ -12,6 +12,15 @@ A fence record (one per node, JSON at ``/fencing/fences/<node>``) moves through:
 Every step is saved before the next starts and is safe to run twice, so the next primary
 resumes a fence whose coordinator died. ``outcome`` and a fault record tell the result.
 
+A fence whose power off failed can be confirmed by an operator (``pvc node fence confirm``):
+the API writes ``confirm`` into the finished record (``request_confirm``), the fencing
+coordinator checks the node is still silent and reopens the record at ``storage``
+(``apply_confirm``): the rest runs as if the BMC had reported the power off.
+
+The fault of a fence that worked (``worked``) drops to an informational record (health delta
+0, ``settle_message``) once the node is back in ``run``; the fault of a failed one stays until
+an administrator acknowledges it.
+
 Only the coordinator that owns the fence may move it on: before every step (and while it
 polls the BMC or recovers) the ``Fencer`` asks ``Env.lost()`` whether it still holds the
 fence lock and the primary role, and ``Env.save`` is version-checked; either failing raises
@@ -34,6 +43,7 @@ STEPS = (DEAD, POWER, STORAGE, RECOVER, DONE)
 RUN = "run"
 FAULT_DELTA_FENCED = 10       # health points of a fence that worked
 FAULT_DELTA_FAILED = 50       # ... of one that did not (VMs may be down)
+FAULT_DELTA_INFO = 0          # a fence that worked, once its node is back; an audit record
 
 
 @dataclass(frozen=True)
@@ -74,12 +84,15 @@ def new_record(node: str, by: str, silence: float, now: float | None = None) -> 
             "history": [[round(now, 3), DEAD, f"no keepalive for {silence:.1f} s"]]}
 
 
-def decide(power_ok: bool, storage_ok: bool | None, policy: Policy) -> tuple[str, str]:
-    """(``migrate`` | ``none``, why) after the power and storage steps."""
-    if power_ok:
+def decide(power_ok: bool, storage_ok: bool | None, policy: Policy,
+           confirmed: str | None = None) -> tuple[str, str]:
+    """(``migrate`` | ``none``, why) after the power and storage steps; a power off an
+    operator confirmed (``confirmed``: who) counts as a verified one."""
+    if power_ok or confirmed:
+        off = f"power off confirmed by {confirmed}" if confirmed else "powered off"
         if policy.successful_fence == MIGRATE:
-            return MIGRATE, "powered off; successful_fence=migrate"
-        return NONE, "powered off; successful_fence=none"
+            return MIGRATE, f"{off}; successful_fence=migrate"
+        return NONE, f"{off}; successful_fence=none"
     if policy.failed_fence != MIGRATE:
         return NONE, "power off failed; failed_fence=none"
     if storage_ok:
@@ -88,18 +101,134 @@ def decide(power_ok: bool, storage_ok: bool | None, policy: Policy) -> tuple[str
     return NONE, "power off failed and storage not cut: recovery would be unsafe"
 
 
+def confirmed_by(record: dict[str, Any]) -> str | None:
+    """Who confirmed the node's power off, once the fencing coordinator accepted it."""
+    confirm = record.get("confirm")
+    if not isinstance(confirm, dict) or not confirm.get("applied"):
+        return None
+    return str(confirm.get("by") or "an operator")
+
+
+def powered_off(record: dict[str, Any]) -> bool:
+    """The BMC reported the power off, or an operator confirmed it (accepted)."""
+    return bool((record.get("power") or {}).get("ok")) or confirmed_by(record) is not None
+
+
 def fence_info(record: dict[str, Any]) -> dict[str, Any]:
     """What the workload plugins learn of the fence (``pvc_node_recover``'s ``fence``):
-    ``powered_off`` (the BMC confirmed the power off) and ``storage_cut`` (the plugins whose
-    storage cut succeeded)."""
+    ``powered_off`` (the BMC or an operator confirmed the power off) and ``storage_cut`` (the
+    plugins whose storage cut succeeded)."""
     storage = record.get("storage") or {}
-    return {"powered_off": bool((record.get("power") or {}).get("ok")),
+    return {"powered_off": powered_off(record),
             "storage_cut": list(storage.get("cut_by") or []) if storage.get("ok") else []}
 
 
 def outcome_of(record: dict[str, Any]) -> str:
-    power = "fenced" if (record.get("power") or {}).get("ok") else "fence-failed"
+    power = "fenced" if (record.get("power") or {}).get("ok") \
+        else "confirmed-off" if confirmed_by(record) else "fence-failed"
     return f"{power},{'recovered' if record.get('decision') == MIGRATE else 'not-recovered'}"
+
+
+def fault_id(record: dict[str, Any]) -> str:
+    """The ID of the fault a finished fence raises."""
+    return f"fence-{record['node']}-{record['id']}"
+
+
+def confirm_fault_id(record: dict[str, Any]) -> str:
+    """The ID of the audit record of an operator's confirmation."""
+    return f"fence-{record['node']}-{record['id']}-confirm"
+
+
+def worked(record: dict[str, Any]) -> bool:
+    """A finished fence that did its job: the node was off (BMC or operator) and no VM failed
+    to recover. Its fault drops to informational when the node is back; any other stays."""
+    return record.get("step") == DONE and powered_off(record) \
+        and not (record.get("recovery") or {}).get("failed")
+
+
+def settle_message(message: str, node: str, when: str) -> str:
+    """A fence fault's text once its node is back in the cluster (delta 0 then)."""
+    if "[Resolved: " in message:
+        return message
+    return f"{message} [Resolved: node {node} rejoined the cluster at {when}.]"
+
+
+# -- operator confirmation ------------------------------------------------------------------
+
+def alive_refusal(state: str | None, keepalive: float | None, now: float,
+                  delay: float) -> str | None:
+    """Why a node must not be confirmed off: it is not ``dead``, or it wrote a keepalive
+    within its fence delay (it runs, or ran a moment ago). None if it may."""
+    if state != DEAD:
+        return f"its daemon state is {state or 'unknown'}, not dead"
+    age = now - (keepalive or 0.0)
+    if age < delay:
+        return (f"its last keepalive is only {max(age, 0.0):.1f} s old (fence delay "
+                f"{delay:g} s): it is alive, not powered off")
+    return None
+
+
+def confirm_refusal(record: dict[str, Any] | None) -> str | None:
+    """Why ``record`` cannot take an operator's power-off confirmation now, or None.
+
+    Only a finished fence whose BMC did not confirm the power off can: not one under way,
+    not one that worked, not one already confirmed (or waiting for the coordinator)."""
+    if not isinstance(record, dict) or not record.get("id"):
+        return "there is no fence of it on record"
+    if record.get("step") != DONE:
+        return (f"its fence is still under way (step {record.get('step')}); wait until it "
+                "has finished")
+    if (record.get("power") or {}).get("ok"):
+        return "its BMC already reported the power off: it is fenced"
+    confirm = record.get("confirm")
+    if isinstance(confirm, dict) and confirm and not confirm.get("rejected"):
+        return (f"{confirm.get('by')} already confirmed its power off at "
+                f"{confirm.get('requested')}")
+    return None
+
+
+def request_confirm(record: dict[str, Any], by: str, source: str,
+                    now: float | None = None) -> dict[str, Any]:
+    """The record with an operator's confirmation for the fencing coordinator to apply."""
+    now = round(now or time.time(), 3)
+    out = {**record, "confirm": {"by": by, "source": source, "requested": now,
+                                 "applied": None, "rejected": None},
+           "updated": now}
+    out["history"] = [*record.get("history", []),
+                      [now, DONE, f"power off confirmed by {by} (from {source}); waiting for "
+                                  "the fencing coordinator"]]
+    return out
+
+
+def confirm_pending(record: dict[str, Any]) -> bool:
+    """A confirmation the fencing coordinator has neither applied nor rejected yet."""
+    confirm = record.get("confirm")
+    return record.get("step") == DONE and isinstance(confirm, dict) and bool(confirm) \
+        and not confirm.get("applied") and not confirm.get("rejected")
+
+
+def apply_confirm(record: dict[str, Any], now: float | None = None) -> dict[str, Any]:
+    """The record reopened at ``storage`` (its cut stays as it was): the decision and the
+    recovery run again, now as after a verified power off."""
+    now = round(now or time.time(), 3)
+    confirm = {**record["confirm"], "applied": now}
+    out = {**record, "confirm": confirm, "step": STORAGE, "decision": None, "recovery": None,
+           "outcome": None, "finished": None, "updated": now}
+    out["history"] = [*record.get("history", []),
+                      [now, STORAGE, f"power off confirmed by {confirm['by']}: recovering as "
+                                     "if fenced"]]
+    return out
+
+
+def reject_confirm(record: dict[str, Any], why: str,
+                   now: float | None = None) -> dict[str, Any]:
+    """The record with its pending confirmation refused by the fencing coordinator."""
+    now = round(now or time.time(), 3)
+    out = {**record, "confirm": {**record["confirm"], "rejected": why}, "updated": now}
+    out["history"] = [*record.get("history", []),
+                      [now, DONE, f"confirmation by {record['confirm'].get('by')} refused: "
+                                  f"{why}"]]
+    return out
 
 
 class FenceLost(Exception):
@@ -172,7 +301,8 @@ class Fencer:
             nxt, text = STORAGE, f"storage: {record['storage'].get('detail') or 'cut'}"
         elif step == STORAGE:
             decision, why = decide(bool((record["power"] or {}).get("ok")),
-                                   (record["storage"] or {}).get("ok"), self.policy)
+                                   (record["storage"] or {}).get("ok"), self.policy,
+                                   confirmed_by(record))
             record["decision"] = decision
             nxt, text = RECOVER, f"decision {decision}: {why}"
         elif step == RECOVER:
@@ -239,6 +369,8 @@ class Fencer:
         parts = [f"Node {node} was declared dead (no keepalive for {record['silence']:.0f} s)"]
         parts.append("and powered off through its BMC" if power.get("ok")
                      else f"but the power off failed ({power.get('detail')})")
+        if not power.get("ok") and confirmed_by(record):
+            parts.append(f"; {confirmed_by(record)} confirmed it was off")
         if storage.get("ok"):
             parts.append("; its storage access was cut")
         elif storage.get("ok") is False:
@@ -252,7 +384,5 @@ class Fencer:
                 parts.append("; stopped: " + "; ".join(stopped[:3]) + more)
         else:
             parts.append("; its VMs were NOT recovered elsewhere")
-        delta = FAULT_DELTA_FENCED if power.get("ok") and not rec.get("failed") \
-            else FAULT_DELTA_FAILED
-        self.env.fault(f"fence-{node}-{record['id']}", " ".join(parts).replace(" ;", ";"),
-                       delta)
+        delta = FAULT_DELTA_FENCED if worked({**record, "step": DONE}) else FAULT_DELTA_FAILED
+        self.env.fault(fault_id(record), " ".join(parts).replace(" ;", ";"), delta)

@@ -13,6 +13,15 @@ session, and the next primary resumes every unfinished record):
    before every step; the record's writes are version-checked: a lost race stops it);
 3. give storage access back to fenced nodes that ask to rejoin (their workloads stopped,
    ``/fencing/rejoins/<node>`` written after the fence finished): ``pvc_storage_unfence``.
+
+Before step 2 it applies operators' power-off confirmations (``pvc node fence confirm``)
+of failed fences: refused if the node is no longer ``dead`` or wrote a keepalive within its
+fence delay; else, in one transaction checked against the judged keepalive, the daemon state
+and the record, ``dead`` → ``fenced`` and the record reopened at ``storage``, logged and
+recorded as an informational fault naming who confirmed it, and when.
+
+Every round, lock or not, the fault of a fence that worked drops to health delta 0 once its
+node is back in ``run`` (a failed fence's fault stays until acknowledged).
 """
 
 from __future__ import annotations
@@ -24,7 +33,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from kazoo.exceptions import KazooException, LockTimeout
+from kazoo.exceptions import KazooException, LockTimeout, NoAuthError
 from kazoo.recipe.lock import Lock
 
 from pvc_kernel import faults
@@ -35,11 +44,21 @@ from pvc_plugins.fencing_ipmi.config import FenceConfig
 from pvc_plugins.fencing_ipmi.fence import (
     DEAD,
     DONE,
+    FAULT_DELTA_INFO,
+    RUN,
     FenceLost,
     Fencer,
     Policy,
+    alive_refusal,
+    apply_confirm,
+    confirm_fault_id,
+    confirm_pending,
     dead_nodes,
+    fault_id,
     new_record,
+    reject_confirm,
+    settle_message,
+    worked,
 )
 from pvc_plugins.fencing_ipmi.ipmi import BmcAccess, BmcError, IpmiClient
 
@@ -49,7 +68,13 @@ log = logging.getLogger("pvc_plugins.fencing_ipmi")
 def bmc_access(store: Any, node: str) -> BmcAccess:
     """The published BMC of ``node`` (BmcError if the node published none)."""
     info = store.get_json("fencing.bmc", None, node=node) or {}
-    secret = store.get("fencing.secret", node=node)
+    try:
+        secret = store.get("fencing.secret", node=node)
+    except NoAuthError:
+        have = ("a different zookeeper.secret" if getattr(store, "authenticated", False)
+                else "no zookeeper.secret")
+        raise BmcError(f"ZooKeeper denies this coordinator the BMC password of {node}: it "
+                       f"has {have}; set the same zookeeper.secret on every node") from None
     if not info.get("host") or secret is None:
         raise BmcError(f"node {node} has no BMC configured (plugins.fencing_ipmi.bmc)")
     return BmcAccess(info["host"], info.get("user") or "", secret, int(info.get("port") or 623))
@@ -181,6 +206,8 @@ class Monitor:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._unreleased: Lock | None = None
+        self._settled: set[str] = set()
+        """Fault IDs of fences that worked, already informational (or deleted)."""
         self.env = ZkEnv(daemon, cfg, self._stop)
         self.fencer = Fencer(self.env,
                              Policy(cfg.successful_fence, cfg.failed_fence, cfg.power_timeout))
@@ -220,7 +247,13 @@ class Monitor:
                 self._unreleased = None
             except KazooException:
                 return
-        if not self.has_work():
+        records = self.records()
+        try:
+            self.settle_faults(records)
+        except Exception as exc:       # never in the way of a fence
+            log.warning("fence monitor: settling fence faults failed: %s",
+                        exc or type(exc).__name__)
+        if not self.has_work(records):
             return
         lock = self.store.lock(keys.FENCE_LOCK, self.node)
         try:
@@ -236,6 +269,7 @@ class Monitor:
                 return
             if self.store.get("config.maintenance") != "true":
                 self.detect()
+            self.confirmations()
             for record in self.unfinished():
                 self.fencer.run(record, by=self.node)
             self.give_back_storage()
@@ -271,12 +305,14 @@ class Monitor:
                          config.fence_delay_for(static_data))
         return out
 
-    def has_work(self) -> bool:
-        """A look without the fence lock: is there a node to declare dead, a fence to finish
-        or storage to give back? Idle rounds then cost reads only, no lock writes."""
+    def has_work(self, records: list[dict[str, Any]] | None = None) -> bool:
+        """A look without the fence lock: is there a node to declare dead, a fence to finish,
+        a confirmation to apply or storage to give back? Idle rounds then cost reads only, no
+        lock writes."""
         if self.store.get("config.maintenance") != "true" and self.dead(self.node_views()):
             return True
-        return any(r.get("step") != DONE or self.wants_storage_back(r) for r in self.records())
+        return any(r.get("step") != DONE or confirm_pending(r) or self.wants_storage_back(r)
+                   for r in (self.records() if records is None else records))
 
     def dead(self, views: dict[str, tuple[str | None, float | None, int, int, float]]
              ) -> list[tuple[str, float]]:
@@ -314,6 +350,12 @@ class Monitor:
         if any(isinstance(r, Exception) for r in results):
             return False
         self.env.versions[node] = 0 if record_version < 0 else record_version + 1
+        try:
+            previous = json.loads(old) if old else None
+        except ValueError:
+            previous = None
+        if isinstance(previous, dict) and previous.get("id") and worked(previous):
+            self.settle(previous)     # it was back in run: its last fence is over
         log.warning("node %s is dead: no keepalive for %.1f s (fence delay %g s); fencing it",
                     node, silence, delay if delay is not None else self.fence_delay)
         return True
@@ -361,3 +403,109 @@ class Monitor:
             rec["history"].append([now, DONE, "asked to rejoin; storage access given back"])
             self.env.save(rec)
             log.info("node %s asks to rejoin after its fence; storage access given back", node)
+
+    # -- faults whose cause is over ------------------------------------------------------
+    def settle_faults(self, records: list[dict[str, Any]] | None = None) -> None:
+        """Drop the fault of every fence that worked to informational (delta 0) once its
+        node is back in ``run``; faults of failed fences stay until acknowledged."""
+        todo = [r for r in (self.records() if records is None else records)
+                if r.get("id") and isinstance(r.get("node"), str) and worked(r)
+                and fault_id(r) not in self._settled]
+        if not todo:
+            return
+        states = self.store.get_many([("node.daemon_state", {"node": r["node"]})
+                                      for r in todo])
+        for rec, (state, _version) in zip(todo, states, strict=True):
+            if state == RUN:
+                self.settle(rec)
+
+    def settle(self, rec: dict[str, Any]) -> bool:
+        """Make the fence's fault informational (version-checked; a deleted fault stays
+        deleted). False if concurrent writers kept it from it (tried again next round)."""
+        fid, node = fault_id(rec), rec["node"]
+        for _ in range(5):
+            text, version = self.store.get_versioned("fault", fault_id=fid)
+            if version < 0:
+                break
+            try:
+                stored = json.loads(text) if text else {}
+            except ValueError:
+                stored = {}
+            fault = faults.normalise(fid, stored)
+            if fault["health_delta"] == FAULT_DELTA_INFO:
+                break
+            now = faults.stamp()
+            fault.update(health_delta=FAULT_DELTA_INFO, last_reported=now,
+                         message=settle_message(fault["message"], node, now))
+            if self.store.set_if_version("fault", json.dumps(fault), version, fault_id=fid):
+                log.info("fault %s: node %s is back in the cluster; informational now", fid,
+                         node)
+                break
+        else:
+            return False
+        self._settled.add(fid)
+        return True
+
+    # -- operator confirmations ----------------------------------------------------------
+    def confirmations(self) -> None:
+        """Apply (or refuse) every pending power-off confirmation; under the fence lock."""
+        for rec in self.records():
+            if confirm_pending(rec):
+                why = self.env.lost()
+                if why:
+                    raise FenceLost(why)
+                try:
+                    self.confirm(rec)
+                except (FenceLost, KazooException):
+                    raise
+                except Exception:
+                    log.exception("fence of %s: applying the confirmation failed",
+                                  rec.get("node"))
+
+    def confirm(self, rec: dict[str, Any]) -> bool:
+        """Accept an operator's confirmation that the dead node is off, if it still looks
+        dead: daemon state ``fenced`` and the record reopened, in one transaction checked
+        against the judged keepalive, daemon state and record. False if refused or raced."""
+        node, confirm = rec["node"], rec["confirm"]
+        version = self.env.versions.get(node, -1)
+        (state, state_version), (ka_text, ka_version), (static, _) = self.store.get_many(
+            [(key, {"node": node}) for key in ("node.daemon_state", "node.keepalive",
+                                                "node.static")])
+        try:
+            keepalive = float(ka_text or 0)
+        except ValueError:
+            keepalive = 0.0
+        try:
+            static_data = json.loads(static) if static else {}
+        except ValueError:
+            static_data = {}
+        now = time.time()
+        why = alive_refusal(state, keepalive, now,
+                            self.daemon.config.fence_delay_for(static_data))
+        who = f"{confirm.get('by')} (from {confirm.get('source')})"
+        if why:
+            self.env.save(reject_confirm(rec, why, now))
+            log.warning("fence of %s: power-off confirmation by %s refused: %s", node, who, why)
+            return False
+        new = apply_confirm(rec, now)
+        txn = self.store.transaction()
+        if ka_version >= 0:
+            txn.check(schema.path("node.keepalive", node=node), ka_version)
+        txn.set_data(schema.path("node.daemon_state", node=node), b"fenced",
+                     version=state_version)
+        txn.set_data(schema.path("fencing.fence", node=node), json.dumps(new).encode(),
+                     version=version)
+        if any(isinstance(r, Exception) for r in txn.commit()):
+            self.env.versions.pop(node, None)
+            log.info("fence of %s: the confirmation raced with a change; judged again", node)
+            return False
+        self.env.versions[node] = version + 1
+        requested = faults.stamp(confirm.get("requested"))
+        power = (rec.get("power") or {}).get("detail") or "no answer"
+        log.warning("fence of %s: %s confirmed at %s that the node is powered off (its BMC "
+                    "did not: %s); recovering it as if fenced", node, who, requested, power)
+        faults.report(self.store, confirm_fault_id(rec),
+                      f"Node {node}: {who} confirmed at {requested} that it is powered off "
+                      f"(its BMC did not: {power}); its VMs are recovered as if it was fenced "
+                      f"(fence {rec['id']}, accepted by {self.node})", FAULT_DELTA_INFO)
+        return True

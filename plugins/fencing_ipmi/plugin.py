@@ -2,7 +2,8 @@
 
 Every node publishes and checks its BMC; the primary runs the fence monitor
 (``monitor.Monitor``); a node given up by the cluster waits for its fence to finish before it
-rejoins. pyghmi is imported only when a BMC is talked to.
+rejoins; the API gets ``POST /node/{node}/fence/confirm`` (``api``). pyghmi is imported
+only when a BMC is talked to.
 """
 
 from __future__ import annotations
@@ -88,6 +89,14 @@ def pvc_keepalive_stats(daemon: Any) -> dict[str, dict[str, Any]]:
     self-check; never the password)."""
     last = _checks.get(id(daemon))
     return {"bmc": dict(last)} if last else {}
+
+
+@hookimpl
+def pvc_api_routes(api: Any) -> None:
+    """``POST /node/{node}/fence/confirm``: an operator confirms a dead node is off."""
+    from pvc_plugins.fencing_ipmi import api as fence_api
+
+    fence_api.add_to(api)
 
 
 @hookimpl

@@ -172,6 +172,7 @@ def test_task_show_wait_running_to_success(api):
         "GET",
         "/tasks/abc",
         [
+            (200, {"state": "RUNNING", "current": 1, "total": 2, "status": "Step one"}),  # lookup
             (200, {"state": "RUNNING", "current": 1, "total": 2, "status": "Step one"}),
             (
                 200,

@@ -82,7 +82,10 @@ class Api:
         for route in self.routes:
             by_path.setdefault(route.path, {})[route.method] = route
         for path, methods in by_path.items():
-            app.add_route(self.prefix + path, _Resource(self, methods))
+            resource = _Resource(self, methods)
+            for method, (route, fields) in _fallbacks(path, by_path).items():
+                setattr(resource, f"on_{method.lower()}", partial(self.respond, route, **fields))
+            app.add_route(self.prefix + path, resource)
         app.add_route(self.prefix, _Redirect(self.prefix + "/"))
         self.app = app
         return app
@@ -103,6 +106,40 @@ class Api:
             resp.set_header(name, value)
         if reply.status != 204 and reply.body is not None:
             resp.media = reply.body
+
+
+def _match(template: str, path: str) -> dict[str, str] | None:
+    """The fields of ``template`` (``/vm/{vm}``) that make it read ``path``; None if it cannot."""
+    want, have = template.split("/"), path.split("/")
+    if len(want) != len(have):
+        return None
+    fields = {}
+    for pattern, segment in zip(want, have, strict=True):
+        if pattern.startswith("{") and pattern.endswith("}") and pattern.count("{") == 1:
+            fields[pattern[1:-1]] = segment
+        elif pattern != segment:
+            return None
+    return fields
+
+
+def _fallbacks(path: str, by_path: dict[str, dict[str, Route]]) -> dict[str, tuple[Route, dict]]:
+    """Routing is method-aware, like the original's (Flask/Werkzeug): for each method that a
+    fixed path such as ``/vm/autobackup`` lacks, the route of a templated path that reads it
+    (``GET /vm/{vm}`` with vm=autobackup) answers instead of a 405. Where several templates
+    fit, the one with fixed segments earliest wins (Falcon's own precedence)."""
+    if "{" in path:
+        return {}
+    found: dict[str, tuple[Route, dict]] = {}
+    templates = sorted((t for t in by_path if "{" in t),
+                       key=lambda t: ["{" in seg for seg in t.split("/")])
+    for template in templates:
+        fields = _match(template, path)
+        if fields is None:
+            continue
+        for method, route in by_path[template].items():
+            if method not in by_path[path] and method not in found:
+                found[method] = (route, fields)
+    return found
 
 
 class _Resource:

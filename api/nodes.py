@@ -22,6 +22,10 @@ KEYS = ("node", "node.static", "node.daemon_state", "node.coordinator_state",
 """What is read per node; ``node`` (the registration key itself) tells whether it exists."""
 
 UNKNOWN = "unknown"
+GIVEN_UP = ("dead", "fenced")
+"""Daemon states of a node the cluster declared dead: it runs nothing and holds no role."""
+ACTING = ("primary", "takeover", "relinquish")
+"""Coordinator states of the primary in office (or entering / leaving it)."""
 
 
 def _fetch(api: Api, requests: list[zk.Request], fresh: bool) -> list[Any]:
@@ -39,14 +43,17 @@ def names(api: Api, fresh: bool = False) -> list[str]:
 def read(api: Api, wanted: Iterable[str],
          fresh: bool = False) -> dict[str, dict[str, str | None]]:
     """Raw values by short key name (``static``, ``daemon_state``...) of the existing nodes
-    among ``wanted``, read in one round trip."""
+    among ``wanted``, read in one round trip; ``primary`` is the cluster's primary node."""
     wanted = [n for n in wanted if schema.valid_segment(n)]
-    values = _fetch(api, [zk.get(key, node=n) for n in wanted for key in KEYS], fresh)
+    values = _fetch(api, [zk.get(key, node=n) for n in wanted for key in KEYS]
+                    + [zk.get("config.primary_node")], fresh)
+    primary = values.pop()
     raw = {}
     for i, name in enumerate(wanted):
         chunk = values[i * len(KEYS):(i + 1) * len(KEYS)]
         if chunk[0] is not None:  # else not registered (or removed since the listing)
             raw[name] = {key.rpartition(".")[2]: v for key, v in zip(KEYS, chunk, strict=True)}
+            raw[name]["primary"] = primary or "none"
     return raw
 
 
@@ -82,6 +89,28 @@ def build(api: Api, name: str, raw: dict[str, str | None]) -> dict[str, Any]:
                                                    stats=stats):
             if isinstance(part, dict):
                 merge(node, part)
+    return _truthful(node, raw.get("primary"))
+
+
+def _truthful(node: dict[str, Any], primary: str | None) -> dict[str, Any]:
+    """Correct what a node's own keys cannot: a dead node never rewrites them.
+
+    Only the node named by ``config.primary_node`` shows ``primary`` (``primary`` None: not
+    known, e.g. a caller without that key). A ``dead`` or ``fenced`` node is no coordinator in
+    office (a ``primary``, ``takeover`` or ``relinquish`` it left behind reads ``secondary``)
+    and runs nothing: its VM counts, allocations, load, memory in use and interface rates read
+    0 instead of its last keepalive's.
+    """
+    given_up = node["daemon_state"] in GIVEN_UP
+    coordinator = node["coordinator_state"]
+    if coordinator in ACTING and given_up:
+        node["coordinator_state"] = "secondary"
+    elif coordinator == "primary" and primary is not None and primary != node["name"]:
+        node["coordinator_state"] = "secondary"
+    if given_up:
+        node.update(load=0.0, domains_count=0, running_domains=[], interfaces={})
+        node["vcpu"]["allocated"] = 0
+        node["memory"].update(allocated=0, provisioned=0, used=0, free=0)
     return node
 
 

@@ -19,6 +19,9 @@ DOMAIN_STATES = ("ready", "flush", "flushed", "unflush", "fence-flush")
 
 NODE = Param("node", location="path", description="The node's name")
 TASK_ID = Param("task_id", location="path", description="The task's ID")
+TASK_DETAIL = Param("detail", "bool", default=False,
+                    description="true: this API's task records (404 for an unknown id); "
+                                "false: the original's Celery shapes")
 FAULT_ID = Param("fault_id", location="path", description="The fault's ID")
 CONFLICT = ("Concurrent changes to the same fault; retry", MSG)
 
@@ -61,11 +64,16 @@ CORE_ROUTES: list[Route] = [
           responses={200: ("Deleted", MSG), 404: ("No such fault", MSG)}),
     # -- tasks ----------------------------------------------------------------------------
     Route("GET", "/tasks", task.list_tasks, "List tasks", tag="tasks",
-          responses={200: ("Every task record, oldest first", array_of("Task"))}),
+          params=(TASK_DETAIL,),
+          responses={200: ("The original's TaskList (unfinished tasks per worker), or with "
+                           "detail=true every task record, oldest first",
+                           {"anyOf": [ref("TaskList"), array_of("Task")]})}),
     Route("GET", "/tasks/{task_id}", task.get_task, "Task status", tag="tasks",
-          params=(TASK_ID,),
-          responses={200: ("The task's status", ref("TaskStatus")),
-                     404: ("No such task", MSG)}),
+          params=(TASK_ID, TASK_DETAIL),
+          responses={200: ("The task's status (PENDING for an unknown id), or with "
+                           "detail=true its whole record",
+                           {"anyOf": [ref("TaskStatus"), ref("Task")]}),
+                     404: ("detail=true and no such task", MSG)}),
     # -- nodes ----------------------------------------------------------------------------
     Route("GET", "/node", node.list_nodes, "List nodes", tag="node",
           params=(Param("limit", description="Regex on the node name; fuzzy unless it starts "

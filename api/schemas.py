@@ -74,8 +74,11 @@ COMPONENTS: dict[str, dict[str, Any]] = {
             "faults": array_of("Fault"),
         }),
     }),
-    "TaskStatus": _obj({"state": STR, "current": INT, "total": INT, "status": STR,
-                        "result": ANY, "id": STR, "type": STR, "owner": STR}),
+    "TaskStatus": _obj({"state": STR, "current": INT, "total": INT, "status": STR},
+                       result=ANY, id=STR, type=STR, owner=STR),
+    "TaskList": _obj({kind: {"type": "object", "nullable": True, "additionalProperties": {
+        "type": "array", "items": {"type": "object"}}}
+        for kind in ("active", "reserved", "scheduled")}),
     "Task": _obj({"id": STR, "type": STR, "owner": STR, "args": {"type": "object"},
                   "state": STR, "cancel": BOOL, "current": INT, "total": INT, "status": STR,
                   "result": ANY, "created": {"type": "number", "nullable": True},

@@ -22,11 +22,17 @@ def list_faults(call: Call) -> list[dict[str, Any]]:
                               call.api.zk_timeout)
 
 
-def _on_all(call: Call, action: Any, verb: str, noun: str) -> dict[str, str]:
-    done = action(call.api.store, timeout=call.api.zk_timeout)
-    if not done:
-        return {"message": f"No faults to {noun}."}
-    return {"message": f"Successfully {verb} fault(s) {', '.join(done)}"}
+def _on_all(call: Call, action: Any, verb: str) -> dict[str, str]:
+    """Run ``action`` on every fault; the original's message, IDs newest report first.
+
+    With no fault at all the ID list is empty, as in the original (a script may grep
+    ``Successfully <verb> fault(s)``).
+    """
+    store, timeout = call.api.store, call.api.zk_timeout
+    order = [f["id"] for f in faults.list_faults(store, "last_reported", timeout)]
+    done = set(action(store, timeout=timeout))
+    ids = [i for i in order if i in done] + sorted(done.difference(order))
+    return {"message": f"Successfully {verb} fault(s) {', '.join(ids)}"}
 
 
 def _on_one(call: Call, action: Any, verb: str) -> dict[str, str]:
@@ -40,12 +46,12 @@ def _on_one(call: Call, action: Any, verb: str) -> dict[str, str]:
 
 def acknowledge_all(call: Call) -> dict[str, str]:
     """Acknowledge every fault: they no longer count against the cluster health."""
-    return _on_all(call, faults.acknowledge_all, "acknowledged", "acknowledge")
+    return _on_all(call, faults.acknowledge_all, "acknowledged")
 
 
 def delete_all(call: Call) -> dict[str, str]:
     """Delete every fault (a plugin raises a fault again while its condition lasts)."""
-    return _on_all(call, faults.delete_all, "deleted", "delete")
+    return _on_all(call, faults.delete_all, "deleted")
 
 
 def get_fault(call: Call) -> list[dict[str, Any]]:

@@ -66,8 +66,12 @@ def daemon_state(call: Call) -> dict[str, str]:
 
 
 def coordinator_state(call: Call) -> dict[str, str]:
-    """The node's coordinator state (primary, secondary, takeover, relinquish, client)."""
-    return _one_key(call, "coordinator_state")
+    """The node's coordinator state (primary, secondary, takeover, relinquish, client), as
+    ``GET /node`` shows it: only the cluster's current primary reads ``primary``."""
+    node = nodes.get(call.api, call.args["node"])
+    if node is None:
+        raise ApiError(404, NOT_FOUND)
+    return {"name": node["name"], "coordinator_state": node["coordinator_state"]}
 
 
 def domain_state(call: Call) -> dict[str, str]:

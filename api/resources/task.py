@@ -1,4 +1,9 @@
-"""Task routes: our tasks are ZooKeeper records (``pvc_kernel.tasks``), not Celery jobs."""
+"""Task routes: our tasks are ZooKeeper records (``pvc_kernel.tasks``), not Celery jobs.
+
+By default both routes answer the original's shapes (Celery ``inspect`` per worker; a
+TaskStatus that reads PENDING for an unknown id), so the original's clients work unchanged.
+``detail=true`` gives our task records instead (the ``pvc`` CLI uses it).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from pvc_api import zk
+from pvc_api import nodes, zk
 from pvc_api.errors import ApiError
 from pvc_api.spec import Call
 from pvc_kernel import tasks
@@ -16,18 +21,69 @@ if TYPE_CHECKING:
     from pvc_api.app import Api
 
 STATUS_FIELDS = ("state", "current", "total", "status", "result", "id", "type", "owner")
+UNKNOWN_STATUS = {"state": tasks.PENDING, "current": 0, "total": 1,
+                  "status": "Pending job start"}
+"""What the original (Celery) answers for a task id it does not know."""
+WORKER = "pvcworkerd@{}"
+"""The original's Celery worker names, one per node."""
+CELERY_KINDS = ("active", "reserved", "scheduled")
 
 
-def list_tasks(call: Call) -> list[dict[str, Any]]:
-    """Every task record, oldest first (an empty list when there is none)."""
-    return tasks.list_tasks(call.api.store)
+def _celery_request(record: dict[str, Any], active: bool) -> dict[str, Any]:
+    """One task record as a Celery ``inspect`` request (the fields the original exposes)."""
+    owner = str(record.get("owner") or "")
+    args = record.get("args")
+    return {"id": record.get("id"), "name": record.get("type"), "args": [],
+            "kwargs": args if isinstance(args, dict) else {}, "type": record.get("type"),
+            "hostname": WORKER.format(owner), "time_start": record.get("started") if active
+            else None, "acknowledged": active,
+            "delivery_info": {"exchange": "", "routing_key": owner, "priority": 0,
+                              "redelivered": False},
+            "worker_pid": None}
+
+
+def celery_list(records: list[dict[str, Any]], workers: list[str]) -> dict[str, Any]:
+    """The original's TaskList: unfinished tasks per worker, RUNNING as ``active``, PENDING as
+    ``reserved`` (nothing is ever ``scheduled``); finished tasks are not listed."""
+    out: dict[str, dict[str, list[dict[str, Any]]]] = {kind: {} for kind in CELERY_KINDS}
+    for name in workers:
+        for kind in CELERY_KINDS:
+            out[kind][WORKER.format(name)] = []
+    for record in records:
+        state = record.get("state")
+        if state not in (tasks.PENDING, tasks.RUNNING):
+            continue
+        kind = "active" if state == tasks.RUNNING else "reserved"
+        worker = WORKER.format(record.get("owner") or "")
+        for each in CELERY_KINDS:
+            out[each].setdefault(worker, [])
+        out[kind][worker].append(_celery_request(record, state == tasks.RUNNING))
+    return out
+
+
+def list_tasks(call: Call) -> dict[str, Any] | list[dict[str, Any]]:
+    """The unfinished tasks in the original's Celery shape ``{active, reserved, scheduled}``
+    per worker ``pvcworkerd@<node>``; with ``detail=true`` every task record, oldest first."""
+    records = tasks.list_tasks(call.api.store)
+    if call.args.get("detail"):
+        return records
+    return celery_list(records, nodes.names(call.api))
 
 
 def get_task(call: Call) -> dict[str, Any]:
-    """The status of one task (TaskStatus plus its id, type and owner node)."""
+    """The status of one task (TaskStatus plus its id, type and owner node).
+
+    An unknown id reads PENDING, as in the original; with ``detail=true`` the answer is the
+    whole task record, or 404 for an unknown id.
+    """
     record = tasks.get_task(call.api.store, call.args["task_id"])
+    detail = bool(call.args.get("detail"))
     if record is None:
-        raise ApiError(404, "Task not found.")
+        if detail:
+            raise ApiError(404, "Task not found.")
+        return dict(UNKNOWN_STATUS)
+    if detail:
+        return record
     return {name: record.get(name) for name in STATUS_FIELDS}
 
 

@@ -19,6 +19,8 @@ from pvc_cli.output import (
 from pvc_cli.waiting import report_task, task_state, wait_task
 
 CELERY_KINDS = (("active", "RUNNING"), ("reserved", "PENDING"), ("scheduled", "SCHEDULED"))
+DETAIL = {"detail": "true"}
+"""Asks the task routes for this API's task records rather than the original's shapes."""
 
 
 @click.group()
@@ -102,7 +104,8 @@ def render_task_table(painter: Painter, rows: list[dict[str, Any]]) -> str:
 def list_tasks(fmt: str) -> None:
     """List the cluster's tasks.
 
-    Reads GET /tasks.
+    Reads GET /tasks?detail=true (every task record; without detail the API answers the
+    original's Celery shape, unfinished tasks only, which this command also reads).
 
     \b
     Examples:
@@ -110,7 +113,7 @@ def list_tasks(fmt: str) -> None:
       pvc task list -f json
     """
     settings = get_settings()
-    resp = settings.client().get("/tasks", accept=(404,))
+    resp = settings.client().get("/tasks", DETAIL, accept=(404,))
     data = resp.data if resp.status == 200 else []
     if fmt != "pretty":
         emit_json(data, fmt)
@@ -129,8 +132,9 @@ def list_tasks(fmt: str) -> None:
 def show(task_id: str, wait: bool, fmt: str) -> None:
     """Show the state and progress of task ID.
 
-    Reads GET /tasks/ID. With --wait the progress goes to stderr and the command exits
-    non-zero if the task does not succeed.
+    Reads GET /tasks/ID?detail=true (an unknown ID is an error; without detail the API
+    reads PENDING for it, like the original). With --wait the progress goes to stderr and
+    the command exits non-zero if the task does not succeed.
 
     \b
     Examples:
@@ -140,10 +144,9 @@ def show(task_id: str, wait: bool, fmt: str) -> None:
     """
     settings = get_settings()
     client = settings.client()
+    data = client.get(f"/tasks/{task_id}", DETAIL).data  # 404: "Task not found."
     if wait:
         data = wait_task(client, task_id)
-    else:
-        data = client.get(f"/tasks/{task_id}").data
     data = data if isinstance(data, dict) else {"state": "PENDING"}
     if fmt != "pretty":
         emit_json(data, fmt)

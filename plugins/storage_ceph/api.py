@@ -6,6 +6,8 @@ to act); OSD add/remove and the benchmark are tasks on the node that must do the
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -54,6 +56,52 @@ def guarded(fn: Any) -> Any:
     return handler
 
 
+def single_quoted(fn: Callable[[Call], Any]) -> Callable[[Call], Any]:
+    """Messages (answers and 4xx) with ``"`` turned into ``'``, as the original's API does for
+    every storage change but a pool creation (``Removed RBD volume 'vms/disk0'.``)."""
+    def handler(call: Call) -> Any:
+        try:
+            result = fn(call)
+        except ApiError as exc:
+            raise ApiError(exc.status, exc.message.replace('"', "'")) from None
+        if isinstance(result, dict) and isinstance(result.get("message"), str):
+            return {**result, "message": result["message"].replace('"', "'")}
+        return result
+    handler.__doc__ = fn.__doc__
+    handler.__name__ = fn.__name__
+    return handler
+
+
+NOT_CONFIGURED = 400
+"""The status of every storage route (but the stubs) while Ceph is not configured on the API's
+node: a lasting condition, so not 503, which the original's client retries and then reports
+as a time-out without the message."""
+
+
+def _bindings_missing() -> bool:
+    return "rados" not in sys.modules and importlib.util.find_spec("rados") is None
+
+
+def requires_ceph(fn: Callable[[Call], Any]) -> Callable[[Call], Any]:
+    """Answer 400 ``{"message"}`` at once when this node has no Ceph configuration (or no
+    rados bindings), whether the route reads Ceph or the reports in ZooKeeper."""
+    def handler(call: Call) -> Any:
+        settings = client(call).settings
+        if not settings.enabled:
+            raise ApiError(NOT_CONFIGURED, f"Ceph storage is not configured on node "
+                                           f"{settings.node} ({settings.ceph_conf} is not "
+                                           f"readable).")
+        if _bindings_missing():
+            raise ApiError(NOT_CONFIGURED, f"Ceph storage is not usable on node "
+                                           f"{settings.node}: the Python rados bindings are "
+                                           f"missing (apt-get install python3-rados "
+                                           f"python3-rbd).")
+        return fn(call)
+    handler.__doc__ = fn.__doc__
+    handler.__name__ = fn.__name__
+    return handler
+
+
 def stub(call: Call) -> None:
     """A stub kept for compatibility: answers null."""
     return None
@@ -88,6 +136,7 @@ def task_reply(call: Call, record: dict[str, Any], message: str, run_on: str) ->
 
 # -- cluster options and OSDs ------------------------------------------------------------------
 
+@single_quoted
 @guarded
 def set_option(call: Call) -> dict[str, str]:
     """Set or unset a cluster-wide OSD flag (``ceph osd set|unset``, e.g. noout)."""
@@ -207,6 +256,7 @@ def get_osd_state(call: Call) -> dict[str, Any]:
     return osds.osd_state(client(call), call.args["osdid"])
 
 
+@single_quoted
 @guarded
 def set_osd_state(call: Call) -> dict[str, str]:
     """Mark the OSD in (online) or out (offline)."""
@@ -239,12 +289,14 @@ def add_pool(call: Call) -> dict[str, str]:
                                       a.get("tier"), settings.failure_domain)}
 
 
+@single_quoted
 @guarded
 def set_pool_pgs(call: Call) -> dict[str, str]:
     """Change a pool's PG count (a non-zero power of 2)."""
     return {"message": pools.set_pgs(client(call), call.args["pool"], call.args["pgs"])}
 
 
+@single_quoted
 @guarded
 def remove_pool(call: Call) -> dict[str, str]:
     """Remove a pool and every volume in it (needs yes-i-really-mean-it)."""
@@ -269,6 +321,7 @@ def get_volume(call: Call) -> list[dict[str, Any]]:
     return [volumes.get_volume(client(call), call.args["pool"], call.args["volume"])]
 
 
+@single_quoted
 @guarded
 def add_volume(call: Call) -> dict[str, str]:
     """Create a volume; sizes beyond the pool's free space need force."""
@@ -277,6 +330,7 @@ def add_volume(call: Call) -> dict[str, str]:
                                           bool(a.get("force")))}
 
 
+@single_quoted
 @guarded
 def modify_volume(call: Call) -> dict[str, str]:
     """Grow (new_size) or rename (new_name) a volume; one modification at a time."""
@@ -292,6 +346,7 @@ def modify_volume(call: Call) -> dict[str, str]:
     raise StorageError("At least one modification must be specified")
 
 
+@single_quoted
 @guarded
 def remove_volume(call: Call) -> dict[str, str]:
     """Remove a volume (refused while it has snapshots or is in use)."""
@@ -299,6 +354,7 @@ def remove_volume(call: Call) -> dict[str, str]:
                                              call.args["volume"])}
 
 
+@single_quoted
 @guarded
 def scan_volume(call: Call) -> dict[str, str]:
     """Kept for compatibility: volumes are read from Ceph directly, so this only checks it."""
@@ -306,6 +362,7 @@ def scan_volume(call: Call) -> dict[str, str]:
     return {"message": f'Volume "{call.args["pool"]}/{call.args["volume"]}" is up to date.'}
 
 
+@single_quoted
 @guarded
 def clone_volume(call: Call) -> dict[str, str]:
     """Copy a volume to a new one in the same pool (``snapshot``: copy-on-write clone)."""
@@ -315,6 +372,7 @@ def clone_volume(call: Call) -> dict[str, str]:
                                             a.get("snapshot") or None)}
 
 
+@single_quoted
 @guarded
 def upload_volume(call: Call) -> dict[str, str]:
     """Write a disk image into an existing volume (raw, or converted with qemu-img).
@@ -363,24 +421,28 @@ def _on_snapshot(call: Call, action: Callable[..., str], *extra: str) -> dict[st
                               *(a[key] for key in extra))}
 
 
+@single_quoted
 @guarded
 def add_snapshot(call: Call) -> dict[str, str]:
     """Snapshot a volume."""
     return _on_snapshot(call, snapshots.add_snapshot)
 
 
+@single_quoted
 @guarded
 def rename_snapshot(call: Call) -> dict[str, str]:
     """Rename a snapshot."""
     return _on_snapshot(call, snapshots.rename_snapshot, "new_name")
 
 
+@single_quoted
 @guarded
 def remove_snapshot(call: Call) -> dict[str, str]:
     """Remove a snapshot (refused while clones depend on it)."""
     return _on_snapshot(call, snapshots.remove_snapshot)
 
 
+@single_quoted
 @guarded
 def rollback_snapshot(call: Call) -> dict[str, str]:
     """Roll a volume back to a snapshot (refused while the volume is in use)."""

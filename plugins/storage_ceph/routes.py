@@ -54,9 +54,13 @@ SCHEMAS: dict[str, dict[str, Any]] = {
 
 def _r(method: str, path: str, handler: Any, summary: str, params: tuple = (),
        responses: dict | None = None) -> Route:
+    """A storage route; every one but the stubs answers 400 while Ceph is not configured."""
+    responses = dict(responses or {200: ("Done", MSG), 400: ("Refused", MSG)})
+    if handler is not h.stub:
+        handler = h.requires_ceph(handler)
+        responses.setdefault(400, ("Refused, or Ceph is not configured on this node", MSG))
     return Route(method, "/storage/ceph" + path if path != "/storage" else path, handler,
-                 summary, params=params, tag=TAG,
-                 responses=responses or {200: ("Done", MSG), 400: ("Refused", MSG)})
+                 summary, params=params, tag=TAG, responses=responses)
 
 
 def _list(name: str) -> dict:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from pvc_api.errors import ApiError
 from pvc_api.schemas import array_of, ref
-from pvc_api.spec import Param, Route
+from pvc_api.spec import Call, Param, Route
 from pvc_plugins.vm_kvm import api as h
 from pvc_plugins.vm_kvm import keys
 
@@ -45,6 +47,32 @@ SCHEMAS: dict[str, dict[str, Any]] = {
 }
 
 
+_REMOVED = re.compile(r"^Removed VM (.*) from the cluster\.$")
+
+
+def remove_vm(call: Call) -> dict[str, str]:
+    """Remove (undefine) the VM, stopped first if it runs; its disks are kept.
+
+    The message is the original's: ``Undefined VM 'x' from the cluster.`` for an undefine
+    (``delete_disks`` false), ``Removed VM 'x' from the cluster.`` otherwise (no disk is
+    deleted either way).
+    """
+    reply = h.remove_vm(call)
+    found = _REMOVED.match(str(reply.get("message", "")))
+    if found and not call.args.get("delete_disks"):
+        return {"message": f"Undefined VM {found.group(1)} from the cluster."}
+    return reply
+
+
+def not_implemented(job: str) -> Any:
+    """A handler for ``POST /vm/<job>`` that answers 501 with a message."""
+    def handler(call: Call) -> None:
+        raise ApiError(501, f"POST /vm/{job} (task cluster.{job}) is not implemented by this "
+                            f"PVC API yet; nothing was done.")
+    handler.__doc__ = f"Not implemented yet: answers 501 (never taken for a VM named {job})."
+    return handler
+
+
 def _ok(what: str = "Done") -> dict:
     return {200: (what, MSG), 400: ("Refused (the message says why)", MSG)}
 
@@ -67,10 +95,25 @@ ROUTES = [
     Route("PUT", "/vm/{vm}", h.modify_vm, "Replace a VM's XML", tag=TAG, params=(
         VM, XML, Param("restart", "bool", default=False, description="Restart it if running")),
         responses=_ok("Modified")),
-    Route("DELETE", "/vm/{vm}", h.remove_vm, "Remove (undefine) a VM", tag=TAG, params=(
+    Route("DELETE", "/vm/{vm}", remove_vm, "Remove (undefine) a VM", tag=TAG, params=(
         VM, Param("delete_disks", "bool", default=False,
-                  description="Accepted for compatibility; file disks are never deleted")),
+                  description="Accepted for compatibility; no disk is deleted")),
         responses=_ok("Removed")),
+    # fixed paths win over /vm/{vm} for POST (other methods still reach /vm/{vm})
+    Route("POST", "/vm/autobackup", not_implemented("autobackup"),
+          "Back up VMs by tag (not implemented)",
+          tag=TAG, params=(Param("force_full", "bool", default=False,
+                                 description="Force a full backup"),
+                           Param("email_recipients", many=True,
+                                 description="Send a report to these addresses")),
+          responses={501: ("Not implemented yet", MSG)}),
+    Route("POST", "/vm/automirror", not_implemented("automirror"),
+          "Mirror VMs by tag (not implemented)",
+          tag=TAG, params=(Param("email_recipients", many=True,
+                                 description="Send a report to these addresses"),
+                           Param("email_errors_only", "bool", default=False,
+                                 description="Report only errors")),
+          responses={501: ("Not implemented yet", MSG)}),
     Route("GET", "/vm/{vm}/meta", h.get_meta, "VM metadata", tag=TAG, params=(VM,),
           responses={200: ("The metadata", ref("VMMeta")), 404: ("No such VM", MSG)}),
     Route("POST", "/vm/{vm}/meta", h.set_meta, "Change VM metadata", tag=TAG, params=(

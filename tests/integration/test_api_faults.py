@@ -109,7 +109,7 @@ def test_acknowledge_and_delete_unknown_are_404(client, seeded):
 def test_acknowledge_all(client, seeded):
     r = client.simulate_put(f"{V1}/faults")
     assert r.status_code == 200 and r.json == {
-        "message": "Successfully acknowledged fault(s) bmc-hv2, disk-hv1, fence-hv3-1"}
+        "message": "Successfully acknowledged fault(s) fence-hv3-1, disk-hv1, bmc-hv2"}
     listed = client.simulate_get(f"{V1}/faults").json
     assert {f["status"] for f in listed} == {"ack"}
     disk = [f for f in listed if f["id"] == "disk-hv1"][0]
@@ -124,11 +124,14 @@ def test_delete_one_and_all(client, seeded):
     assert not seeded.exists("fault", fault_id="bmc-hv2")
     assert client.simulate_delete(f"{V1}/faults/bmc-hv2").status_code == 404
     r = client.simulate_delete(f"{V1}/faults")
-    assert r.json == {"message": "Successfully deleted fault(s) disk-hv1, fence-hv3-1"}
+    assert r.json == {"message": "Successfully deleted fault(s) fence-hv3-1, disk-hv1"}
     assert client.simulate_get(f"{V1}/faults").json == []
     assert seeded.exists("faults")  # the parent key stays
-    assert client.simulate_delete(f"{V1}/faults").json == {"message": "No faults to delete."}
-    assert client.simulate_put(f"{V1}/faults").json == {"message": "No faults to acknowledge."}
+    # the original's texts, also with no fault (its ID list is then empty)
+    assert client.simulate_delete(f"{V1}/faults").json == {
+        "message": "Successfully deleted fault(s) "}
+    assert client.simulate_put(f"{V1}/faults").json == {
+        "message": "Successfully acknowledged fault(s) "}
 
 
 def test_reported_again_after_ack_keeps_ack_unless_message_changes(client, seeded):

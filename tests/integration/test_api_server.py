@@ -328,7 +328,8 @@ def test_a_task_record_survives_a_pvcapid_restart(noded_api):
     assert after.status_code == 200
     assert {k: after.json()[k] for k in ("id", "type", "owner")} == {
         "id": task_id, "type": "node.flush", "owner": "hv1"}
-    listed = requests.get(f"{base}/tasks", headers=auth, timeout=5).json()
+    listed = requests.get(f"{base}/tasks", params={"detail": "true"}, headers=auth,
+                          timeout=5).json()
     assert task_id in [t["id"] for t in listed]
 
 

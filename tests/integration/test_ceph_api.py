@@ -76,7 +76,13 @@ def test_bad_input_is_a_clear_4xx(http):
 def test_volume_and_snapshot_routes(http):
     r = http.simulate_post(f"{S}/volume", params={"pool": "apipool", "volume": "disk0",
                                                    "size": "32M"})
+    # the original's quoting: ' in the messages of every storage change but a pool creation
     assert r.status_code == 200, r.json
+    assert r.json == {"message": "Created RBD volume 'apipool/disk0' of size '32M'."}
+    r = http.simulate_post(f"{S}/volume", params={"pool": "apipool", "volume": "disk0",
+                                                   "size": "32M"})
+    assert r.status_code == 400 and r.json == {"message": "Volume 'apipool/disk0' already "
+                                                          "exists."}
     (vol,) = http.simulate_get(f"{S}/volume/apipool/disk0").json
     assert vol["name"] == "disk0" and vol["pool"] == "apipool" and vol["stats"]["size"] == "32M"
     assert http.simulate_get(f"{S}/volume/apipool/nope").status_code == 404
@@ -100,7 +106,8 @@ def test_volume_and_snapshot_routes(http):
     names = [v["name"] for v in http.simulate_get(f"{S}/volume", params={"pool": "apipool"}).json]
     assert names == ["disk0", "disk1"]
     assert http.simulate_delete(f"{S}/volume/apipool/disk0").status_code == 400  # has a snapshot
-    assert http.simulate_delete(f"{S}/snapshot/apipool/disk0/s1").status_code == 200
+    r = http.simulate_delete(f"{S}/snapshot/apipool/disk0/s1")
+    assert r.status_code == 200 and "'s1'" in r.json["message"] and '"' not in r.json["message"]
     for v in ("disk0", "disk1"):
         assert http.simulate_delete(f"{S}/volume/apipool/{v}").status_code == 200
 

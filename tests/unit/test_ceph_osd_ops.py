@@ -24,9 +24,12 @@ class OfflineStore(Store):
 
 
 @pytest.fixture(scope="module")
-def http():
+def http(tmp_path_factory):
+    conf = tmp_path_factory.mktemp("ceph") / "ceph.conf"  # readable: Ceph counts as set up
+    conf.write_text("[global]\n")
     cfg = config.parse({"node": "hv1", "cluster": "c", "zookeeper": {"hosts": ["127.0.0.1:9"]},
-                        "api": {"keys": [KEY]}})
+                        "api": {"keys": [KEY]},
+                        "plugins": {"storage_ceph": {"ceph_conf": str(conf)}}})
     plugins = PluginHost()
     plugins.register(plugin, "storage_ceph")
     api = create_app(OfflineStore("127.0.0.1:9"), cfg, plugins)

@@ -295,6 +295,17 @@ def daemon_start(lab: Lab, node: str) -> None:
     click.echo(f"{node}: pvcnoded {lab.node_state(node).get('daemon_state')}")
 
 
+@main.command("service-restart")
+@node_arg
+@click.argument("service")
+@click.pass_obj
+def service_restart(lab: Lab, node: str, service: str) -> None:
+    """Restart one SERVICE of NODE (e.g. libvirtd), hung or not: SIGKILL, then start it and
+    wait until it is ready. What pvcnoded's libvirtd_restart_command runs in the lab."""
+    pid = lab.restart_service(node, service)
+    click.echo(f"{node}: {service} {f'pid {pid} killed and ' if pid else ''}started again")
+
+
 def _proc(info: dict[str, Any] | None, extra: str = "") -> str:
     if info is None:
         return "-"

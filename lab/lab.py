@@ -269,6 +269,11 @@ class Lab(Observer):
         while pending:
             for name, (n, rec) in list(pending.items()):
                 if not procs.alive(rec.pid, rec.start):
+                    now = svc.record(self.spec, n)   # restarted meanwhile by someone else?
+                    if now is not None and now.pid != rec.pid and procs.alive(now.pid,
+                                                                              now.start):
+                        pending[name] = (n, now)     # (pvcnoded's libvirtd restart, say)
+                        continue
                     log = svc.log_file(self.spec, n)
                     tail = log_tail(log) or "no output"
                     raise LabError(f"{name}: {svc.name} exited; see {log} ({tail})")
@@ -329,6 +334,17 @@ class Lab(Observer):
         except procs.ProcError as exc:
             raise LabError(str(exc)) from None
         return rec.pid if rec else None
+
+    def restart_service(self, node: str, service: str, timeout: float = 90.0) -> int | None:
+        """SIGKILL one service of a node (a stopped process is continued first, so a hung one
+        dies too), then start it and wait until it is ready; returns the PID killed."""
+        pid = None
+        rec = self.service(service).record(self._require_up(), self.node(node))
+        if rec is not None:
+            procs.send(rec.pid, signals.SIGCONT)
+            pid = self.stop_service(node, service, signals.SIGKILL)
+        self.start(node, only=service, timeout=timeout)
+        return pid
 
     def kill(self, node: str) -> list[int]:
         """SIGKILL every process in the node's namespace (like pulling the plug)."""

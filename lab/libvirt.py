@@ -77,12 +77,27 @@ def socket_path(spec: LabSpec, node: NodeSpec) -> str:
 
 
 def vm_kvm_config(spec: LabSpec, node: NodeSpec) -> dict[str, Any]:
-    """The ``plugins.vm_kvm`` section of a lab node's pvcnoded.yaml."""
+    """The ``plugins.vm_kvm`` section of a lab node's pvcnoded.yaml: short timings, and a
+    dead or hung libvirtd is restarted through ``pvc-lab service-restart``."""
+    import sys
+
     from pvc_lab.guest import cache_dir
 
+    pvc_lab = os.path.join(os.path.dirname(sys.executable), "pvc-lab")
     return {"libvirt_uri": f"qemu+unix:///system?socket={socket_path(spec, node)}",
             "migration_address": node.address, "poll_interval": 1, "shutdown_timeout": 30,
-            "migrate_timeout": 120, "probe_cache": os.path.join(cache_dir(), "kvm-probe.json")}
+            "migrate_timeout": 120, "probe_cache": os.path.join(cache_dir(), "kvm-probe.json"),
+            "crash_limit": 3, "crash_window": 120, "libvirt_timeout": 3,
+            "libvirtd_restart_after": 5,
+            "libvirtd_restart_command": f"{shlex.quote(pvc_lab)} --name {spec.name} "
+                                        f"service-restart {node.name} libvirtd"}
+
+
+def guests_running(node: NodeSpec) -> bool:
+    """True if a QEMU guest process runs in the node's network namespace."""
+    from pvc_lab.chaos import qemu_guests
+
+    return bool(qemu_guests(node.netns))
 
 
 class Libvirtd(Service):
@@ -131,8 +146,9 @@ class Libvirtd(Service):
         for sub in BIND_DIRS:
             os.makedirs(os.path.join(root, sub), exist_ok=True)
         run = os.path.join(root, "run")
-        shutil.rmtree(run)          # a real /run is empty after a (re)boot
-        os.makedirs(run)
+        if not guests_running(node):  # a real /run is empty after a (re)boot, but a restart
+            shutil.rmtree(run)        # of libvirtd alone keeps its state: its guests run on
+            os.makedirs(run)
         os.makedirs(console_dir(spec), exist_ok=True)
         uuid_file = os.path.join(root, "host_uuid")
         if not os.path.exists(uuid_file):
@@ -158,8 +174,9 @@ class Libvirtd(Service):
             lines.append(f"mkdir -p {target}; mount --bind {q(os.path.join(root, sub))} {target}")
         lines += [
             f"mkdir -p {q(shared)}",
-            # bindfs ends with libvirtd (its parent once sh execs it)
-            "setpriv --pdeathsig TERM bindfs -f -o subtype=glusterfs,fsname=pvc-lab:/shared "
+            # bindfs outlives a libvirtd that dies: the guests of this mount namespace keep
+            # their console logs and disks (it ends when the node's namespace is emptied)
+            "bindfs -f -o subtype=glusterfs,fsname=pvc-lab:/shared "
             f"{q(shared)} {q(shared)} &",
             "for i in $(seq 1 100); do "
             f"grep -q \" {shared} fuse.glusterfs \" /proc/self/mounts && break; sleep 0.05; done",

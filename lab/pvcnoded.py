@@ -6,6 +6,8 @@ session. Coordinators enable the API on their own address with the lab's key.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import http.client
 import os
 import sys
@@ -26,6 +28,8 @@ if TYPE_CHECKING:
     from pvc_lab.procs import ProcRecord
 
 KEEPALIVE_INTERVAL = 2
+FENCE_INTERVALS = 4      # fence delay 8 s
+SUICIDE_INTERVALS = 2    # suicide delay 4 s
 SESSION_TIMEOUT = 4
 BINARY_ENV = "PVC_LAB_PVCNODED"
 
@@ -35,14 +39,37 @@ def binary() -> str:
     return os.environ.get(BINARY_ENV) or os.path.join(os.path.dirname(sys.executable), "pvcnoded")
 
 
+def keepalive_interval(spec: LabSpec) -> float:
+    """The keepalive interval the lab gave its nodes."""
+    if spec.extra.get("liveness") == "defaults":
+        from pvc_kernel.config import NodeConfig
+
+        return NodeConfig(node="", cluster="", zookeeper_hosts=[]).keepalive_interval
+    return KEEPALIVE_INTERVAL
+
+
+def zookeeper_secret(spec: LabSpec) -> str:
+    """The lab's ``zookeeper.secret`` (pvcnoded's ZooKeeper identity, the same on every
+    node): derived from the lab's random API key, so it needs no file of its own (a lab
+    shortcut: a real cluster uses an independent random secret)."""
+    return hmac.new(spec.api_key.encode(), b"pvc-lab zookeeper.secret",
+                    hashlib.sha256).hexdigest()
+
+
 def node_config(spec: LabSpec, node: NodeSpec) -> dict[str, Any]:
-    """The node's pvcnoded.yaml as a mapping (see pvc_kernel.config)."""
+    """The node's pvcnoded.yaml as a mapping (see pvc_kernel.config). The lab option
+    ``liveness: defaults`` keeps pvcnoded's default keepalive, fence and session settings
+    (what ``bench/recovery.py --defaults`` measures)."""
+    short = spec.extra.get("liveness") != "defaults"
+    timings = {"keepalive_interval": KEEPALIVE_INTERVAL, "fence_intervals": FENCE_INTERVALS,
+               "suicide_intervals": SUICIDE_INTERVALS} if short else {}
     return {
         "node": node.name,
         "cluster": spec.name,
         "coordinator": node.coordinator,
-        "zookeeper": {"hosts": spec.zk_hosts, "session_timeout": SESSION_TIMEOUT},
-        "keepalive_interval": KEEPALIVE_INTERVAL,
+        "zookeeper": {"hosts": spec.zk_hosts, "secret": zookeeper_secret(spec),
+                      **({"session_timeout": SESSION_TIMEOUT} if short else {})},
+        **timings,
         "log": {"level": "info"},
         "api": {"enabled": node.coordinator, "listen_address": node.address,
                 "port": API_PORT, "keys": [spec.api_key]},
@@ -77,7 +104,7 @@ class NodeDaemon(Service):
         path = self.config_file(spec, node)
         with open(path + ".tmp", "w") as fh:
             yaml.safe_dump(node_config(spec, node), fh, sort_keys=False)
-        os.chmod(path + ".tmp", 0o600)   # holds the API key
+        os.chmod(path + ".tmp", 0o600)   # holds the API key and the ZooKeeper secret
         os.replace(path + ".tmp", path)
 
     def env(self, spec: LabSpec, node: NodeSpec) -> dict[str, str]:
@@ -102,7 +129,7 @@ class NodeDaemon(Service):
         """Ready, and its last keepalive is recent (e.g. after a partition healed)."""
         st = lab.node_state(node.name)
         return (st.get("daemon_state") == "run" and (st.get("keepalive") or 0) > rec.started_at
-                and time.time() - st["keepalive"] < 2 * KEEPALIVE_INTERVAL + 1)
+                and time.time() - st["keepalive"] < 2 * keepalive_interval(lab.spec) + 1)
 
     def explain(self, lab: Lab, node: NodeSpec) -> str:
         st = lab.node_state(node.name)

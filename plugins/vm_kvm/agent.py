@@ -286,11 +286,13 @@ class Agent:
             if done and state == keys.SHUTDOWN:
                 records.set_state_if(self.store, rec, keys.STOP)
             if not running:
+                self._end_unmanaged(rec)
                 self._mark_stopped(rec)
         elif state == keys.STOP:
             if running:
                 self.stop_here(rec, graceful=False)
             else:
+                self._end_unmanaged(rec)
                 self._mark_stopped(rec)
 
     # -- guests that ended without PVC asking -------------------------------------------
@@ -501,6 +503,13 @@ class Agent:
         self._end_orphans(rec)
         self._mark_stopped(records.read(self.store, rec.uuid) or rec)
         return True
+
+    def _end_unmanaged(self, rec: Record) -> None:
+        """A stop of a VM whose QEMU libvirtd does not know (``unmanaged``): kill it."""
+        obs = rec.observed
+        if obs.get("node") == self.node and obs.get("libvirt_state") == "unmanaged":
+            self.intentional[rec.uuid] = time.time()
+            self._end_orphans(rec)
 
     def _end_orphans(self, rec: Record) -> None:
         found = self.orphans(rec.uuid)

@@ -81,9 +81,16 @@ def mon_addrv(address: str) -> str:
 
 def conf_text(fsid: str, mons: list[tuple[str, str]], address: str, network: str, base: str,
               crush_host: str, failure_domain: str = "host", size: int = 3, min_size: int = 2,
-              fast_fail: bool = False, cephx: bool = True) -> str:
+              fast_fail: bool = False, cephx: bool = True, mon_failover: bool = False) -> str:
     """One node's ceph.conf. ``mons`` = [(mon id, address)]; paths live under ``base``; the
-    admin keyring is ``base/ceph.client.admin.keyring`` (``[client] keyring``)."""
+    admin keyring is ``base/ceph.client.admin.keyring`` (``[client] keyring``).
+
+    ``mon_failover``: monitors re-elect within ~6 s of losing one (lease 2 s, lease-ack timeout
+    4 s, election timeout 2 s; Ceph's defaults take ~15 s), every Ceph client (OSDs, librbd
+    in QEMU, pvcnoded) leaves a dead monitor for another within ~3 s instead of 30 s, and a
+    client's operation stuck on a dead OSD fetches the new OSD map after 2 s instead of 10 s,
+    so a fence's storage cut and the VM starts after it do not wait (docs/fencing.md, issue
+    10)."""
     if failure_domain not in ("host", "osd"):
         raise ValueError(f"failure domain must be host or osd, not {failure_domain!r}")
     lines = [
@@ -127,6 +134,10 @@ def conf_text(fsid: str, mons: list[tuple[str, str]], address: str, network: str
         "osd_crush_update_on_start = true",
         f"crush_location = root=default host={crush_host}",
     ]
+    if mon_failover:
+        lines += ["mon_lease = 2", "mon_election_timeout = 2", "mon_client_hunt_interval = 1",
+                  "mon_client_ping_interval = 1", "mon_client_ping_timeout = 3",
+                  "objecter_tick_interval = 1", "objecter_timeout = 2"]
     if fast_fail:
         lines += ["osd_heartbeat_interval = 1", "osd_heartbeat_grace = 5",
                   "osd_client_watch_timeout = 5"]
@@ -530,7 +541,8 @@ def write_lab_conf(spec: LabSpec, node: NodeSpec) -> CephSite:
     hosts = len(spec.nodes)
     site.write_conf(lab_fsid(spec), mons, spec.subnet,
                     failure_domain="host" if hosts > 1 else "osd",
-                    size=min(3, hosts), min_size=2 if hosts >= 3 else 1)
+                    size=min(3, hosts), min_size=2 if hosts >= 3 else 1,
+                    mon_failover=spec.extra.get("liveness") != "defaults")
     return site
 
 

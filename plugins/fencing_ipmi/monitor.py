@@ -213,7 +213,11 @@ class Monitor:
                              Policy(cfg.successful_fence, cfg.failed_fence, cfg.power_timeout))
 
     def start(self) -> None:
-        self.watching_since = time.time()
+        # silence counts from this node's last (re)connection to ZooKeeper, not from the
+        # takeover: a new primary has seen the keepalives all along, and a dead primary's
+        # silence must not get a second fence delay on top of the election (issue 10)
+        since = getattr(self.store, "connected_since", 0.0)
+        self.watching_since = since if isinstance(since, float) and since > 0 else time.time()
         self.store.add_listener(self._on_connection)
         self._thread = threading.Thread(target=self._loop, name="fence-monitor", daemon=True)
         self._thread.start()

@@ -6,6 +6,7 @@
         migration_address: 10.0.0.1      # other libvirtds reach ours here (default: node name)
         virt_type: auto                  # auto (probe KVM, else TCG) | kvm | qemu
         flush_concurrency: 2             # VMs moved at once by a flush or ready
+        recover_concurrency: 8           # VMs of a fenced node started at once elsewhere
         shutdown_timeout: 180            # s of ACPI shutdown before a hard stop
         migrate_timeout: 300             # s a live migration may take before it is aborted
         poll_interval: 2                 # s between looks at libvirt (states, stats, console)
@@ -41,6 +42,7 @@ class VmConfig:
     migration_address: str | None = None
     virt_type: str = "auto"
     flush_concurrency: int = 2
+    recover_concurrency: int = 8
     shutdown_timeout: float = 180.0
     migrate_timeout: float = 300.0
     poll_interval: float = 2.0
@@ -69,6 +71,7 @@ _RULES: dict[str, tuple[type | tuple, Any]] = {
     "virt_type": (str, lambda v: None if v in ("auto", "kvm", "qemu")
                   else "must be one of auto, kvm, qemu"),
     "flush_concurrency": (int, lambda v: None if 1 <= v <= 64 else "must be between 1 and 64"),
+    "recover_concurrency": (int, lambda v: None if 1 <= v <= 64 else "must be between 1 and 64"),
     "shutdown_timeout": ((int, float), lambda v: None if v >= 1 else "must be at least 1"),
     "migrate_timeout": ((int, float), lambda v: None if v >= 5 else "must be at least 5"),
     "poll_interval": ((int, float), lambda v: None if 0.2 <= v <= 60

@@ -21,7 +21,8 @@ plugin whose cut succeeded (``pvc_storage_fence_covers``); any other VM (a file-
 no disk at all) is left alone there (its ``observed`` untouched) and set ``stop`` with
 ``node_autostart``, with the reason in the result's ``stopped`` list.
 
-At most ``flush_concurrency`` VMs are placed and awaited at once; the call returns when each
+At most ``recover_concurrency`` VMs are placed and awaited at once (more than a flush's: they
+are down, not moving; placements stay one at a time); the call returns when each
 runs on its target, failed, or timed out; it places nothing more once ``progress`` returns
 true (the caller lost the fence). Everything is re-read under the lock, so a second run (the
 next primary resuming) only waits for what the first one did.
@@ -84,7 +85,7 @@ class Recovery:
         recs = sorted((r for r in records.all_records(self.store) if _concerned(r, self.node)),
                       key=lambda r: r.name)
         self.progress(0, max(len(recs), 1), f"recovering {len(recs)} VMs of {self.node}")
-        with ThreadPoolExecutor(self.cfg.flush_concurrency,
+        with ThreadPoolExecutor(self.cfg.recover_concurrency,
                                 thread_name_prefix="vm-recover") as pool:
             for f in [pool.submit(self.one, r) for r in recs]:
                 f.result()

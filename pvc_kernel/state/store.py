@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -61,6 +62,8 @@ class Store:
         self._secret_acl: list[ACL] | None = (
             [make_digest_acl(SECRET_USER, secret, all=True)] if secret else None)
         self._warned_open = False
+        self.connected_since = 0.0
+        """Wall-clock time the connection was last (re)established (0: never)."""
         self._listeners: list[StateListener] = [listener] if listener else []
         self.client.add_listener(self._on_state)
 
@@ -68,6 +71,8 @@ class Store:
     def _on_state(self, state: str) -> None:
         name = {KazooState.CONNECTED: "connected", KazooState.SUSPENDED: "suspended",
                 KazooState.LOST: "lost"}.get(state, str(state).lower())
+        if name == "connected":
+            self.connected_since = time.time()
         for fn in list(self._listeners):
             try:
                 fn(name)

@@ -506,3 +506,19 @@ def test_an_idle_monitor_takes_no_fence_lock(store, cluster):
     mon.tick()
     assert store.client.exists(schema.path("lock", lock=fencing_keys.FENCE_LOCK)).cversion > before
     assert store.get("node.daemon_state", node="hv3") == "dead"
+
+
+def test_a_new_primary_counts_silence_from_its_connection_not_its_takeover(store, cluster):
+    """A coordinator connected for a while that becomes primary judges a node silent since
+    before the takeover at once: a dead primary gets no second fence delay on top of the
+    election."""
+    _victim, _bmc, primary = cluster
+    p = primary(Recorder())
+    assert 0 < p.store.connected_since <= time.time()     # set by the real connection
+    connected = p.store.connected_since = time.time() - 30  # as if connected for 30 s
+    fake_node(store, "hv3", time.time() - 60)
+    p.monitor.start()
+    assert p.monitor.watching_since == connected
+    p.monitor.stop()
+    p.monitor.detect()
+    assert store.get("node.daemon_state", node="hv3") == "dead"

@@ -122,7 +122,11 @@ def test_lab_ceph_conf():
     assert "keyring" not in text.split("[client]")[0]   # daemons keep theirs in their data dir
     assert "auth_cluster_required = none" in labceph.conf_text(
         "f", [("a", "1.2.3.4")], "1.2.3.4", "1.2.3.0/24", "/b", "a", cephx=False)
-    assert "osd_heartbeat_grace" not in text
+    assert "osd_heartbeat_grace" not in text and "mon_lease" not in text
+    fast = labceph.conf_text("f", [("a", "1.2.3.4")], "1.2.3.4", "1.2.3.0/24", "/b", "a",
+                             mon_failover=True).split("[client]")[0]   # every daemon too
+    assert "mon_lease = 2" in fast and "mon_election_timeout = 2" in fast
+    assert "mon_client_ping_timeout = 3" in fast
     assert "osd_crush_chooseleaf_type = 0" in labceph.conf_text(
         "f", [("a", "1.2.3.4")], "1.2.3.4", "1.2.3.0/24", "/b", "a", failure_domain="osd",
         fast_fail=True)

@@ -9,7 +9,8 @@ on again and brings the VMs back with ``pvc node ready``. The victims rotate ove
 Prints every run, the median of each phase per kind of victim and over all runs, and the
 formula from the config the lab gave the nodes. ``--defaults`` runs pvcnoded with its
 default liveness settings (keepalive, fence and suicide intervals, session timeout) instead
-of the lab's short ones. At least 5 runs (a median of fewer says little).
+of the lab's short ones, and Ceph with its own monitor and client timings (the lab's
+``mon_failover`` settings off). At least 5 runs (a median of fewer says little).
 
     sudo .venv/bin/python bench/recovery.py [--runs 8] [--vms 8] [--defaults] [--keep]
 """
@@ -157,7 +158,7 @@ def main() -> int:
                   + "  ".join(f"{k} {v:5.2f} s" for k, v in r.items()), flush=True)
         print(f"\nrecovery of a hard-killed node with {args.vms} RBD-backed VMs, {len(runs)} "
               f"runs, Ceph monitors on every coordinator, lab {cluster}, "
-              f"{'DEFAULT' if args.defaults else 'lab'} liveness settings:")
+              f"{'DEFAULT liveness and Ceph' if args.defaults else 'lab'} settings:")
         summary(runs)
         primary = lab.primary() or lab.coordinators[0]
         print(formula(configs[victims[0]], configs[primary]))

@@ -13,11 +13,11 @@ Example::
                               # secret keys (BMC passwords) get a digest ACL so only
                               # pvcnoded reads them, not pvcapid nor any other client. Unset:
                               # they stay readable by any ZooKeeper client (a warning says so)
-    keepalive_interval: 5     # seconds between keepalives
-    fence_intervals: 4        # a node in state `run` whose keepalive is older than
+    keepalive_interval: 2     # seconds between keepalives
+    fence_intervals: 6        # a node in state `run` whose keepalive is older than
                               # keepalive_interval × fence_intervals is dead: the primary
-                              # fences it (fence delay, 20 s by default)
-    suicide_intervals: 2      # a node without a keepalive written for longer than
+                              # fences it (fence delay, 12 s by default)
+    suicide_intervals: 4      # a node without a keepalive written for longer than
                               # keepalive_interval × suicide_intervals (cut off from
                               # ZooKeeper) stops its own VMs; must be less than
                               # fence_intervals, so it happens before anyone may fence it.
@@ -98,9 +98,9 @@ class NodeConfig:
     coordinator: bool = False
     zookeeper_session_timeout: float = 6.0
     zookeeper_secret: str | None = field(default=None, repr=False)
-    keepalive_interval: float = 5.0
-    fence_intervals: int = 4
-    suicide_intervals: int = 2
+    keepalive_interval: float = 2.0
+    fence_intervals: int = 6
+    suicide_intervals: int = 4
     log_level: str = "info"
     log_zookeeper_lines: int = 2000
     task_retention: float = 86400.0
@@ -269,9 +269,9 @@ def parse(data: Any, source: str = "") -> NodeConfig:
         coordinator=r.value("coordinator", bool, default=False),
         zookeeper_session_timeout=r.value("zookeeper.session_timeout", float, 6.0, minimum=2),
         zookeeper_secret=secret,
-        keepalive_interval=r.value("keepalive_interval", float, 5.0, minimum=0.5),
-        fence_intervals=r.value("fence_intervals", int, 4, minimum=2),
-        suicide_intervals=r.value("suicide_intervals", int, 2, minimum=1),
+        keepalive_interval=r.value("keepalive_interval", float, 2.0, minimum=0.5),
+        fence_intervals=r.value("fence_intervals", int, 6, minimum=2),
+        suicide_intervals=r.value("suicide_intervals", int, 4, minimum=1),
         log_level=r.value("log.level", str, "info", choices=("debug", "info", "warning", "error")),
         log_zookeeper_lines=r.value("log.zookeeper_lines", int, 2000, minimum=10),
         task_retention=r.value("tasks.retention", float, 86400.0, minimum=60),

@@ -20,7 +20,7 @@ def problems(data) -> list[str]:
 
 def test_minimal_config_gets_defaults():
     cfg = config.parse(dict(MINIMAL))
-    assert cfg.keepalive_interval == 5.0
+    assert cfg.keepalive_interval == 2.0
     assert cfg.coordinator is False
     assert cfg.zookeeper_hosts == ["10.0.0.1:2181"]
     assert cfg.api.port == 7370 and cfg.api.enabled is False

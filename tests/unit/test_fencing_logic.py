@@ -31,8 +31,8 @@ BASE = {"node": "hv1", "cluster": "c", "zookeeper": {"hosts": ["zk:2181"]}}
 
 def test_liveness_defaults_and_formula():
     cfg = kconfig.parse(dict(BASE))
-    assert (cfg.keepalive_interval, cfg.fence_intervals, cfg.suicide_intervals) == (5.0, 4, 2)
-    assert cfg.fence_delay == 20.0 and cfg.suicide_delay == 10.0
+    assert (cfg.keepalive_interval, cfg.fence_intervals, cfg.suicide_intervals) == (2.0, 6, 4)
+    assert cfg.fence_delay == 12.0 and cfg.suicide_delay == 8.0
     cfg = kconfig.parse({**BASE, "keepalive_interval": 2, "fence_intervals": 5,
                          "suicide_intervals": 3})
     assert cfg.fence_delay == 10.0 and cfg.suicide_delay == 6.0
@@ -381,7 +381,7 @@ def test_the_sample_config_documents_the_liveness_and_fencing_settings():
 
     sample = pathlib.Path(__file__).resolve().parents[2] / "deploy" / "pvcnoded.sample.yaml"
     cfg = kconfig.load(str(sample))
-    assert (cfg.keepalive_interval, cfg.fence_intervals, cfg.suicide_intervals) == (5.0, 4, 2)
+    assert (cfg.keepalive_interval, cfg.fence_intervals, cfg.suicide_intervals) == (2.0, 6, 4)
     fence_cfg, problems = fconfig.parse(cfg.plugin_section(fconfig.NAME))
     assert problems == [] and fence_cfg == fconfig.FenceConfig()    # the defaults, no BMC
     text = sample.read_text()

@@ -41,7 +41,7 @@ class Daemon:
         self.node = "hv1"
         self.config = kconfig.parse({"node": "hv1", "cluster": "t",
                                      "zookeeper": {"hosts": ["x:1"]},
-                                     "plugins": {"vm_kvm": {"flush_concurrency": 2,
+                                     "plugins": {"vm_kvm": {"recover_concurrency": 2,
                                                             "migrate_timeout": 5}}})
         self.plugins = PluginHost()
         self.plugins.register(ceph_plugin, "storage_ceph")
@@ -237,7 +237,7 @@ def test_recovery_places_nothing_more_once_the_caller_lost_the_fence(cluster):
         add_vm(store, f"c{i}", DEAD, running_on=DEAD, memory=64)
     result = Recovery(Daemon(store), DEAD, lambda *a: True, POWERED_OFF).run()
     moved = [r for r in records.all_records(store) if r.node != DEAD]
-    # flush_concurrency 2: what was under way finishes, nothing else is placed
+    # recover_concurrency 2: what was under way finishes, nothing else is placed
     assert len(result["recovered"]) == len(moved) <= 2
 
 

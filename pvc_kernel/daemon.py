@@ -149,15 +149,16 @@ class NodeDaemon:
         raise StartupError("stopped while waiting for ZooKeeper", 0)
 
     def migrate_schema(self) -> None:
+        steps = {name: list(answer or [])
+                 for name, answer in self.plugins.call_each("pvc_schema_migrations")}
         try:
-            before = migrations.migrate(self.store, self.node)
+            before = migrations.migrate(self.store, self.node,
+                                        plugins={n: s for n, s in steps.items() if s})
         except migrations.SchemaTooNewError as exc:
             raise StartupError(str(exc), EXIT_SCHEMA) from None
         now = migrations.current_version(self.store)
         if before != now:
             log.info("ZooKeeper schema migrated from version %d to %d", before, now)
-            for version in range(before + 1, now + 1):
-                self.plugins.call_each("pvc_schema_migrate", store=self.store, version=version)
         cluster = self.store.get("config.cluster_name")
         if not cluster:
             self.store.update("config.cluster_name", lambda v: v or self.config.cluster)

@@ -46,10 +46,15 @@ def pvc_schema_keys() -> list[Any]:
 
 
 @hookspec
-def pvc_schema_migrate(store: Any, version: int) -> None:
-    """Bring this plugin's keys to the cluster schema ``version`` (just reached by the kernel).
+def pvc_schema_migrations() -> list[Any]:
+    """Return this plugin's schema migrations, oldest first: a list of ``step(store)``
+    callables, where step n takes the plugin's keys from version n to n + 1 (0: a cluster
+    that never ran the plugin). Its keys' version is kept at ``/schema/plugins/<plugin>``.
 
-    Called under the schema-migration lock by the one node that migrates; must be idempotent.
+    pvcnoded runs the missing steps at start, under the schema-migration lock, after the
+    kernel's own, one at a time, each followed by the bump of the plugin's version; so a
+    step must be idempotent (a crash before the bump re-runs it). A cluster whose version
+    for the plugin is past the list stops the daemon with a clear error.
     """
 
 

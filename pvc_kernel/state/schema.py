@@ -8,6 +8,7 @@ path is still resolved here and a clash between two plugins fails at start.
 Layout (schema version ``SCHEMA_VERSION``; migrations in ``migrations.py``)::
 
     /schema/version                 int, the schema this cluster runs
+    /schema/plugins/<plugin>        int, the schema version of that plugin's keys
     /config/cluster_name            the cluster's name
     /config/maintenance             "true" | "false"
     /config/primary_node            current primary (written by it) or "none"
@@ -58,6 +59,8 @@ class Key:
 
 _KERNEL_KEYS = [
     Key("schema.version", "/schema/version"),
+    Key("schema.plugins", "/schema/plugins"),
+    Key("schema.plugin_version", "/schema/plugins/{plugin}"),
     Key("config", "/config"),
     Key("config.cluster_name", "/config/cluster_name"),
     Key("config.maintenance", "/config/maintenance"),

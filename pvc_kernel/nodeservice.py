@@ -41,18 +41,13 @@ def _run_transition(ctx: tasks.TaskContext) -> str:
         time.sleep(0.1)
     daemon.store.set("node.domain_state", during, node=daemon.node)
     ctx.progress(0, 1, f"Node {daemon.node}: {during} started")
-    failures = []
-    for impl in getattr(daemon.plugins.hook, hook).get_hookimpls():
-        ctx.check()
-        try:
-            impl.function(**{a: {"daemon": daemon, "ctx": ctx}[a] for a in impl.argnames})
-        except tasks.TaskCancelled:
-            raise
-        except Exception as exc:
-            log.exception("plugin '%s' failed during %s", impl.plugin_name, during)
-            failures.append(f"{impl.plugin_name}: {exc}")
+    failures: list[tuple[str, Exception]] = []
+    daemon.plugins.call_each(hook, obj=f"node:{daemon.node}", before_each=ctx.check,
+                             passthrough=(tasks.TaskCancelled,), failures=failures,
+                             daemon=daemon, ctx=ctx)
     if failures:
-        raise RuntimeError(f"{during} of {daemon.node} incomplete: " + "; ".join(failures))
+        raise RuntimeError(f"{during} of {daemon.node} incomplete: "
+                           + "; ".join(f"{name}: {exc}" for name, exc in failures))
     ctx.check()
     daemon.store.set("node.domain_state", final, node=daemon.node)
     log.info("node %s is now %s", daemon.node, final)

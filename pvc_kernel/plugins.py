@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import pluggy
@@ -94,19 +94,33 @@ class PluginHost:
                 return impl.function(**{a: kwargs[a] for a in impl.argnames})
         return None
 
-    def call_each(self, hook_name: str, obj: str = "", **kwargs: Any) -> list[tuple[str, Any]]:
-        """Call every implementation of a hook in isolation.
+    def call_each(self, hook_name: str, obj: str = "", *,
+                  before_each: Callable[[], None] | None = None,
+                  passthrough: tuple[type[BaseException], ...] = (),
+                  failures: list[tuple[str, Exception]] | None = None,
+                  **kwargs: Any) -> list[tuple[str, Any]]:
+        """Call every implementation of a hook in isolation, in pluggy's calling order (the
+        plugin registered last first). The one dispatcher of the kernel.
 
         Returns ``[(plugin name, result)]`` for the implementations that returned; one that
-        raises is logged with the plugin and ``obj`` and left out, the others still run.
+        raises is logged with the plugin and ``obj`` and left out (and appended to
+        ``failures`` when given), the others still run. ``before_each`` runs before every
+        implementation (e.g. a task's cancellation check) and may raise; exceptions of a
+        ``passthrough`` type stop the call and propagate.
         """
         results = []
         for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
+            if before_each is not None:
+                before_each()
             try:
                 value = impl.function(**{a: kwargs[a] for a in impl.argnames})
-            except Exception:
+            except passthrough:
+                raise
+            except Exception as exc:
                 log.exception("plugin '%s' failed in %s%s", impl.plugin_name, hook_name,
                               f" for {obj}" if obj else "")
+                if failures is not None:
+                    failures.append((impl.plugin_name, exc))
                 continue
             results.append((impl.plugin_name, value))
         return results

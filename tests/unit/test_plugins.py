@@ -81,6 +81,48 @@ def test_a_raising_implementation_does_not_stop_the_others(caplog):
     assert "plugin 'bad' failed in pvc_keepalive_stats for node:hv1" in caplog.text
 
 
+def test_one_dispatcher_for_transitions_too_last_registered_first():
+    """Node transitions go through call_each like every hook: the same order, failures
+    collected, a cancellation (passthrough) and the per-plugin check stop the call."""
+    calls = []
+
+    class Cancelled(Exception):
+        pass
+
+    def plugin(name, fail=None):
+        @hookimpl
+        def pvc_node_flush(daemon, ctx):
+            calls.append(name)
+            if fail:
+                raise fail
+        return types.SimpleNamespace(pvc_node_flush=pvc_node_flush)
+
+    host = PluginHost()
+    host.register(plugin("first"), "first")
+    host.register(plugin("broken", RuntimeError("no")), "broken")
+    host.register(plugin("last"), "last")
+    failures = []
+    results = host.call_each("pvc_node_flush", failures=failures, daemon=None, ctx=None)
+    assert calls == ["last", "broken", "first"]
+    assert [n for n, _ in results] == ["last", "first"]
+    assert [(n, str(e)) for n, e in failures] == [("broken", "no")]
+    host.register(plugin("cancelling", Cancelled()), "cancelling")
+    calls.clear()
+    with pytest.raises(Cancelled):
+        host.call_each("pvc_node_flush", passthrough=(Cancelled,), daemon=None, ctx=None)
+    assert calls == ["cancelling"]
+    checks = []
+
+    def check():
+        checks.append(1)
+        if len(checks) == 2:
+            raise Cancelled()
+    calls.clear()
+    with pytest.raises(Cancelled):
+        host.call_each("pvc_node_flush", before_each=check, daemon=None, ctx=None)
+    assert calls == ["cancelling"]                 # the check stopped the call before "last"
+
+
 def _broken_plugin_env(tmp_path):
     """A plugin package whose import raises, declared through a real entry point."""
     (tmp_path / "broken_plugin.py").write_text("raise ImportError('needs libfoo')\n")

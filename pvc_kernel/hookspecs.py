@@ -211,7 +211,7 @@ def pvc_node_recover(daemon: Any, node: str, progress: Callable[[int, int, str],
 
 # -- VM disks (called by the VM plugin, answered by storage plugins) ------------------------
 
-@hookspec
+@hookspec(firstresult=True)
 def pvc_vm_disk_prepare(daemon: Any, vm: dict[str, Any], disk: dict[str, Any],
                         purpose: str) -> dict[str, Any] | None:
     """Check, and make ready, one disk of a VM on this node before the VM plugin uses it.
@@ -229,7 +229,8 @@ def pvc_vm_disk_prepare(daemon: Any, vm: dict[str, Any], disk: dict[str, Any],
     (libvirt decides). A network disk's answer may add ``"libvirt": {"hosts": [{"name",
     "port"}], "username": str|None, "secret": uuid|None}``: the VM plugin fills in the
     disk's ``<host>`` and ``<auth>`` elements from it where the domain XML has none (the
-    secret itself comes from ``pvc_hypervisor_secrets``). The first non-None answer counts; a
+    secret itself comes from ``pvc_hypervisor_secrets``). The first non-None answer counts
+    and later plugins are not asked (``PluginHost.call_first``); a
     disk no plugin handles goes to libvirt as it is. Must be quick (seconds at most, no data
     copies).
     """
@@ -248,7 +249,7 @@ def pvc_hypervisor_secrets(daemon: Any) -> list[dict[str, str]] | None:
     """
 
 
-@hookspec
+@hookspec(firstresult=True)
 def pvc_vm_disk_unlock(daemon: Any, vm: dict[str, Any],
                        disk: dict[str, Any]) -> dict[str, Any] | None:
     """Remove every storage lock held on one disk of a VM (``pvc vm flush-locks``).
@@ -260,7 +261,8 @@ def pvc_vm_disk_unlock(daemon: Any, vm: dict[str, Any],
     blocklist it). ``vm`` and ``disk`` are as in ``pvc_vm_disk_prepare``. Return None if
     this plugin does not handle that kind of disk, else ``{"ok": bool, "reason": str,
     "removed": int}`` (how many locks it removed); ``ok`` false fails the task with
-    ``reason``. The first non-None answer counts. Must be quick (seconds at most).
+    ``reason``. The first non-None answer counts and later plugins are not asked (so a second
+    storage plugin breaks no lock). Must be quick (seconds at most).
     """
 
 

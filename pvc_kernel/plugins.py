@@ -94,6 +94,24 @@ class PluginHost:
                 return impl.function(**{a: kwargs[a] for a in impl.argnames})
         return None
 
+    def call_first(self, hook_name: str, obj: str = "", **kwargs: Any) -> Any:
+        """Call the implementations of a ``firstresult`` hook in ``call_each``'s order, each
+        in isolation, until one answers non-None; later ones are not called (their side
+        effects do not happen). Returns that answer, or None."""
+        caller = getattr(self.pm.hook, hook_name)
+        if not (caller.spec and caller.spec.opts.get("firstresult")):
+            raise ValueError(f"{hook_name} is not a firstresult hook; use call_each")
+        for impl in reversed(caller.get_hookimpls()):
+            try:
+                value = impl.function(**{a: kwargs[a] for a in impl.argnames})
+            except Exception:
+                log.exception("plugin '%s' failed in %s%s", impl.plugin_name, hook_name,
+                              f" for {obj}" if obj else "")
+                continue
+            if value is not None:
+                return value
+        return None
+
     def call_each(self, hook_name: str, obj: str = "", *,
                   before_each: Callable[[], None] | None = None,
                   passthrough: tuple[type[BaseException], ...] = (),

@@ -26,9 +26,8 @@ def prepare(daemon: Any, rec: Any, purpose: str) -> tuple[str, dict[str, dict[st
     vm = {"uuid": rec.uuid, "name": rec.name, "node": daemon.node}
     access: dict[str, dict[str, Any]] = {}
     for disk in found:
-        answers = daemon.plugins.call_each("pvc_vm_disk_prepare", obj=f"vm:{rec.uuid}",
+        answer = daemon.plugins.call_first("pvc_vm_disk_prepare", obj=f"vm:{rec.uuid}",
                                            daemon=daemon, vm=vm, disk=disk, purpose=purpose)
-        answer = next((a for _name, a in answers if a is not None), None)
         if answer is None:
             continue
         if not answer.get("ok", False):

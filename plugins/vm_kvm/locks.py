@@ -37,9 +37,8 @@ def _unlock(ctx: Any, rec: Record, disk: dict[str, Any]) -> int:
     """Locks removed on one disk (0 when no plugin handles it); raises on a failure."""
     daemon = ctx.daemon
     vm = {"uuid": rec.uuid, "name": rec.name, "node": daemon.node}
-    answers = daemon.plugins.call_each("pvc_vm_disk_unlock", obj=f"vm:{rec.uuid}",
+    answer = daemon.plugins.call_first("pvc_vm_disk_unlock", obj=f"vm:{rec.uuid}",
                                        daemon=daemon, vm=vm, disk=disk)
-    answer = next((a for _name, a in answers if a is not None), None)
     if answer is None:
         return 0
     if not answer.get("ok", False):

@@ -123,6 +123,31 @@ def test_one_dispatcher_for_transitions_too_last_registered_first():
     assert calls == ["cancelling"]                 # the check stopped the call before "last"
 
 
+def test_a_firstresult_hook_stops_at_the_first_answer():
+    """pvc_vm_disk_unlock has side effects: once a plugin answered, no other is asked."""
+    calls = []
+
+    def plugin(name, answer, fail=False):
+        @hookimpl
+        def pvc_vm_disk_unlock(daemon, vm, disk):
+            calls.append(name)
+            if fail:
+                raise RuntimeError("broken")
+            return answer
+        return types.SimpleNamespace(pvc_vm_disk_unlock=pvc_vm_disk_unlock)
+
+    host = PluginHost()
+    host.register(plugin("second_storage", {"ok": True, "removed": 9}), "second_storage")
+    host.register(plugin("storage", {"ok": True, "removed": 1}), "storage")
+    host.register(plugin("broken", None, fail=True), "broken")
+    host.register(plugin("files", None), "files")
+    args = {"daemon": None, "vm": {}, "disk": {}}
+    assert host.call_first("pvc_vm_disk_unlock", **args) == {"ok": True, "removed": 1}
+    assert calls == ["files", "broken", "storage"]          # second_storage never asked
+    with pytest.raises(ValueError, match="not a firstresult hook"):
+        host.call_first("pvc_node_flush", daemon=None, ctx=None)
+
+
 def _broken_plugin_env(tmp_path):
     """A plugin package whose import raises, declared through a real entry point."""
     (tmp_path / "broken_plugin.py").write_text("raise ImportError('needs libfoo')\n")

@@ -62,15 +62,15 @@ def context(monkeypatch, rec, answers, force=False, lock=None):
     lock = lock or FakeLock()
     asked, progress = [], []
 
-    def call_each(hook, obj="", **kw):
+    def call_first(hook, obj="", **kw):
         assert hook == "pvc_vm_disk_unlock" and obj == "vm:u1"
         assert kw["vm"] == {"uuid": "u1", "name": "web1", "node": "hv1"}
         asked.append(kw["disk"]["target"])
-        return [("vm_kvm", None), ("storage_ceph", answers.get(kw["disk"]["target"]))]
+        return answers.get(kw["disk"]["target"])
 
     store = SimpleNamespace(lock=lambda name, ident: lock if name == "vm-u1" else None)
     daemon = SimpleNamespace(store=store, node="hv1",
-                             plugins=SimpleNamespace(call_each=call_each))
+                             plugins=SimpleNamespace(call_first=call_first))
     monkeypatch.setattr(records, "read", lambda _store, uuid: rec if uuid == "u1" else None)
     ctx = SimpleNamespace(daemon=daemon, args={"uuid": "u1", "force": force},
                           check=lambda: None,

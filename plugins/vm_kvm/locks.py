@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from kazoo.exceptions import KazooException
-
 from pvc_plugins.vm_kvm import domxml, keys, records
 from pvc_plugins.vm_kvm.records import Record
 
@@ -51,14 +49,7 @@ def flush(ctx: Any) -> str:
     """Task handler: args ``{"uuid", "force"}``; the result is the message shown."""
     store = ctx.daemon.store
     uuid = ctx.args["uuid"]
-    lock = store.lock(keys.lock_name(uuid), ctx.daemon.node)
-    try:
-        got = lock.acquire(timeout=LOCK_WAIT)
-    except KazooException:
-        got = False
-    if not got:
-        raise RuntimeError(f"VM {uuid}: its lock stayed busy for {LOCK_WAIT:g} s")
-    try:
+    with store.locked(keys.lock_name(uuid), ctx.daemon.node, LOCK_WAIT, f"VM {uuid}"):
         rec = records.read(store, uuid)
         if rec is None:
             raise RuntimeError(f"VM {uuid} no longer exists")
@@ -75,6 +66,4 @@ def flush(ctx: Any) -> str:
             ctx.progress(done, len(disks), f"Flushing locks of disk "
                                            f"{disk.get('target') or disk.get('source')}")
             removed += _unlock(ctx, rec, disk)
-    finally:
-        lock.release()
     return f"Flushed locks on VM {rec.name}: {removed} lock(s) removed."

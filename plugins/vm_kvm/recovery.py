@@ -40,7 +40,7 @@ from typing import Any
 from kazoo.exceptions import KazooException
 
 from pvc_kernel.hookspecs import hookimpl
-from pvc_kernel.state import ConflictError
+from pvc_kernel.state import ConflictError, LockBusy
 from pvc_plugins.vm_kvm import config as vmconfig
 from pvc_plugins.vm_kvm import domxml, keys, placement, qemu, records
 from pvc_plugins.vm_kvm.records import Record
@@ -52,10 +52,6 @@ BY = "fence"
 GONE = ("dead", "fenced", "shutdown", "stop")
 SELF_FENCE_BUDGET = 4.0  # s a self-fence may take when the kernel gives no deadline
 SELF_FENCE_GRACE = 1.0   # s libvirt gets to destroy the guests before SIGKILL by PID
-
-
-class LockBusy(Exception):
-    """The VM's lock stayed busy."""
 
 
 def _concerned(rec: Record, node: str) -> bool:
@@ -165,14 +161,7 @@ class Recovery:
     def reassign(self, uuid: str) -> tuple[str | None, tuple[str, str]]:
         """Under the VM lock: release the dead node's claim and assign a target.
         Returns (node to wait for or None, (kind, text))."""
-        lock = self.store.lock(keys.lock_name(uuid), self.daemon.node)
-        try:
-            got = lock.acquire(timeout=LOCK_WAIT)
-        except KazooException:
-            got = False
-        if not got:
-            raise LockBusy(f"VM {uuid}: its lock stayed busy for {LOCK_WAIT:g} s")
-        try:
+        with self.store.locked(keys.lock_name(uuid), self.daemon.node, LOCK_WAIT, f"VM {uuid}"):
             rec = records.read(self.store, uuid)
             if rec is None:
                 return None, ("skipped", f"VM {uuid}: removed")
@@ -216,11 +205,6 @@ class Recovery:
             self._write(rec, keys.START, node=target, last_node=self.node)
             log.info("VM %s of fenced node %s: starting on %s", rec.name, self.node, target)
             return target, ("recovered", "")
-        finally:
-            try:
-                lock.release()
-            except KazooException:
-                pass
 
     def _write(self, rec: Record, state: str, node: str | None = None,
                last_node: str | None = None, meta: dict[str, Any] | None = None) -> None:

@@ -5,11 +5,18 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from kazoo.client import KazooClient, KazooState
-from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
+from kazoo.exceptions import (
+    BadVersionError,
+    KazooException,
+    LockTimeout,
+    NodeExistsError,
+    NoNodeError,
+)
 from kazoo.recipe.lock import Lock
 from kazoo.security import ACL, make_digest_acl
 
@@ -26,6 +33,10 @@ StateListener = Callable[[str], None]
 
 class ConflictError(Exception):
     """A version-checked write lost a race more times than it was allowed to retry."""
+
+
+class LockBusy(Exception):
+    """A cluster lock stayed held by someone else (or ZooKeeper failed) for the whole wait."""
 
 
 def _encode(value: Any) -> bytes:
@@ -274,3 +285,27 @@ class Store:
     def lock(self, name: str, identifier: str = "") -> Lock:
         """A cluster-wide exclusive lock under /locks/<name>."""
         return self.client.Lock(schema.path("lock", lock=name), identifier)
+
+    @contextmanager
+    def locked(self, name: str, identifier: str = "", timeout: float = 15.0,
+               what: str = "") -> Iterator[Lock]:
+        """``with store.locked(name, me, timeout):`` holds /locks/<name> for the block;
+        raises LockBusy (naming ``what``, default the lock) if it cannot be had within
+        ``timeout`` seconds, ZooKeeper errors included. Released however the block ends."""
+        lock = self.lock(name, identifier)
+        try:
+            got = lock.acquire(timeout=timeout)
+        except LockTimeout:
+            got = False
+        except KazooException as exc:
+            raise LockBusy(f"{what or 'lock ' + name}: cannot take its lock "
+                           f"({type(exc).__name__})") from None
+        if not got:
+            raise LockBusy(f"{what or 'lock ' + name}: its lock stayed busy for {timeout:g} s")
+        try:
+            yield lock
+        finally:
+            try:
+                lock.release()
+            except KazooException:
+                log.warning("could not release lock %s (the session will)", name)

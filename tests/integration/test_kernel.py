@@ -8,7 +8,7 @@ import time
 import pytest
 
 from pvc_kernel import tasks
-from pvc_kernel.state import migrations, schema
+from pvc_kernel.state import LockBusy, Store, migrations, schema
 from tests.support.daemons import wait_for
 
 pytestmark = pytest.mark.integration
@@ -32,6 +32,23 @@ def test_migration_resumes_from_an_intermediate_version(store):
     assert migrations.current_version(store) == 1 and not store.exists("tasks")
     migrations.migrate(store, "test")
     assert migrations.current_version(store) == schema.SCHEMA_VERSION and store.exists("tasks")
+
+
+def test_one_lock_helper_gives_up_clearly_and_always_releases(store, zk_hosts):
+    other = Store(zk_hosts, timeout=5)
+    other.start()
+    try:
+        with store.locked("job", "hv1", timeout=2):
+            with pytest.raises(LockBusy, match="VM x: its lock stayed busy for 0.3 s"):
+                with other.locked("job", "hv2", timeout=0.3, what="VM x"):
+                    pass
+        with pytest.raises(RuntimeError):
+            with other.locked("job", "hv2", timeout=2):
+                raise RuntimeError("the block failed")
+        with store.locked("job", "hv1", timeout=2):      # released despite the failure
+            assert store.client.get_children(schema.path("lock", lock="job"))
+    finally:
+        other.stop()
 
 
 def test_daemon_refuses_a_newer_schema(store, daemons):

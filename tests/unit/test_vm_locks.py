@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from types import SimpleNamespace
 
 import pytest
 
+from pvc_kernel.state import LockBusy
 from pvc_plugins.vm_kvm import keys, locks, records
 from pvc_plugins.vm_kvm.records import Record
 
@@ -68,7 +70,17 @@ def context(monkeypatch, rec, answers, force=False, lock=None):
         asked.append(kw["disk"]["target"])
         return answers.get(kw["disk"]["target"])
 
-    store = SimpleNamespace(lock=lambda name, ident: lock if name == "vm-u1" else None)
+    @contextlib.contextmanager
+    def locked(name, ident, timeout, what):
+        assert name == "vm-u1" and ident == "hv1"
+        if not lock.acquire(timeout):
+            raise LockBusy(f"{what}: its lock stayed busy for {timeout:g} s")
+        try:
+            yield lock
+        finally:
+            lock.release()
+
+    store = SimpleNamespace(locked=locked)
     daemon = SimpleNamespace(store=store, node="hv1",
                              plugins=SimpleNamespace(call_first=call_first))
     monkeypatch.setattr(records, "read", lambda _store, uuid: rec if uuid == "u1" else None)
@@ -109,6 +121,6 @@ def test_handler_rechecks_the_state_under_the_vm_lock(monkeypatch):
 def test_handler_gives_up_on_a_busy_vm_lock(monkeypatch):
     monkeypatch.setattr(locks, "LOCK_WAIT", 0.01)
     ctx, asked, _, _ = context(monkeypatch, record("stop"), {}, lock=FakeLock(free=False))
-    with pytest.raises(RuntimeError, match="lock stayed busy"):
+    with pytest.raises(LockBusy, match="VM u1: its lock stayed busy"):
         locks.flush(ctx)
     assert asked == []

@@ -5,7 +5,8 @@ A plugin is a module (or object) registered in the entry-point group
 A hook implementation whose name is not specified here stops the daemon at
 start (fail fast on typos). Each hook says who calls it, when, on which node
 and what it must return. ``daemon`` is the running ``pvc_kernel.daemon.NodeDaemon``
-(``daemon.config``, ``daemon.store``, ``daemon.bus``, ``daemon.node``, ``daemon.log``).
+(``daemon.config``, ``daemon.store``, ``daemon.bus``, ``daemon.node``, ``daemon.log``). The
+types of what hooks receive and answer are in ``pvc_kernel.contracts``.
 
 Hooks are called one implementation at a time by the kernel: a raising
 implementation is logged with its plugin and object and does not stop the
@@ -14,10 +15,32 @@ others (see ``pvc_kernel.plugins.PluginHost.call_each``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
+
+if TYPE_CHECKING:   # the contract types cost nothing at run time (pvc_kernel.contracts)
+    from collections.abc import Callable
+
+    from pvc_kernel.contracts import (
+        ApiFace,
+        DiskAnswer,
+        DiskInfo,
+        FenceInfo,
+        HypervisorSecret,
+        NodeConfigFace,
+        NodeDaemonFace,
+        Progress,
+        RecoverAnswer,
+        StorageCutAnswer,
+        TaskContextFace,
+        TaskHandler,
+        UnlockAnswer,
+        VmRef,
+    )
+    from pvc_kernel.events import Event
+    from pvc_kernel.state.schema import Key
+    from pvc_kernel.state.store import Store
 
 PROJECT = "pvc"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -27,7 +50,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 # -- configuration and schema (every process that loads plugins) -------------------------
 
 @hookspec
-def pvc_config_validate(config: Any) -> list[str]:
+def pvc_config_validate(config: NodeConfigFace) -> list[str]:
     """Check the plugin's own section of ``pvcnoded.yaml`` (``config.plugin_section(name)``).
 
     Called by pvcnoded (and pvcapid) right after the file is read, on every node.
@@ -37,7 +60,7 @@ def pvc_config_validate(config: Any) -> list[str]:
 
 
 @hookspec
-def pvc_schema_keys() -> list[Any]:
+def pvc_schema_keys() -> list[Key]:
     """Return the ZooKeeper keys this plugin uses, as ``pvc_kernel.state.schema.Key`` objects.
 
     Called once at start in every process, before anything touches ZooKeeper. The keys are
@@ -46,7 +69,7 @@ def pvc_schema_keys() -> list[Any]:
 
 
 @hookspec
-def pvc_schema_migrations() -> list[Any]:
+def pvc_schema_migrations() -> list[Callable[[Store], None]]:
     """Return this plugin's schema migrations, oldest first: a list of ``step(store)``
     callables, where step n takes the plugin's keys from version n to n + 1 (0: a cluster
     that never ran the plugin). Its keys' version is kept at ``/schema/plugins/<plugin>``.
@@ -61,7 +84,7 @@ def pvc_schema_migrations() -> list[Any]:
 # -- node daemon lifecycle (pvcnoded, every node) ----------------------------------------
 
 @hookspec
-def pvc_node_static(daemon: Any) -> dict[str, Any]:
+def pvc_node_static(daemon: NodeDaemonFace) -> dict[str, Any]:
     """Return static facts about this host to add to the node's registration (may be {}).
 
     The kernel adds ``liveness`` itself (the node's keepalive_interval, fence_intervals and
@@ -70,7 +93,7 @@ def pvc_node_static(daemon: Any) -> dict[str, Any]:
 
 
 @hookspec
-def pvc_node_start(daemon: Any) -> None:
+def pvc_node_start(daemon: NodeDaemonFace) -> None:
     """The node is registered and connected: set up watches (``daemon.bus``) and local services.
 
     Called once per daemon start, on every node, before the first keepalive.
@@ -78,7 +101,7 @@ def pvc_node_start(daemon: Any) -> None:
 
 
 @hookspec
-def pvc_node_stop(daemon: Any) -> None:
+def pvc_node_stop(daemon: NodeDaemonFace) -> None:
     """The daemon is shutting down (SIGTERM): stop what ``pvc_node_start`` started.
 
     Called once, on every node, after the node has given up the primary role. Keep it short:
@@ -87,7 +110,7 @@ def pvc_node_stop(daemon: Any) -> None:
 
 
 @hookspec
-def pvc_keepalive_stats(daemon: Any) -> dict[str, dict[str, Any]]:
+def pvc_keepalive_stats(daemon: NodeDaemonFace) -> dict[str, dict[str, Any]]:
     """Return this plugin's stats for this keepalive as ``{namespace: {stat: value}}``.
 
     Called on every node once per keepalive interval, from the keepalive thread; the merged
@@ -99,7 +122,7 @@ def pvc_keepalive_stats(daemon: Any) -> dict[str, dict[str, Any]]:
 # -- coordinator role (pvcnoded, coordinators only) ------------------------------------------
 
 @hookspec
-def pvc_become_primary(daemon: Any) -> None:
+def pvc_become_primary(daemon: NodeDaemonFace) -> None:
     """This coordinator is taking over as primary: start cluster-wide duties.
 
     Called from the election thread while the coordinator state is ``takeover``; the node is
@@ -108,7 +131,7 @@ def pvc_become_primary(daemon: Any) -> None:
 
 
 @hookspec
-def pvc_become_secondary(daemon: Any) -> None:
+def pvc_become_secondary(daemon: NodeDaemonFace) -> None:
     """This coordinator is giving up the primary role: stop cluster-wide duties.
 
     Called while the coordinator state is ``relinquish`` (planned handover, shutdown or lost
@@ -119,7 +142,7 @@ def pvc_become_secondary(daemon: Any) -> None:
 # -- the event bus -----------------------------------------------------------------------
 
 @hookspec
-def pvc_event(daemon: Any, event: Any) -> None:
+def pvc_event(daemon: NodeDaemonFace, event: Event) -> None:
     """Handle one event from the bus (a ``pvc_kernel.events.Event`` subclass).
 
     Called on the node whose bus produced the event, from a bus worker thread. Events of one
@@ -131,7 +154,7 @@ def pvc_event(daemon: Any, event: Any) -> None:
 # -- tasks and node service state ------------------------------------------------------------
 
 @hookspec
-def pvc_task_handlers() -> dict[str, Callable[[Any], Any]]:
+def pvc_task_handlers() -> dict[str, TaskHandler]:
     """Return ``{task type: handler}`` for this plugin's long work (e.g. ``"storage.benchmark"``).
 
     A handler gets a ``pvc_kernel.tasks.TaskContext`` on the task's owner node, reports with
@@ -141,7 +164,7 @@ def pvc_task_handlers() -> dict[str, Callable[[Any], Any]]:
 
 
 @hookspec
-def pvc_node_flush(daemon: Any, ctx: Any) -> None:
+def pvc_node_flush(daemon: NodeDaemonFace, ctx: TaskContextFace) -> None:
     """Take this node out of service (``pvc node flush``): move or stop what runs on it.
 
     Called on the flushed node inside its ``node.flush`` task; report progress through
@@ -150,7 +173,7 @@ def pvc_node_flush(daemon: Any, ctx: Any) -> None:
 
 
 @hookspec
-def pvc_node_unflush(daemon: Any, ctx: Any) -> None:
+def pvc_node_unflush(daemon: NodeDaemonFace, ctx: TaskContextFace) -> None:
     """Return this node to service (``pvc node ready``): bring back what flush moved away.
 
     Called on the node inside its ``node.unflush`` task, like ``pvc_node_flush``.
@@ -160,7 +183,8 @@ def pvc_node_unflush(daemon: Any, ctx: Any) -> None:
 # -- liveness: self-fence, rejoin, recovery of a fenced node ----------------------------------
 
 @hookspec
-def pvc_node_self_fence(daemon: Any, reason: str, deadline: float) -> dict[str, Any] | None:
+def pvc_node_self_fence(daemon: NodeDaemonFace, reason: str,
+                        deadline: float) -> dict[str, Any] | None:
     """Stop every workload of THIS node at once (hard), because the cluster may restart it
     elsewhere: e.g. destroy every running VM. Return what was done (JSON-able, e.g.
     ``{"destroyed": [...], "killed": [...], "left": [...]}``; ``left``: what still runs).
@@ -177,7 +201,7 @@ def pvc_node_self_fence(daemon: Any, reason: str, deadline: float) -> dict[str, 
 
 
 @hookspec
-def pvc_node_rejoin_wait(daemon: Any) -> str | None:
+def pvc_node_rejoin_wait(daemon: NodeDaemonFace) -> str | None:
     """Return why this node must not rejoin the cluster yet, or None if it may.
 
     Called by the kernel on the node itself, about once a second, while a node the cluster
@@ -190,8 +214,8 @@ def pvc_node_rejoin_wait(daemon: Any) -> str | None:
 
 
 @hookspec
-def pvc_node_recover(daemon: Any, node: str, progress: Callable[[int, int, str], bool],
-                     fence: dict[str, Any]) -> dict[str, Any] | None:
+def pvc_node_recover(daemon: NodeDaemonFace, node: str, progress: Progress,
+                     fence: FenceInfo) -> RecoverAnswer | None:
     """Restart the workloads of the dead node ``node`` on other nodes.
 
     Called on the primary by the fencing plugin, only after ``node`` is confirmed powered
@@ -212,8 +236,8 @@ def pvc_node_recover(daemon: Any, node: str, progress: Callable[[int, int, str],
 # -- VM disks (called by the VM plugin, answered by storage plugins) ------------------------
 
 @hookspec(firstresult=True)
-def pvc_vm_disk_prepare(daemon: Any, vm: dict[str, Any], disk: dict[str, Any],
-                        purpose: str) -> dict[str, Any] | None:
+def pvc_vm_disk_prepare(daemon: NodeDaemonFace, vm: VmRef, disk: DiskInfo,
+                        purpose: str) -> DiskAnswer | None:
     """Check, and make ready, one disk of a VM on this node before the VM plugin uses it.
 
     Called by vm_kvm on the node about to start a VM (``purpose`` ``"start"``) or to live-
@@ -237,7 +261,7 @@ def pvc_vm_disk_prepare(daemon: Any, vm: dict[str, Any], disk: dict[str, Any],
 
 
 @hookspec
-def pvc_hypervisor_secrets(daemon: Any) -> list[dict[str, str]] | None:
+def pvc_hypervisor_secrets(daemon: NodeDaemonFace) -> list[HypervisorSecret] | None:
     """Secrets this node's hypervisor must hold so that VMs can open their disks anywhere.
 
     Called by the VM plugin on every node once its hypervisor is reachable and again every
@@ -250,8 +274,8 @@ def pvc_hypervisor_secrets(daemon: Any) -> list[dict[str, str]] | None:
 
 
 @hookspec(firstresult=True)
-def pvc_vm_disk_unlock(daemon: Any, vm: dict[str, Any],
-                       disk: dict[str, Any]) -> dict[str, Any] | None:
+def pvc_vm_disk_unlock(daemon: NodeDaemonFace, vm: VmRef,
+                       disk: DiskInfo) -> UnlockAnswer | None:
     """Remove every storage lock held on one disk of a VM (``pvc vm flush-locks``).
 
     Called by vm_kvm on the VM's node inside its ``vm.flush_locks`` task, once per ``<disk>``
@@ -269,7 +293,8 @@ def pvc_vm_disk_unlock(daemon: Any, vm: dict[str, Any],
 # -- shared storage and fencing (called by the fencing plugin, answered by storage plugins) --
 
 @hookspec
-def pvc_storage_fence(daemon: Any, node: str, addresses: list[str]) -> dict[str, Any] | None:
+def pvc_storage_fence(daemon: NodeDaemonFace, node: str,
+                      addresses: list[str]) -> StorageCutAnswer | None:
     """Cut ``node``'s access to shared storage, so its VMs can be recovered elsewhere safely.
 
     Called on the primary by the fencing plugin once ``node`` is declared dead, before its VMs
@@ -283,7 +308,7 @@ def pvc_storage_fence(daemon: Any, node: str, addresses: list[str]) -> dict[str,
 
 
 @hookspec
-def pvc_storage_fence_covers(daemon: Any, node: str, disk: dict[str, Any]) -> bool | None:
+def pvc_storage_fence_covers(daemon: NodeDaemonFace, node: str, disk: DiskInfo) -> bool | None:
     """Does this plugin's storage cut of ``node`` keep ``node`` from writing to ``disk``?
 
     Called on the primary by a workload plugin recovering a node whose power off was not
@@ -298,7 +323,8 @@ def pvc_storage_fence_covers(daemon: Any, node: str, disk: dict[str, Any]) -> bo
 
 
 @hookspec
-def pvc_storage_unfence(daemon: Any, node: str, addresses: list[str]) -> dict[str, Any] | None:
+def pvc_storage_unfence(daemon: NodeDaemonFace, node: str,
+                        addresses: list[str]) -> StorageCutAnswer | None:
     """Give ``node`` its storage access back (after it was fenced and has restarted clean).
 
     Called on the primary by the fencing plugin or an administrator's request; same arguments
@@ -309,7 +335,7 @@ def pvc_storage_unfence(daemon: Any, node: str, addresses: list[str]) -> dict[st
 # -- API (pvcapid) -----------------------------------------------------------------------
 
 @hookspec
-def pvc_api_routes(api: Any) -> None:
+def pvc_api_routes(api: ApiFace) -> None:
     """Add this plugin's REST routes to the API (``api.add_route(...)``, see ``pvc_api``).
 
     Called once in every pvcapid process at start.
@@ -328,7 +354,7 @@ def pvc_api_node(stats: dict[str, Any]) -> dict[str, Any]:
 
 
 @hookspec
-def pvc_api_status(api: Any) -> dict[str, Any]:
+def pvc_api_status(api: ApiFace) -> dict[str, Any]:
     """Return this plugin's part of the cluster status (``GET /api/v1/status``).
 
     Called in pvcapid on every ``GET /status`` request, after the core fields are read; ``api``

@@ -1,0 +1,162 @@
+"""The types of the hook contracts: what hooks receive and what they answer.
+
+``hookspecs.py`` names these in its signatures; they cost nothing at run time (Protocols and
+TypedDicts are checked by type checkers and read by people). A plugin may import them to type
+its implementations. The dictionaries stay plain dicts on the wire (ZooKeeper records, API
+answers), so ``total=False`` marks what may be left out.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol, TypedDict
+
+# -- what hooks receive ---------------------------------------------------------------------
+
+
+class NodeConfigFace(Protocol):
+    """The parts of ``pvc_kernel.config.NodeConfig`` plugins read."""
+
+    node: str
+    cluster: str
+    coordinator: bool
+    keepalive_interval: float
+    fence_intervals: int
+    suicide_intervals: int
+
+    @property
+    def fence_delay(self) -> float: ...
+
+    @property
+    def suicide_delay(self) -> float: ...
+
+    def plugin_section(self, name: str) -> dict[str, Any]: ...
+
+
+class NodeDaemonFace(Protocol):
+    """The running pvcnoded as hooks see it (``pvc_kernel.daemon.NodeDaemon``)."""
+
+    node: str
+    config: NodeConfigFace
+    store: Any          # pvc_kernel.state.Store
+    bus: Any            # pvc_kernel.bus.Bus: watch_children/watch_data/every, publish
+    plugins: Any        # pvc_kernel.plugins.PluginHost: call_each/call_first
+    stopping: threading.Event
+    in_service: threading.Event
+
+    def self_fence_deadline(self) -> float: ...
+
+
+class TaskContextFace(Protocol):
+    """A running task (``pvc_kernel.tasks.TaskContext``): its record, progress, cancel."""
+
+    store: Any
+    record: dict[str, Any]
+    daemon: NodeDaemonFace | None
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def args(self) -> dict[str, Any]: ...
+
+    @property
+    def cancelled(self) -> bool: ...
+
+    def check(self) -> None: ...
+
+    def progress(self, current: int, total: int, message: str = "") -> None: ...
+
+
+class ApiFace(Protocol):
+    """pvcapid's application as hooks see it (``pvc_api.app.Api``)."""
+
+    store: Any
+    config: Any
+    plugins: Any
+    zk_timeout: float
+
+    def add_route(self, route: Any) -> None: ...
+
+
+Progress = Callable[[int, int, str], bool]
+"""``progress(done, total, message)``; True back means: stop, the caller lost its claim."""
+
+TaskHandler = Callable[[TaskContextFace], Any]
+
+
+class VmRef(TypedDict):
+    uuid: str
+    name: str
+    node: str
+
+
+class DiskInfo(TypedDict, total=False):
+    """One ``<disk>`` of a domain XML."""
+
+    type: str               # file | block | network | ...
+    device: str             # disk | cdrom | ...
+    source: str | None      # a path, or "pool/volume"
+    protocol: str | None    # rbd | None
+    format: str | None      # raw | qcow2 | None
+    target: str | None      # vda
+    bus: str | None         # virtio | ...
+
+
+class FenceInfo(TypedDict):
+    """How a dead node was fenced (``pvc_node_recover``)."""
+
+    powered_off: bool
+    storage_cut: list[str]
+
+
+# -- what hooks answer ----------------------------------------------------------------------
+
+
+class LibvirtDiskAccess(TypedDict, total=False):
+    hosts: list[dict[str, Any]]     # [{"name", "port"}]
+    username: str | None
+    secret: str | None              # libvirt secret UUID
+
+
+class DiskAnswer(TypedDict, total=False):
+    """``pvc_vm_disk_prepare``."""
+
+    ok: bool
+    reason: str
+    shared: bool | None
+    libvirt: LibvirtDiskAccess
+
+
+class UnlockAnswer(TypedDict, total=False):
+    """``pvc_vm_disk_unlock``."""
+
+    ok: bool
+    reason: str
+    removed: int
+
+
+class StorageCutAnswer(TypedDict):
+    """``pvc_storage_fence`` and ``pvc_storage_unfence``."""
+
+    ok: bool
+    reason: str
+    addresses: list[str]
+
+
+class RecoverAnswer(TypedDict):
+    """``pvc_node_recover``: names, with a reason for the stopped and failed ones."""
+
+    recovered: list[str]
+    stopped: list[str]
+    failed: list[str]
+
+
+class HypervisorSecret(TypedDict):
+    """``pvc_hypervisor_secrets``: ``value`` base64, never logged."""
+
+    uuid: str
+    usage_type: str
+    usage_name: str
+    value: str

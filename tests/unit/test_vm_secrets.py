@@ -22,7 +22,12 @@ class FakeHv:
 
 
 def daemon_with(*answers):
-    plugins = SimpleNamespace(call_each=lambda hook, obj="", **kw: list(answers))
+    """Plugins answering ``answers`` ([(plugin, answer)]) through call_each, and the first
+    non-None of them through call_first (firstresult hooks)."""
+    plugins = SimpleNamespace(
+        call_each=lambda hook, obj="", **kw: list(answers),
+        call_first=lambda hook, obj="", **kw: next((a for _n, a in answers if a is not None),
+                                                   None))
     return SimpleNamespace(plugins=plugins, node="hv1")
 
 

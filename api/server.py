@@ -29,8 +29,7 @@ def load(path: str | None) -> tuple[node_config.NodeConfig, PluginHost]:
     cfg = node_config.load(path)
     plugins = PluginHost()
     plugins.load(cfg.disabled_plugins)
-    problems = [p for _, found in plugins.call_each("pvc_config_validate", config=cfg)
-                for p in found or []]
+    problems = plugins.config_problems(cfg, cfg.disabled_plugins)
     if problems:
         raise node_config.ConfigError(problems, cfg.source)
     return cfg, plugins

@@ -321,13 +321,10 @@ def build(config_path: str | None) -> NodeDaemon:
         host.load(cfg.disabled_plugins, enabled=cfg.enabled_plugins)
     except PluginError as exc:
         raise StartupError(str(exc), EXIT_PLUGIN) from None
-    problems = [p for _n, found in host.call_each("pvc_config_validate", config=cfg)
-                for p in (found or [])]
-    known = set(host.names) | set(cfg.disabled_plugins)
+    installed = set(cfg.disabled_plugins)
     if cfg.enabled_plugins is not None:     # sections of installed, not enabled plugins are fine
-        known |= set(available())
-    problems += [f"key 'plugins.{name}': no plugin named {name!r} is installed"
-                 for name in cfg.plugin_sections if name not in known]
+        installed |= set(available())
+    problems = host.config_problems(cfg, installed)
     if problems:
         raise StartupError(f"configuration error in {cfg.source}: " + "; ".join(problems),
                            EXIT_CONFIG)

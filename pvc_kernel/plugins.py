@@ -94,6 +94,27 @@ class PluginHost:
                 return impl.function(**{a: kwargs[a] for a in impl.argnames})
         return None
 
+    def config_problems(self, config: Any,
+                        installed: Iterable[str] | None = None) -> list[str]:
+        """Every problem with the ``plugins:`` part of ``config`` (a NodeConfig), each naming
+        its key: what the loaded plugins' ``pvc_config_validate`` say, a section of a plugin
+        that is not installed, and settings given to a loaded plugin that takes none (it
+        implements no ``pvc_config_validate``). ``installed``: plugin names whose sections
+        are fine although not loaded (disabled or not enabled)."""
+        problems = [p for _n, found in self.call_each("pvc_config_validate", config=config)
+                    for p in (found or [])]
+        validating = {impl.plugin_name
+                      for impl in self.pm.hook.pvc_config_validate.get_hookimpls()}
+        known = set(self.names) | set(installed or ())
+        for name, section in config.plugin_sections.items():
+            if name not in known:
+                problems.append(f"key 'plugins.{name}': no plugin named {name!r} is installed")
+            elif name in self.names and name not in validating and section:
+                keys = ", ".join(sorted(section)) if isinstance(section, dict) else section
+                problems.append(f"key 'plugins.{name}': plugin {name!r} takes no settings "
+                                f"(found: {keys})")
+        return problems
+
     def call_first(self, hook_name: str, obj: str = "", **kwargs: Any) -> Any:
         """Call the implementations of a ``firstresult`` hook in ``call_each``'s order, each
         in isolation, until one answers non-None; later ones are not called (their side

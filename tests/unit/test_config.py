@@ -112,12 +112,14 @@ def test_daemon_exits_with_one_line_and_no_traceback(tmp_path):
 def test_plugin_section_validated_by_the_plugin(tmp_path):
     f = tmp_path / "pvcnoded.yaml"
     f.write_text("node: hv1\ncluster: c\nzookeeper: {hosts: [a:1]}\n"
-                 "plugins: {sample: {greeting: 5}, nosuch: {}}\n")
+                 "plugins: {sample: {greeting: 5}, nosuch: {}, hoststats: {interval: 5}}\n")
     proc = subprocess.run([sys.executable, "-m", "pvc_kernel.daemon", "--config", str(f)],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "key 'plugins.sample.greeting': must be a string, not int" in proc.stderr
     assert "key 'plugins.nosuch': no plugin named 'nosuch' is installed" in proc.stderr
+    assert ("key 'plugins.hoststats': plugin 'hoststats' takes no settings (found: interval)"
+            in proc.stderr)                 # a plugin without settings gets none unseen
     assert "Traceback" not in proc.stderr
 
 
@@ -126,3 +128,17 @@ def test_shipped_sample_config_is_valid():
     sample = pathlib.Path(__file__).resolve().parents[2] / "deploy" / "pvcnoded.sample.yaml"
     cfg = config.load(str(sample))
     assert cfg.coordinator and cfg.api.enabled and len(cfg.zookeeper_hosts) == 3
+
+
+def test_pvcapid_checks_the_plugin_sections_as_pvcnoded_does(tmp_path):
+    from pvc_api import server
+
+    f = tmp_path / "pvcnoded.yaml"
+    f.write_text("node: hv1\ncluster: c\nzookeeper: {hosts: [a:1]}\n"
+                 "plugins: {nosuch: {}, hoststats: {interval: 5}, disabled: [vm_kvm], "
+                 "vm_kvm: {anything: 1}}\n")
+    with pytest.raises(config.ConfigError) as exc:
+        server.load(str(f))
+    assert exc.value.problems == [
+        "key 'plugins.nosuch': no plugin named 'nosuch' is installed",
+        "key 'plugins.hoststats': plugin 'hoststats' takes no settings (found: interval)"]

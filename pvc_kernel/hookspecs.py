@@ -1,7 +1,8 @@
 """Every hook contract between the kernel and its plugins.
 
 A plugin is a module (or object) registered in the entry-point group
-``pvc.plugins``; its functions marked ``@hookimpl`` implement the hooks below.
+``pvc.plugins``; its functions marked ``@hookimpl`` implement the hooks below. A plugin
+imports PVC only through ``pvc_kernel.sdk``, ``pvc_api.sdk`` and ``pvc_cli.sdk``.
 A hook implementation whose name is not specified here stops the daemon at
 start (fail fast on typos). Each hook says who calls it, when, on which node
 and what it must return. ``daemon`` is the running ``pvc_kernel.daemon.NodeDaemon``

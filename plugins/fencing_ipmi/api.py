@@ -16,11 +16,8 @@ import re
 import time
 from typing import Any
 
-from pvc_api import zk
-from pvc_api.errors import ApiError
-from pvc_api.schemas import ref
-from pvc_api.spec import Call, Param, Reply, Route
-from pvc_kernel.state import schema
+from pvc_api.sdk import ApiError, Call, Param, Reply, Route, ref, zk
+from pvc_kernel.sdk import schema
 from pvc_plugins.fencing_ipmi.fence import alive_refusal, confirm_refusal, request_confirm
 
 log = logging.getLogger("pvc_plugins.fencing_ipmi")

@@ -10,10 +10,7 @@ import socket
 
 import click
 
-from pvc_cli.client import api_message
-from pvc_cli.commands.node import complete_node
-from pvc_cli.context import get_settings
-from pvc_cli.errors import EXIT_USAGE, PvcError
+from pvc_cli.sdk import EXIT_USAGE, PvcError, api_message, complete_node, get_settings
 
 
 def operator_name() -> str:

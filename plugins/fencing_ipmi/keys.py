@@ -13,7 +13,7 @@
 
 from __future__ import annotations
 
-from pvc_kernel.state.schema import Key
+from pvc_kernel.sdk import Key
 
 OWNER = "fencing_ipmi"
 FENCE_LOCK = "fence"

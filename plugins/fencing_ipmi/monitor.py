@@ -36,9 +36,7 @@ from typing import Any
 from kazoo.exceptions import KazooException, LockTimeout, NoAuthError
 from kazoo.recipe.lock import Lock
 
-from pvc_kernel import faults
-from pvc_kernel.election import PRIMARY, TAKEOVER
-from pvc_kernel.state import schema
+from pvc_kernel.sdk import PRIMARY, TAKEOVER, faults, schema
 from pvc_plugins.fencing_ipmi import keys
 from pvc_plugins.fencing_ipmi.config import FenceConfig
 from pvc_plugins.fencing_ipmi.fence import (

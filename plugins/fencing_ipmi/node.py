@@ -9,8 +9,7 @@ from typing import Any
 
 from kazoo.exceptions import NoAuthError
 
-from pvc_kernel import faults
-from pvc_kernel.state import schema
+from pvc_kernel.sdk import faults, schema
 from pvc_plugins.fencing_ipmi.config import FenceConfig
 from pvc_plugins.fencing_ipmi.fence import DONE
 from pvc_plugins.fencing_ipmi.ipmi import IpmiClient

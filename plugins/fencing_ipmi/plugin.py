@@ -12,8 +12,7 @@ import logging
 import threading
 from typing import Any
 
-from pvc_kernel.events import TimerFired
-from pvc_kernel.hookspecs import hookimpl
+from pvc_kernel.sdk import TimerFired, hookimpl
 from pvc_plugins.fencing_ipmi import config as fconfig
 from pvc_plugins.fencing_ipmi import keys, node
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import psutil
 
-from pvc_kernel.hookspecs import hookimpl
+from pvc_kernel.sdk import hookimpl
 
 MIB = 1024 * 1024
 

@@ -15,7 +15,7 @@ import subprocess
 import time
 from typing import Any
 
-from pvc_kernel.state import schema
+from pvc_kernel.sdk import schema
 from pvc_plugins.storage_ceph import pools, units
 from pvc_plugins.storage_ceph.client import CephClient
 from pvc_plugins.storage_ceph.errors import StorageError

@@ -10,9 +10,17 @@ from typing import Any
 
 import click
 
-from pvc_cli.context import get_settings
-from pvc_cli.output import Painter, emit_json, format_option, human_kib, render_table, show_list
-from pvc_cli.waiting import report_task, wait_task
+from pvc_cli.sdk import (
+    Painter,
+    emit_json,
+    format_option,
+    get_settings,
+    human_kib,
+    render_table,
+    report_task,
+    show_list,
+    wait_task,
+)
 
 S = "/storage/ceph"
 WAIT = click.option("--wait", is_flag=True, help="Wait for the task and show progress.")

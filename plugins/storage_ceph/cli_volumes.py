@@ -7,9 +7,16 @@ from typing import Any
 
 import click
 
-from pvc_cli.context import get_settings
-from pvc_cli.errors import PvcError
-from pvc_cli.output import F, Painter, emit_json, format_option, render_table, show_list
+from pvc_cli.sdk import (
+    F,
+    Painter,
+    PvcError,
+    emit_json,
+    format_option,
+    get_settings,
+    render_table,
+    show_list,
+)
 from pvc_plugins.storage_ceph.cli import YES, S, client, echo_message, get_list
 
 UPLOAD_TIMEOUT = 3600.0

@@ -18,7 +18,7 @@ Ceph only: the API lists them through librados/librbd, so nothing can drift.
 
 from __future__ import annotations
 
-from pvc_kernel.state.schema import Key
+from pvc_kernel.sdk import Key
 
 OWNER = "storage_ceph"
 STATS_NAMESPACE = "ceph"

@@ -12,8 +12,7 @@ import logging
 import threading
 from typing import Any
 
-from pvc_kernel.events import TimerFired
-from pvc_kernel.hookspecs import hookimpl
+from pvc_kernel.sdk import TimerFired, hookimpl
 from pvc_plugins.storage_ceph import (
     benchmark,
     keys,
@@ -225,7 +224,7 @@ def pvc_api_routes(api: Any) -> None:
 
 @hookimpl
 def pvc_api_status(api: Any) -> dict[str, Any]:
-    from pvc_api import zk
+    from pvc_api.sdk import zk
 
     (text,) = zk.fetch(api.store, [zk.get("ceph.summary")], api.zk_timeout)
     summary = zk.load_json(text, {})

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pvc_api.schemas import array_of, ref
-from pvc_api.spec import Param, Route
+from pvc_api.sdk import Param, Route, array_of, ref
 from pvc_plugins.storage_ceph import api as h
 from pvc_plugins.storage_ceph.upload import FORMATS
 

@@ -13,7 +13,7 @@ import logging
 import uuid
 from typing import Any
 
-from pvc_kernel.hookspecs import hookimpl
+from pvc_kernel.sdk import hookimpl
 from pvc_plugins.storage_ceph.client import CephClient
 from pvc_plugins.storage_ceph.errors import StorageError
 from pvc_plugins.storage_ceph.settings import Settings

@@ -11,7 +11,7 @@ import re
 import time
 from typing import Any
 
-from pvc_kernel import faults
+from pvc_kernel.sdk import faults
 from pvc_plugins.storage_ceph import osds, pools
 from pvc_plugins.storage_ceph.client import CephClient
 

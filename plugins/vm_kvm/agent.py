@@ -31,9 +31,7 @@ from typing import Any
 
 from kazoo.exceptions import KazooException
 
-from pvc_kernel import faults
-from pvc_kernel.events import ChildrenChanged, DataChanged, Event, TimerFired
-from pvc_kernel.state import schema
+from pvc_kernel.sdk import ChildrenChanged, DataChanged, Event, TimerFired, faults, schema
 from pvc_plugins.vm_kvm import console, crashes, domxml, keys, probe, qemu, records
 from pvc_plugins.vm_kvm.config import VmConfig, crash_policy
 from pvc_plugins.vm_kvm.health import LibvirtHealth

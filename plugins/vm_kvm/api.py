@@ -9,11 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from pvc_api import params, zk
-from pvc_api.errors import ApiError
-from pvc_api.spec import Call, Reply
-from pvc_kernel import tasks
-from pvc_kernel.state import schema
+from pvc_api.sdk import ApiError, Call, Reply, params, zk
+from pvc_kernel.sdk import schema, tasks
 from pvc_plugins.vm_kvm import domxml, keys, locks, records, vminfo, vms
 from pvc_plugins.vm_kvm.records import Record
 

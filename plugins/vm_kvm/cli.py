@@ -13,20 +13,20 @@ from typing import Any
 
 import click
 
-from pvc_cli.context import get_settings
-from pvc_cli.errors import PvcError
-from pvc_cli.output import (
+from pvc_cli.sdk import (
     Painter,
+    PvcError,
     dig,
     emit_json,
     format_option,
+    get_settings,
     human_mib,
+    poll,
     render_pairs,
     render_table,
     show_list,
 )
-from pvc_cli.output import state_cell as _state_cell
-from pvc_cli.waiting import poll
+from pvc_cli.sdk import state_cell as _state_cell
 
 WAIT_TIMEOUT = 900.0
 STATES = ("start", "restart", "shutdown", "stop", "disable", "fail", "migrate", "unmigrate",
@@ -345,7 +345,7 @@ def flush_locks(name: str, force: bool, wait: bool) -> None:
       pvc vm flush-locks web1 --wait
       pvc vm flush-locks web1 --force
     """
-    from pvc_cli.waiting import report_task, wait_task
+    from pvc_cli.sdk import report_task, wait_task
 
     data = client().post(f"/vm/{name}/locks", {"force": force or None}).data
     task_id = str(data.get("task_id", "")) if isinstance(data, dict) else ""

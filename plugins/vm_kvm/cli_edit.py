@@ -15,8 +15,7 @@ from typing import Any
 
 import click
 
-from pvc_cli.errors import PvcError
-from pvc_cli.output import emit_json, format_option, human_mib
+from pvc_cli.sdk import PvcError, emit_json, format_option, human_mib
 
 
 def _vm(name: str) -> tuple[dict[str, Any], ET.Element]:
@@ -34,7 +33,7 @@ def _put(name: str, root: ET.Element, restart: bool) -> None:
 
 
 def _device(name: str, xml: str, detach: bool) -> None:
-    from pvc_cli.waiting import report_task, wait_task
+    from pvc_cli.sdk import report_task, wait_task
     from pvc_plugins.vm_kvm.cli import client
 
     resp = client().request("DELETE" if detach else "POST", f"/vm/{name}/device",

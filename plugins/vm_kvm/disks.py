@@ -10,7 +10,7 @@ import logging
 import os
 from typing import Any
 
-from pvc_kernel.hookspecs import hookimpl
+from pvc_kernel.sdk import hookimpl
 from pvc_plugins.vm_kvm import domxml
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from pvc_kernel.state import ConflictError
+from pvc_kernel.sdk import ConflictError
 from pvc_plugins.vm_kvm import keys, placement, records
 from pvc_plugins.vm_kvm.config import VmConfig
 from pvc_plugins.vm_kvm.records import Record

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from pvc_kernel import faults
+from pvc_kernel.sdk import faults
 
 log = logging.getLogger("pvc_plugins.vm_kvm")
 FAULT_DELTA = 50

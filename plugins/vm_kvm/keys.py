@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pvc_kernel.state.schema import Key
+from pvc_kernel.sdk import Key
 
 OWNER = "vm_kvm"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from pvc_kernel.hookspecs import hookimpl
+from pvc_kernel.sdk import hookimpl
 from pvc_plugins.vm_kvm import config as vmconfig
 from pvc_plugins.vm_kvm import keys
 from pvc_plugins.vm_kvm.disks import pvc_vm_disk_prepare  # noqa: F401  (a hook of this plugin)

@@ -7,8 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from pvc_kernel.state import schema
-from pvc_kernel.state.store import Store
+from pvc_kernel.sdk import Store, schema
 from pvc_plugins.vm_kvm import domxml, keys
 from pvc_plugins.vm_kvm.placement import NodeInfo, VmLoad
 

@@ -39,8 +39,7 @@ from typing import Any
 
 from kazoo.exceptions import KazooException
 
-from pvc_kernel.hookspecs import hookimpl
-from pvc_kernel.state import ConflictError, LockBusy
+from pvc_kernel.sdk import ConflictError, LockBusy, hookimpl
 from pvc_plugins.vm_kvm import config as vmconfig
 from pvc_plugins.vm_kvm import domxml, keys, placement, qemu, records
 from pvc_plugins.vm_kvm.records import Record

@@ -5,9 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pvc_api.errors import ApiError
-from pvc_api.schemas import array_of, ref
-from pvc_api.spec import Call, Param, Route
+from pvc_api.sdk import ApiError, Call, Param, Route, array_of, ref
 from pvc_plugins.vm_kvm import api as h
 from pvc_plugins.vm_kvm import keys
 

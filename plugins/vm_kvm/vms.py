@@ -11,8 +11,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from pvc_kernel.state import ConflictError, schema
-from pvc_kernel.state.store import Store
+from pvc_kernel.sdk import ConflictError, Store, schema
 from pvc_plugins.vm_kvm import domxml, keys, placement, records
 from pvc_plugins.vm_kvm.records import Record
 

@@ -23,3 +23,45 @@ def test_kernel_imports_no_subsystem_library():
             offenders += [f"{source.name}: {n}" for n in names
                           if n.split(".")[0] in FORBIDDEN_MODULES]
     assert offenders == []
+
+
+PLUGINS = KERNEL.parent / "plugins"
+SDK = {"pvc_kernel": "pvc_kernel.sdk", "pvc_api": "pvc_api.sdk", "pvc_cli": "pvc_cli.sdk"}
+
+
+def _imports(source: pathlib.Path) -> list[str]:
+    tree = ast.parse(source.read_text(), str(source))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append(node.module)
+    return found
+
+
+def test_plugins_use_only_the_sdk_and_nothing_of_another_plugin():
+    """A built-in plugin imports the kernel, the API and the CLI only through their SDK
+    modules (pvc_kernel.sdk, pvc_api.sdk, pvc_cli.sdk), never the lab, and no other
+    plugin: exactly what a third-party plugin may do."""
+    offenders = []
+    for source in sorted(PLUGINS.rglob("*.py")):
+        own = source.relative_to(PLUGINS).parts[0]
+        for name in _imports(source):
+            top = name.split(".")[0]
+            if top in SDK and name != SDK[top]:
+                offenders.append(f"{source.relative_to(PLUGINS)}: {name} (use {SDK[top]})")
+            elif top == "pvc_lab":
+                offenders.append(f"{source.relative_to(PLUGINS)}: {name}")
+            elif top == "pvc_plugins" and name.split(".")[1:2] not in ([own], []):
+                offenders.append(f"{source.relative_to(PLUGINS)}: {name} (another plugin)")
+    assert offenders == []
+
+
+def test_the_sdk_modules_export_what_they_promise():
+    import importlib
+
+    for module in SDK.values():
+        sdk = importlib.import_module(module)
+        missing = [n for n in sdk.__all__ if not hasattr(sdk, n)]
+        assert sdk.__doc__ and missing == [], module

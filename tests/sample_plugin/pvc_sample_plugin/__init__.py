@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from pvc_kernel.hookspecs import hookimpl
+from pvc_kernel.sdk import hookimpl
 
 _counter = itertools.count(1)
 

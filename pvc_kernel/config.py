@@ -302,6 +302,14 @@ def parse(data: Any, source: str = "") -> NodeConfig:
     return cfg
 
 
+def example() -> str:
+    """The kernel's settings as commented YAML: the example of this module's docstring,
+    without the plugins' own sections (their keys are declared by the plugins)."""
+    text = __doc__.split("Example::", 1)[1].split("\nErrors name the key", 1)[0]
+    return "".join(line[4:] + "\n" for line in text.strip("\n").splitlines()
+                   if "<plugin name>" not in line)
+
+
 def load(path: str | None = None) -> NodeConfig:
     """Read and validate the config file (``path``, else $PVC_CONFIG_FILE, else the default)."""
     path = path or os.environ.get(CONFIG_ENV) or DEFAULT_PATH

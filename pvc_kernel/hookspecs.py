@@ -1,7 +1,10 @@
 """Every hook contract between the kernel and its plugins.
 
-A plugin is a module (or object) registered in the entry-point group
-``pvc.plugins``; its functions marked ``@hookimpl`` implement the hooks below. A plugin
+A plugin is a class named by an entry point of the group ``pvc.plugins``; each process
+that loads plugins (pvcnoded, pvcapid) makes one instance of it and registers that with
+pluggy, so the instance holds the plugin's state for that daemon. Its methods marked
+``@hookimpl`` implement the hooks below (a module with ``@hookimpl`` functions works too,
+for a plugin without state). A plugin
 imports PVC only through ``pvc_kernel.sdk``, ``pvc_api.sdk`` and ``pvc_cli.sdk``.
 A hook implementation whose name is not specified here stops the daemon at
 start (fail fast on typos). Each hook says who calls it, when, on which node
@@ -29,7 +32,6 @@ if TYPE_CHECKING:   # the contract types cost nothing at run time (pvc_kernel.co
         DiskInfo,
         FenceInfo,
         HypervisorSecret,
-        NodeConfigFace,
         NodeDaemonFace,
         Progress,
         RecoverAnswer,
@@ -40,6 +42,7 @@ if TYPE_CHECKING:   # the contract types cost nothing at run time (pvc_kernel.co
         VmRef,
     )
     from pvc_kernel.events import Event
+    from pvc_kernel.settings import Settings
     from pvc_kernel.state.schema import Key
     from pvc_kernel.state.store import Store
 
@@ -50,13 +53,16 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 # -- configuration and schema (every process that loads plugins) -------------------------
 
-@hookspec
-def pvc_config_validate(config: NodeConfigFace) -> list[str]:
-    """Check the plugin's own section of ``pvcnoded.yaml`` (``config.plugin_section(name)``).
+@hookspec(firstresult=True)
+def pvc_config_settings() -> Settings:
+    """Declare the keys of the plugin's own section of ``pvcnoded.yaml`` (``plugins.<name>``)
+    as a ``pvc_kernel.settings.Settings``: name, type, default, help and limits of each.
 
-    Called by pvcnoded (and pvcapid) right after the file is read, on every node.
-    Return a list of problems, each naming the key: ``"key 'plugins.x.y': must be ..."``;
-    an empty list means the section is fine. Any problem stops the daemon.
+    Called on the plugin alone, at start of pvcnoded and pvcapid, before anything else. The
+    kernel validates the section against it (every problem stops the daemon, naming its
+    key) and lists the keys in ``pvcnoded --help-config`` and docs/config.md. A plugin that
+    implements no ``pvc_config_settings`` takes no settings: a section for it is an error.
+    The plugin reads its values with ``Settings.values(config, name)``.
     """
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -10,6 +11,7 @@ import pluggy
 from stevedore import NamedExtensionManager
 
 from pvc_kernel import hookspecs
+from pvc_kernel.settings import Settings
 from pvc_kernel.state import schema
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,8 @@ class PluginHost:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
         self.names: list[str] = []
+        self.declared: dict[str, Settings | None] = {}
+        """Each loaded plugin's declared settings (None: it takes none)."""
 
     @property
     def hook(self) -> Any:
@@ -71,7 +75,16 @@ class PluginHost:
         return self.names
 
     def register(self, plugin: Any, name: str) -> None:
-        """Register one plugin object/module, checking its hooks against the specs."""
+        """Register one plugin, checking its hooks against the specs: a class (what entry
+        points name) is instantiated first, so each PluginHost, i.e. each daemon, has its
+        own plugin instance holding that daemon's plugin state; a module or an object is
+        registered as it is."""
+        if inspect.isclass(plugin):
+            try:
+                plugin = plugin()
+            except Exception as exc:
+                raise PluginError(f"plugin '{name}' could not be created: "
+                                  f"{type(exc).__name__}: {exc}") from None
         try:
             self.pm.register(plugin, name=name)
             self.pm.check_pending()
@@ -81,7 +94,18 @@ class PluginHost:
             except Exception:  # not registered at all
                 pass
             raise PluginError(f"plugin '{name}' does not fit the PVC hooks: {exc}") from None
+        if not self.pm.get_hookcallers(plugin):
+            self.pm.unregister(name=name)
+            raise PluginError(f"plugin '{name}' implements no hook (its entry point should name "
+                              "the plugin class, whose methods are marked with hookimpl)")
         self.names.append(name)
+        declared = self._call_one(name, "pvc_config_settings")
+        if declared is not None and not isinstance(declared, Settings):
+            self.pm.unregister(name=name)
+            self.names.remove(name)
+            raise PluginError(f"plugin '{name}': pvc_config_settings must return a "
+                              f"pvc_kernel.sdk.Settings, not {type(declared).__name__}")
+        self.declared[name] = declared
         for key in self._call_one(name, "pvc_schema_keys") or []:
             try:
                 schema.register(key)
@@ -94,26 +118,42 @@ class PluginHost:
                 return impl.function(**{a: kwargs[a] for a in impl.argnames})
         return None
 
+    def plugin(self, name: str) -> Any:
+        """The registered instance (or module) of the plugin ``name``."""
+        return self.pm.get_plugin(name)
+
     def config_problems(self, config: Any,
                         installed: Iterable[str] | None = None) -> list[str]:
         """Every problem with the ``plugins:`` part of ``config`` (a NodeConfig), each naming
-        its key: what the loaded plugins' ``pvc_config_validate`` say, a section of a plugin
-        that is not installed, and settings given to a loaded plugin that takes none (it
-        implements no ``pvc_config_validate``). ``installed``: plugin names whose sections
-        are fine although not loaded (disabled or not enabled)."""
-        problems = [p for _n, found in self.call_each("pvc_config_validate", config=config)
-                    for p in (found or [])]
-        validating = {impl.plugin_name
-                      for impl in self.pm.hook.pvc_config_validate.get_hookimpls()}
+        its key: each loaded plugin's section checked against its declared settings
+        (``pvc_config_settings``), a section of a plugin that is not installed, and settings
+        given to a loaded plugin that declares none. ``installed``: plugin names whose
+        sections are fine although not loaded (disabled or not enabled)."""
+        problems: list[str] = []
         known = set(self.names) | set(installed or ())
+        for name, declared in self.declared.items():
+            if declared is not None:
+                problems += declared.validate(config.plugin_section(name), f"plugins.{name}")[1]
         for name, section in config.plugin_sections.items():
             if name not in known:
                 problems.append(f"key 'plugins.{name}': no plugin named {name!r} is installed")
-            elif name in self.names and name not in validating and section:
+            elif name in self.names and self.declared.get(name) is None and section:
                 keys = ", ".join(sorted(section)) if isinstance(section, dict) else section
                 problems.append(f"key 'plugins.{name}': plugin {name!r} takes no settings "
                                 f"(found: {keys})")
         return problems
+
+    def config_help(self) -> list[str]:
+        """The plugins' sections of pvcnoded.yaml (under ``plugins:``) as commented YAML:
+        every loaded plugin's declared keys with default, type and help."""
+        lines = []
+        for name in sorted(self.names):
+            declared = self.declared.get(name)
+            if declared is None:
+                lines.append(f"  {name}: {{}}  # takes no settings")
+                continue
+            lines += ["  " + line for line in declared.help_lines(name)]
+        return lines
 
     def call_first(self, hook_name: str, obj: str = "", **kwargs: Any) -> Any:
         """Call the implementations of a ``firstresult`` hook in ``call_each``'s order, each

@@ -7,6 +7,8 @@ so that pvcnoded, which imports plugins, never loads the API or CLI.
 
 * hooks: ``hookimpl`` marks an implementation of a hook of ``pvc_kernel.hookspecs``; the
   types of what hooks receive and answer are in ``contracts``.
+* settings: ``Settings``/``Setting`` declare the keys of the plugin's section of
+  pvcnoded.yaml (``pvc_config_settings``); ``Settings.values(config, name)`` reads them.
 * ZooKeeper: ``Key`` declares a key (``pvc_schema_keys``), ``schema.path`` builds its path,
   ``Store`` reads and writes (version-checked writes, transactions, ``locked``),
   ``ConflictError``/``LockBusy`` are what they raise when a race is lost or a lock stays busy.
@@ -21,10 +23,11 @@ from pvc_kernel import contracts, faults, tasks
 from pvc_kernel.election import PRIMARY, TAKEOVER
 from pvc_kernel.events import ChildrenChanged, DataChanged, Event, TimerFired
 from pvc_kernel.hookspecs import hookimpl
+from pvc_kernel.settings import Setting, Settings
 from pvc_kernel.state import ConflictError, LockBusy, schema
 from pvc_kernel.state.schema import Key
 from pvc_kernel.state.store import Store
 
 __all__ = ["ChildrenChanged", "ConflictError", "DataChanged", "Event", "Key", "LockBusy",
-           "PRIMARY", "Store", "TAKEOVER", "TimerFired", "contracts", "faults", "hookimpl",
-           "schema", "tasks"]
+           "PRIMARY", "Setting", "Settings", "Store", "TAKEOVER", "TimerFired", "contracts",
+           "faults", "hookimpl", "schema", "tasks"]

@@ -1,19 +1,7 @@
-"""The plugin's section of ``pvcnoded.yaml``::
-
-    plugins:
-      fencing_ipmi:
-        bmc:                          # THIS node's BMC, used by the coordinators to fence it
-          host: 10.0.1.1              # (without it, a fence of this node fails)
-          port: 623
-          user: admin
-          password: secret            # published to the coordinators through ZooKeeper only,
-                                      # readable by pvcnoded alone when zookeeper.secret is set
-        successful_fence: migrate     # after a verified power off: migrate | none
-        failed_fence: none            # after a failed one: none | migrate (migrate only
-                                      # happens if the node's storage access was cut)
-        power_timeout: 10             # s for the BMC to report the node off after power off
-        ipmi_timeout: 8               # s per IPMI request
-        check_interval: 300           # s between self-checks of this node's BMC
+"""The plugin's section of ``pvcnoded.yaml`` (``plugins.fencing_ipmi``), declared in
+``SETTINGS`` (``pvcnoded --help-config``, docs/config.md). The BMC password is published to
+the coordinators through ZooKeeper only, readable by pvcnoded alone when
+``zookeeper.secret`` is set; no problem or help text shows it.
 
 When the node's keepalive is older than ``keepalive_interval × fence_intervals`` (the
 kernel's fence delay; never less than the node's own published suicide delay + one of its
@@ -27,10 +15,43 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from pvc_kernel.sdk import Setting, Settings
 from pvc_plugins.fencing_ipmi.ipmi import BmcAccess
 
 NAME = "fencing_ipmi"
 MIGRATE, NONE = "migrate", "none"
+
+
+def _ipmi_password(value: str) -> str | None:
+    return "IPMI 2.0 passwords have at most 20 bytes" if len(value.encode()) > 20 else None
+
+
+def _not_empty(value: str) -> str | None:
+    return None if value else "must not be empty"
+
+
+SETTINGS = Settings(
+    about="Fencing through each node's IPMI BMC: the primary powers off a dead node, then\n"
+          "its VMs are recovered elsewhere (docs/fencing.md).",
+    groups={"bmc": "THIS node's BMC, used by the coordinators to fence it (without it, a "
+                   "fence of this node fails)"},
+    keys=(
+        Setting("bmc.host", str, None, "address of the BMC", required=True, check=_not_empty),
+        Setting("bmc.port", int, 623, "IPMI port", minimum=1, maximum=65535),
+        Setting("bmc.user", str, None, "IPMI user", required=True, check=_not_empty),
+        Setting("bmc.password", str, None, "IPMI password", required=True, secret=True,
+                check=_ipmi_password),
+        Setting("successful_fence", str, MIGRATE, "after a verified power off",
+                choices=(MIGRATE, NONE)),
+        Setting("failed_fence", str, NONE,
+                "after a failed one (migrate only happens if the node's storage access was "
+                "cut)", choices=(NONE, MIGRATE)),
+        Setting("power_timeout", float, 10.0,
+                "seconds for the BMC to report the node off after power off", minimum=1),
+        Setting("ipmi_timeout", float, 8.0, "seconds per IPMI request", minimum=1),
+        Setting("check_interval", float, 300.0, "seconds between self-checks of this node's BMC",
+                minimum=5),
+    ))
 
 
 @dataclass
@@ -43,67 +64,17 @@ class FenceConfig:
     check_interval: float = 300.0
 
 
-_KEYS = {"bmc", "successful_fence", "failed_fence", "power_timeout", "ipmi_timeout",
-         "check_interval"}
-_BMC_KEYS = {"host", "port", "user", "password"}
-
-
 def parse(section: dict[str, Any] | None) -> tuple[FenceConfig, list[str]]:
     """The section as a FenceConfig (defaults for bad values) and the problems found.
 
     Problems name the key; none of them shows the password.
     """
-    section = section or {}
-    problems: list[str] = []
-    cfg = FenceConfig()
-
-    def where(key: str) -> str:
-        return f"key 'plugins.{NAME}.{key}'"
-
-    for key in section:
-        if key not in _KEYS:
-            problems.append(f"{where(key)}: is not a known setting")
-    for key, choices in (("successful_fence", (MIGRATE, NONE)), ("failed_fence", (NONE, MIGRATE))):
-        value = section.get(key)
-        if value is None:
-            continue
-        if value not in choices:
-            problems.append(f"{where(key)}: must be one of {', '.join(choices)}, not {value!r}")
-        else:
-            setattr(cfg, key, value)
-    for key, low in (("power_timeout", 1), ("ipmi_timeout", 1), ("check_interval", 5)):
-        value = section.get(key)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low:
-            problems.append(f"{where(key)}: must be a number of seconds of at least {low}, "
-                            f"not {value!r}")
-        else:
-            setattr(cfg, key, float(value))
-    bmc = section.get("bmc")
-    if bmc is not None:
-        cfg.bmc, found = _bmc(bmc, where)
-        problems += found
-    return cfg, problems
-
-
-def _bmc(data: Any, where: Any) -> tuple[BmcAccess | None, list[str]]:
-    if not isinstance(data, dict):
-        return None, [f"{where('bmc')}: must be a mapping with host, user and password"]
-    problems = [f"{where('bmc.' + k)}: is not a known setting" for k in data if k not in _BMC_KEYS]
-    for key in ("host", "user", "password"):
-        value = data.get(key)
-        if not isinstance(value, str) or not value:
-            problems.append(f"{where('bmc.' + key)}: is required (a non-empty string)")
-    password = data.get("password")
-    if isinstance(password, str) and len(password.encode()) > 20:
-        problems.append(f"{where('bmc.password')}: IPMI 2.0 passwords have at most 20 bytes")
-    port = data.get("port", 623)
-    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-        problems.append(f"{where('bmc.port')}: must be a port number, not {port!r}")
-    if problems:
-        return None, problems
-    return BmcAccess(data["host"], data["user"], data["password"], port), []
+    v, problems = SETTINGS.validate(section, f"plugins.{NAME}")
+    bmc = None
+    if v["bmc"] and not any(p.startswith(f"key 'plugins.{NAME}.bmc") for p in problems):
+        bmc = BmcAccess(v["bmc.host"], v["bmc.user"], v["bmc.password"], v["bmc.port"])
+    return FenceConfig(bmc, v["successful_fence"], v["failed_fence"], v["power_timeout"],
+                       v["ipmi_timeout"], v["check_interval"]), problems
 
 
 def load(config: Any) -> FenceConfig:

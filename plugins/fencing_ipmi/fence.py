@@ -36,7 +36,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from pvc_plugins.fencing_ipmi.config import MIGRATE, NONE
-from pvc_plugins.fencing_ipmi.ipmi import OFF, BmcError
+from pvc_plugins.fencing_ipmi.errors import BmcError, FenceLost
+from pvc_plugins.fencing_ipmi.ipmi import OFF
 
 DEAD, POWER, STORAGE, RECOVER, DONE = "dead", "power", "storage", "recover", "done"
 STEPS = (DEAD, POWER, STORAGE, RECOVER, DONE)
@@ -229,11 +230,6 @@ def reject_confirm(record: dict[str, Any], why: str,
                       [now, DONE, f"confirmation by {record['confirm'].get('by')} refused: "
                                   f"{why}"]]
     return out
-
-
-class FenceLost(Exception):
-    """This coordinator no longer owns the fence (lock or role lost, monitor stopped, or the
-    record changed under it): stop, the coordinator that owns it resumes the record."""
 
 
 class Env(Protocol):

@@ -15,13 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from pvc_plugins.fencing_ipmi.errors import BmcError
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 ON, OFF = "on", "off"
-
-
-class BmcError(Exception):
-    """The BMC could not be reached, refused the session or the command."""
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,6 @@
-"""Reports this host's load and memory with every keepalive (namespace ``host``)."""
+"""The ``hoststats`` plugin (entry point ``hoststats`` in ``pvc.plugins`` names
+``HostStatsPlugin``): this host's load and memory with every keepalive (namespace ``host``).
+It takes no settings and keeps no state."""
 
 from __future__ import annotations
 
@@ -12,12 +14,14 @@ from pvc_kernel.sdk import hookimpl
 MIB = 1024 * 1024
 
 
-@hookimpl
-def pvc_keepalive_stats(daemon: Any) -> dict[str, dict[str, Any]]:
-    mem = psutil.virtual_memory()
-    return {"host": {
-        "load": round(os.getloadavg()[0], 2),
-        "memory_total": mem.total // MIB,
-        "memory_used": (mem.total - mem.available) // MIB,
-        "memory_free": mem.available // MIB,
-    }}
+class HostStatsPlugin:
+    @hookimpl
+    def pvc_keepalive_stats(self, daemon: Any) -> dict[str, dict[str, Any]]:
+        """Namespace ``host``: load (1 min), memory_total/used/free in MiB."""
+        mem = psutil.virtual_memory()
+        return {"host": {
+            "load": round(os.getloadavg()[0], 2),
+            "memory_total": mem.total // MIB,
+            "memory_used": (mem.total - mem.available) // MIB,
+            "memory_free": mem.available // MIB,
+        }}

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -24,21 +23,14 @@ from pvc_plugins.storage_ceph import (
     volumes,
 )
 from pvc_plugins.storage_ceph.client import CephClient
+from pvc_plugins.storage_ceph.config import NAME, from_config
 from pvc_plugins.storage_ceph.errors import StorageError
 from pvc_plugins.storage_ceph.keys import STATS_NAMESPACE
-from pvc_plugins.storage_ceph.settings import from_config
-
-_clients: dict[int, CephClient] = {}
-_lock = threading.Lock()
 
 
 def client(call: Call) -> CephClient:
-    """The API process's Ceph connection (made on first use)."""
-    with _lock:
-        found = _clients.get(id(call.api))
-        if found is None:
-            found = _clients[id(call.api)] = CephClient(from_config(call.api.config))
-        return found
+    """The API process's Ceph connection (made on first use; kept by the plugin instance)."""
+    return call.api.plugins.plugin(NAME).api_client(call.api.config)
 
 
 def guarded(fn: Any) -> Any:
@@ -473,3 +465,17 @@ def run_benchmark(call: Call) -> Reply:
     call.api.store.commit(txn)
     return task_reply(call, record, f"Storage benchmark {job} started on pool {pool}.",
                       f"{primary} (primary)")
+
+
+def cluster_status(api: Any) -> dict[str, Any]:
+    """The storage part of ``GET /status`` (from the primary's ``ceph.summary``)."""
+    (text,) = zk.fetch(api.store, [zk.get("ceph.summary")], api.zk_timeout)
+    summary = zk.load_json(text, {})
+    if not summary:
+        return {}
+    detail = [{"id": i, "up": "up" if s.get("up") else "down",
+               "in": "in" if s.get("in") else "out"}
+              for i, s in sorted(summary.get("osd_states", {}).items(), key=lambda x: int(x[0]))]
+    return {"osds": summary.get("osds", {"total": 0}), "pools": summary.get("pools", 0),
+            "volumes": summary.get("volumes", 0), "snapshots": summary.get("snapshots", 0),
+            "resources": {"disk": summary.get("disk", {})}, "detail": {"osd": detail}}

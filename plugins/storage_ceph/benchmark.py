@@ -18,8 +18,8 @@ from typing import Any
 from pvc_kernel.sdk import schema
 from pvc_plugins.storage_ceph import pools, units
 from pvc_plugins.storage_ceph.client import CephClient
+from pvc_plugins.storage_ceph.config import CephConfig
 from pvc_plugins.storage_ceph.errors import StorageError
-from pvc_plugins.storage_ceph.settings import Settings
 
 TEST_FORMAT = 1
 # name: (fio rw, block size, iodepth); run writes first so the reads find data
@@ -46,7 +46,7 @@ def volume_name(job: str) -> str:
     return "pvcbenchmark_" + re.sub(r"[^A-Za-z0-9_]", "_", job)[:64]
 
 
-def fio_argv(settings: Settings, pool: str, volume: str, name: str, rw: str, bs: str,
+def fio_argv(settings: CephConfig, pool: str, volume: str, name: str, rw: str, bs: str,
              depth: int, runtime: int | None) -> list[str]:
     argv = ["fio", f"--name={name}", "--ioengine=rbd", f"--clientname={settings.rados_id}",
             f"--pool={pool}", f"--rbdname={volume}", "--direct=1", "--invalidate=0",
@@ -57,7 +57,7 @@ def fio_argv(settings: Settings, pool: str, volume: str, name: str, rw: str, bs:
     return argv
 
 
-def run_fio(settings: Settings, argv: list[str], timeout: float) -> dict[str, Any]:
+def run_fio(settings: CephConfig, argv: list[str], timeout: float) -> dict[str, Any]:
     env = dict(os.environ, CEPH_CONF=settings.ceph_conf)
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env,
@@ -104,7 +104,7 @@ def list_benchmarks(store: Any, job: str | None = None) -> list[dict[str, Any]]:
     return sorted((r for r in found if r), key=lambda r: r.get("id", 0), reverse=True)
 
 
-def run(ctx: Any, client: CephClient, settings: Settings, store: Any) -> str:
+def run(ctx: Any, client: CephClient, settings: CephConfig, store: Any) -> str:
     """Task ``storage.benchmark`` (args: pool, job)."""
     import rbd
 

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from pvc_plugins.storage_ceph.config import CephConfig
 from pvc_plugins.storage_ceph.errors import NotFound, StorageError, Unavailable
-from pvc_plugins.storage_ceph.settings import Settings
 
 CONNECT_TIMEOUT = 10
 CLIENT_OPTIONS = {"client_mount_timeout": CONNECT_TIMEOUT, "rados_mon_op_timeout": 30,
@@ -31,7 +31,7 @@ notice (issue 10)."""
 class CephClient:
     """A lazily connected ``rados.Rados``; reconnects after the connection broke."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: CephConfig) -> None:
         self.settings = settings
         self._cluster: Any = None
         self._lock = threading.Lock()

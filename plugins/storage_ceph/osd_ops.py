@@ -16,8 +16,8 @@ from typing import Any
 
 from pvc_plugins.storage_ceph import bluestore, launcher, osd_db, osds
 from pvc_plugins.storage_ceph.client import CephClient
+from pvc_plugins.storage_ceph.config import CephConfig
 from pvc_plugins.storage_ceph.errors import StorageError
-from pvc_plugins.storage_ceph.settings import Settings
 
 run = bluestore.local_run
 
@@ -26,7 +26,7 @@ def _weight(value: Any) -> float | None:
     return float(value) if value not in (None, "") else None
 
 
-def replace_osd(ctx: Any, client: CephClient, settings: Settings, store: Any) -> str:
+def replace_osd(ctx: Any, client: CephClient, settings: CephConfig, store: Any) -> str:
     """Task ``osd.replace`` (args: osd, new_device, old_device, weight, ext_db_ratio,
     ext_db_size, force)."""
     osd_id = int(ctx.args["osd"])
@@ -100,7 +100,7 @@ def _remake(conf: str, osd_id: int, device: str, db_size: int | None,
     return osd_uuid, db
 
 
-def refresh_osd(ctx: Any, client: CephClient, settings: Settings, store: Any) -> str:
+def refresh_osd(ctx: Any, client: CephClient, settings: CephConfig, store: Any) -> str:
     """Task ``osd.refresh`` (args: osd, device): re-import an OSD from its device."""
     osd_id = int(ctx.args["osd"])
     device = str(ctx.args.get("device") or "")

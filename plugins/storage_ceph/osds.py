@@ -18,8 +18,8 @@ from typing import Any
 
 from pvc_plugins.storage_ceph import bluestore, launcher, osd_db, units
 from pvc_plugins.storage_ceph.client import CephClient
+from pvc_plugins.storage_ceph.config import CephConfig
 from pvc_plugins.storage_ceph.errors import NotFound, StorageError
-from pvc_plugins.storage_ceph.settings import Settings
 
 DF_KEYS = ("utilization", "var", "pgs", "kb", "kb_used", "kb_used_data", "kb_used_omap",
            "kb_used_meta", "kb_avail")
@@ -83,7 +83,7 @@ def build_stats(osd_id: int, node: str, dump: dict[str, Any], df: dict[str, Any]
 class NodeOsds:
     """Collects this node's OSD statistics and keeps their records (one per node daemon)."""
 
-    def __init__(self, client: CephClient, settings: Settings) -> None:
+    def __init__(self, client: CephClient, settings: CephConfig) -> None:
         self.client = client
         self.settings = settings
         self._dirs: dict[int, str] = {}
@@ -241,7 +241,7 @@ def wait_safe(ctx: Any, conf: str, osd_id: int, what: str) -> None:
         time.sleep(2)
 
 
-def start_osd(ctx: Any, client: CephClient, settings: Settings, osd_id: int,
+def start_osd(ctx: Any, client: CephClient, settings: CephConfig, osd_id: int,
               paths: list[str]) -> None:
     """Start the OSD daemon (owning ``paths`` to ceph first under systemd) and wait for up."""
     conf = settings.ceph_conf
@@ -255,7 +255,7 @@ def start_osd(ctx: Any, client: CephClient, settings: Settings, osd_id: int,
     wait_osd(client, osd_id, True, UP_TIMEOUT, ctx)
 
 
-def record(store: Any, settings: Settings, osd_id: int, device: str, db_device: str,
+def record(store: Any, settings: CephConfig, osd_id: int, device: str, db_device: str,
            osd_uuid: str) -> None:
     store.set("ceph.osd", {"id": str(osd_id), "node": settings.node,
                            "device": os.path.realpath(device), "db_device": db_device,
@@ -273,7 +273,7 @@ def ids_of_node(store: Any, node: str) -> list[str]:
     return sorted(ids, key=lambda i: int(i) if i.isdigit() else -1)
 
 
-def add_osd(ctx: Any, client: CephClient, settings: Settings, store: Any) -> str:
+def add_osd(ctx: Any, client: CephClient, settings: CephConfig, store: Any) -> str:
     """Task ``osd.add`` (args: device, weight, ext_db_ratio, ext_db_size): bluestore on the
     device (its DB on an ``osd-db`` LV when asked), daemon up, recorded."""
     device = str(ctx.args.get("device") or "")
@@ -300,7 +300,7 @@ def add_osd(ctx: Any, client: CephClient, settings: Settings, store: Any) -> str
         (f" with DB {db}." if db else ".")
 
 
-def remove_osd(ctx: Any, client: CephClient, settings: Settings, store: Any) -> str:
+def remove_osd(ctx: Any, client: CephClient, settings: CephConfig, store: Any) -> str:
     """Task ``osd.remove`` (args: osd, force): out, wait until safe (unless force), stop,
     purge, wipe the data directory, the device label and the DB LV, drop the record."""
     osd_id = int(ctx.args["osd"])

@@ -1,4 +1,5 @@
-"""The ``storage_ceph`` plugin's hook implementations (entry point ``pvc.plugins``).
+"""The ``storage_ceph`` plugin (entry point ``storage_ceph`` in ``pvc.plugins`` names
+``StorageCephPlugin``).
 
 Per node: a bus timer collects this node's OSD statistics (handed to the keepalive) and, on
 the primary, the cluster's status, health, utilization and summary. OSD add/remove and the
@@ -12,7 +13,7 @@ import logging
 import threading
 from typing import Any
 
-from pvc_kernel.sdk import TimerFired, hookimpl
+from pvc_kernel.sdk import Settings, TimerFired, hookimpl
 from pvc_plugins.storage_ceph import (
     benchmark,
     keys,
@@ -20,22 +21,23 @@ from pvc_plugins.storage_ceph import (
     osd_db,
     osd_ops,
     osds,
-    settings,
+    secrets,
     stats,
     vmdisks,
 )
+from pvc_plugins.storage_ceph import config as cephconfig
 from pvc_plugins.storage_ceph.client import CephClient
-from pvc_plugins.storage_ceph.secrets import pvc_hypervisor_secrets  # noqa: F401  (a hook)
 
 log = logging.getLogger(__name__)
 TIMER = "storage_ceph.stats"
 
 
 class Runtime:
-    """The plugin's state in one pvcnoded process."""
+    """The plugin's node-side state in one pvcnoded: settings, Ceph connection, last
+    statistics."""
 
     def __init__(self, config: Any) -> None:
-        self.settings = settings.from_config(config)
+        self.settings = cephconfig.from_config(config)
         self.client = CephClient(self.settings)
         self.node_osds = osds.NodeOsds(self.client, self.settings)
         self.last: dict[str, Any] = {}
@@ -53,38 +55,172 @@ class Runtime:
                 log.warning("Ceph cluster statistics: %s", exc)
 
 
-_runtimes: dict[int, Runtime] = {}
-_lock = threading.Lock()
+class StorageCephPlugin:
+    """One per daemon: the node's Runtime (made at first use) in pvcnoded, the API's Ceph
+    connection in pvcapid."""
 
+    def __init__(self) -> None:
+        self._runtime: Runtime | None = None
+        self._api_client: CephClient | None = None
+        self._lock = threading.Lock()
 
-def runtime(daemon: Any) -> Runtime:
-    with _lock:
-        rt = _runtimes.get(id(daemon))
-        if rt is None:
-            rt = _runtimes[id(daemon)] = Runtime(daemon.config)
-        return rt
+    def runtime(self, daemon: Any) -> Runtime:
+        with self._lock:
+            if self._runtime is None:
+                self._runtime = Runtime(daemon.config)
+            return self._runtime
 
+    def api_client(self, config: Any) -> CephClient:
+        """pvcapid's Ceph connection (made on first use)."""
+        with self._lock:
+            if self._api_client is None:
+                self._api_client = CephClient(cephconfig.from_config(config))
+            return self._api_client
 
-@hookimpl
-def pvc_config_validate(config: Any) -> list[str]:
-    return settings.problems(config.plugin_section(settings.NAME))
+    @hookimpl
+    def pvc_config_settings(self) -> Settings:
+        """``plugins.storage_ceph`` (``pvc_plugins.storage_ceph.config.SETTINGS``)."""
+        return cephconfig.SETTINGS
 
+    @hookimpl
+    def pvc_schema_keys(self) -> list[Any]:
+        return list(keys.KEYS)
 
-@hookimpl
-def pvc_schema_keys() -> list[Any]:
-    return list(keys.KEYS)
+    @hookimpl
+    def pvc_node_start(self, daemon: Any) -> None:
+        rt = self.runtime(daemon)
+        if not rt.settings.enabled:
+            log.info("storage_ceph: %s is not readable; Ceph storage is off on this node",
+                     rt.settings.ceph_conf)
+            return
+        daemon.bus.every(rt.settings.stats_interval, TIMER, obj=TIMER)
+        threading.Thread(target=_activate, args=(daemon, rt), name="ceph-activate",
+                         daemon=True).start()
 
+    @hookimpl
+    def pvc_node_stop(self, daemon: Any) -> None:
+        with self._lock:
+            rt, self._runtime = self._runtime, None
+        if rt is not None:
+            rt.client.close()
 
-@hookimpl
-def pvc_node_start(daemon: Any) -> None:
-    rt = runtime(daemon)
-    if not rt.settings.enabled:
-        log.info("storage_ceph: %s is not readable; Ceph storage is off on this node",
-                 rt.settings.ceph_conf)
-        return
-    daemon.bus.every(rt.settings.stats_interval, TIMER, obj=TIMER)
-    threading.Thread(target=_activate, args=(daemon, rt), name="ceph-activate",
-                     daemon=True).start()
+    @hookimpl
+    def pvc_node_static(self, daemon: Any) -> dict[str, Any]:
+        """``storage_addresses``: this node's Ceph client addresses (what fencing cuts)."""
+        rt = self.runtime(daemon)
+        return {"storage_addresses": vmdisks.storage_addresses(rt.settings)} \
+            if rt.settings.enabled else {}
+
+    @hookimpl
+    def pvc_hypervisor_secrets(self, daemon: Any) -> list[dict[str, str]] | None:
+        """The cephx secret of the plugin's Ceph user, for RBD disks."""
+        rt = self.runtime(daemon)
+        if not rt.settings.enabled:
+            return None
+        secret = secrets.hypervisor_secret(rt.client, rt.settings)
+        return [secret] if secret else []
+
+    @hookimpl
+    def pvc_vm_disk_prepare(self, daemon: Any, vm: dict[str, Any], disk: dict[str, Any],
+                            purpose: str) -> dict[str, Any] | None:
+        """RBD disks: the volume exists and no live client elsewhere holds its lock."""
+        if disk.get("protocol") != "rbd":
+            return None
+        rt = self.runtime(daemon)
+        if not rt.settings.enabled:
+            return _no_ceph(rt, disk)
+        return vmdisks.prepare_rbd(rt.client, rt.settings, disk, purpose)
+
+    @hookimpl
+    def pvc_vm_disk_unlock(self, daemon: Any, vm: dict[str, Any],
+                           disk: dict[str, Any]) -> dict[str, Any] | None:
+        """RBD disks: break every lock on the volume (each holder is blocklisted)."""
+        if disk.get("protocol") != "rbd":
+            return None
+        rt = self.runtime(daemon)
+        if not rt.settings.enabled:
+            return {**_no_ceph(rt, disk), "removed": 0}
+        return vmdisks.unlock_rbd(rt.client, disk)
+
+    def _fence(self, daemon: Any, node: str, addresses: list[str],
+               cut: bool) -> dict[str, Any] | None:
+        rt = self.runtime(daemon)
+        if not rt.settings.enabled:
+            return None
+        if not addresses:
+            static = daemon.store.get_json("node.static", {}, node=node) or {}
+            addresses = list(static.get("storage_addresses") or [])
+        answer = vmdisks.fence(rt.client, addresses, cut)
+        if cut and answer.get("ok"):
+            answer["osds_down"] = vmdisks.mark_osds_down(
+                rt.client, osds.ids_of_node(daemon.store, node))
+        return answer
+
+    @hookimpl
+    def pvc_storage_fence(self, daemon: Any, node: str,
+                          addresses: list[str]) -> dict[str, Any] | None:
+        """Blocklist the node's storage addresses in Ceph."""
+        return self._fence(daemon, node, addresses, True)
+
+    @hookimpl
+    def pvc_storage_fence_covers(self, daemon: Any, node: str,
+                                 disk: dict[str, Any]) -> bool | None:
+        """RBD disks: the blocklist of the node's addresses stops its librbd clients
+        writing."""
+        return True if disk.get("protocol") == "rbd" else None
+
+    @hookimpl
+    def pvc_storage_unfence(self, daemon: Any, node: str,
+                            addresses: list[str]) -> dict[str, Any] | None:
+        """Remove the node's addresses from Ceph's blocklist."""
+        return self._fence(daemon, node, addresses, False)
+
+    @hookimpl
+    def pvc_keepalive_stats(self, daemon: Any) -> dict[str, dict[str, Any]]:
+        rt = self.runtime(daemon)
+        return {keys.STATS_NAMESPACE: rt.last} if rt.last else {}
+
+    @hookimpl
+    def pvc_become_primary(self, daemon: Any) -> None:
+        rt = self.runtime(daemon)
+        rt.primary.set()
+        if rt.settings.enabled:
+            daemon.bus.publish(TimerFired(obj=TIMER, name=TIMER))   # report at once
+
+    @hookimpl
+    def pvc_become_secondary(self, daemon: Any) -> None:
+        self.runtime(daemon).primary.clear()
+
+    @hookimpl
+    def pvc_event(self, daemon: Any, event: Any) -> None:
+        if isinstance(event, TimerFired) and event.name == TIMER:
+            self.runtime(daemon).collect(daemon.store)
+
+    def _task(self, fn: Any) -> Any:
+        def handler(ctx: Any) -> Any:
+            rt = self.runtime(ctx.daemon)
+            return fn(ctx, rt.client, rt.settings, ctx.daemon.store)
+        return handler
+
+    @hookimpl
+    def pvc_task_handlers(self) -> dict[str, Any]:
+        return {"osd.add": self._task(osds.add_osd), "osd.remove": self._task(osds.remove_osd),
+                "osd.replace": self._task(osd_ops.replace_osd),
+                "osd.refresh": self._task(osd_ops.refresh_osd),
+                "osd.add_db_vg": self._task(osd_db.add_db_vg),
+                "storage.benchmark": self._task(benchmark.run)}
+
+    @hookimpl
+    def pvc_api_routes(self, api: Any) -> None:
+        from pvc_plugins.storage_ceph import routes
+
+        routes.install(api)
+
+    @hookimpl
+    def pvc_api_status(self, api: Any) -> dict[str, Any]:
+        from pvc_plugins.storage_ceph import api as ceph_api
+
+        return ceph_api.cluster_status(api)
 
 
 def _activate(daemon: Any, rt: Runtime) -> None:
@@ -100,139 +236,6 @@ def _activate(daemon: Any, rt: Runtime) -> None:
                 log.warning("cannot start OSD %s: %s", osd_id, exc)
 
 
-@hookimpl
-def pvc_node_stop(daemon: Any) -> None:
-    rt = _runtimes.pop(id(daemon), None)
-    if rt is not None:
-        rt.client.close()
-
-
-@hookimpl
-def pvc_node_static(daemon: Any) -> dict[str, Any]:
-    """``storage_addresses``: this node's Ceph client addresses (what fencing cuts)."""
-    rt = runtime(daemon)
-    return {"storage_addresses": vmdisks.storage_addresses(rt.settings)} \
-        if rt.settings.enabled else {}
-
-
-@hookimpl
-def pvc_vm_disk_prepare(daemon: Any, vm: dict[str, Any], disk: dict[str, Any],
-                        purpose: str) -> dict[str, Any] | None:
-    """RBD disks: the volume exists and no live client elsewhere holds its lock."""
-    if disk.get("protocol") != "rbd":
-        return None
-    rt = runtime(daemon)
-    if not rt.settings.enabled:
-        return _no_ceph(rt, disk)
-    return vmdisks.prepare_rbd(rt.client, rt.settings, disk, purpose)
-
-
-@hookimpl
-def pvc_vm_disk_unlock(daemon: Any, vm: dict[str, Any],
-                       disk: dict[str, Any]) -> dict[str, Any] | None:
-    """RBD disks: break every lock on the volume (each holder is blocklisted)."""
-    if disk.get("protocol") != "rbd":
-        return None
-    rt = runtime(daemon)
-    if not rt.settings.enabled:
-        return {**_no_ceph(rt, disk), "removed": 0}
-    return vmdisks.unlock_rbd(rt.client, disk)
-
-
 def _no_ceph(rt: Runtime, disk: dict[str, Any]) -> dict[str, Any]:
     return {"ok": False, "reason": f"disk {disk.get('target')}: Ceph is not configured "
                                    f"on node {rt.settings.node}"}
-
-
-def _fence(daemon: Any, node: str, addresses: list[str], cut: bool) -> dict[str, Any] | None:
-    rt = runtime(daemon)
-    if not rt.settings.enabled:
-        return None
-    if not addresses:
-        static = daemon.store.get_json("node.static", {}, node=node) or {}
-        addresses = list(static.get("storage_addresses") or [])
-    answer = vmdisks.fence(rt.client, addresses, cut)
-    if cut and answer.get("ok"):
-        answer["osds_down"] = vmdisks.mark_osds_down(rt.client, osds.ids_of_node(daemon.store,
-                                                                              node))
-    return answer
-
-
-@hookimpl
-def pvc_storage_fence(daemon: Any, node: str, addresses: list[str]) -> dict[str, Any] | None:
-    """Blocklist the node's storage addresses in Ceph."""
-    return _fence(daemon, node, addresses, True)
-
-
-@hookimpl
-def pvc_storage_fence_covers(daemon: Any, node: str, disk: dict[str, Any]) -> bool | None:
-    """RBD disks: the blocklist of the node's addresses stops its librbd clients writing."""
-    return True if disk.get("protocol") == "rbd" else None
-
-
-@hookimpl
-def pvc_storage_unfence(daemon: Any, node: str, addresses: list[str]) -> dict[str, Any] | None:
-    """Remove the node's addresses from Ceph's blocklist."""
-    return _fence(daemon, node, addresses, False)
-
-
-@hookimpl
-def pvc_keepalive_stats(daemon: Any) -> dict[str, dict[str, Any]]:
-    rt = runtime(daemon)
-    return {keys.STATS_NAMESPACE: rt.last} if rt.last else {}
-
-
-@hookimpl
-def pvc_become_primary(daemon: Any) -> None:
-    rt = runtime(daemon)
-    rt.primary.set()
-    if rt.settings.enabled:
-        daemon.bus.publish(TimerFired(obj=TIMER, name=TIMER))   # report at once
-
-
-@hookimpl
-def pvc_become_secondary(daemon: Any) -> None:
-    runtime(daemon).primary.clear()
-
-
-@hookimpl
-def pvc_event(daemon: Any, event: Any) -> None:
-    if isinstance(event, TimerFired) and event.name == TIMER:
-        runtime(daemon).collect(daemon.store)
-
-
-def _task(fn: Any) -> Any:
-    def handler(ctx: Any) -> Any:
-        rt = runtime(ctx.daemon)
-        return fn(ctx, rt.client, rt.settings, ctx.daemon.store)
-    return handler
-
-
-@hookimpl
-def pvc_task_handlers() -> dict[str, Any]:
-    return {"osd.add": _task(osds.add_osd), "osd.remove": _task(osds.remove_osd),
-            "osd.replace": _task(osd_ops.replace_osd), "osd.refresh": _task(osd_ops.refresh_osd),
-            "osd.add_db_vg": _task(osd_db.add_db_vg), "storage.benchmark": _task(benchmark.run)}
-
-
-@hookimpl
-def pvc_api_routes(api: Any) -> None:
-    from pvc_plugins.storage_ceph import routes
-
-    routes.install(api)
-
-
-@hookimpl
-def pvc_api_status(api: Any) -> dict[str, Any]:
-    from pvc_api.sdk import zk
-
-    (text,) = zk.fetch(api.store, [zk.get("ceph.summary")], api.zk_timeout)
-    summary = zk.load_json(text, {})
-    if not summary:
-        return {}
-    detail = [{"id": i, "up": "up" if s.get("up") else "down",
-               "in": "in" if s.get("in") else "out"}
-              for i, s in sorted(summary.get("osd_states", {}).items(), key=lambda x: int(x[0]))]
-    return {"osds": summary.get("osds", {"total": 0}), "pools": summary.get("pools", 0),
-            "volumes": summary.get("volumes", 0), "snapshots": summary.get("snapshots", 0),
-            "resources": {"disk": summary.get("disk", {})}, "detail": {"osd": detail}}

@@ -13,10 +13,9 @@ import logging
 import uuid
 from typing import Any
 
-from pvc_kernel.sdk import hookimpl
 from pvc_plugins.storage_ceph.client import CephClient
+from pvc_plugins.storage_ceph.config import CephConfig
 from pvc_plugins.storage_ceph.errors import StorageError
-from pvc_plugins.storage_ceph.settings import Settings
 
 log = logging.getLogger(__name__)
 SECRET_NAMESPACE = uuid.UUID("5b0d3f4e-6c1a-4f57-9d0e-8a4c2b7e91d3")
@@ -27,14 +26,14 @@ def cephx_enabled(client: CephClient) -> bool:
     return "cephx" in str(client.cluster().conf_get("auth_client_required") or "")
 
 
-def secret_uuid(settings: Settings, fsid: str) -> str:
+def secret_uuid(settings: CephConfig, fsid: str) -> str:
     """The libvirt secret's UUID: configured, or derived from fsid and user."""
     if settings.libvirt_secret:
         return settings.libvirt_secret
     return str(uuid.uuid5(SECRET_NAMESPACE, f"{fsid}/{settings.client_name}"))
 
 
-def disk_access(client: CephClient, settings: Settings,
+def disk_access(client: CephClient, settings: CephConfig,
                 hosts: list[dict[str, str]]) -> dict[str, Any]:
     """The ``libvirt`` part of a disk answer: monitor hosts, user and secret UUID."""
     secret = None
@@ -47,7 +46,7 @@ def disk_access(client: CephClient, settings: Settings,
             "secret": secret}
 
 
-def hypervisor_secret(client: CephClient, settings: Settings) -> dict[str, str] | None:
+def hypervisor_secret(client: CephClient, settings: CephConfig) -> dict[str, str] | None:
     """The plugin user's cephx key as a libvirt secret (None without cephx)."""
     if not cephx_enabled(client):
         return None
@@ -57,15 +56,3 @@ def hypervisor_secret(client: CephClient, settings: Settings) -> dict[str, str] 
         raise StorageError(f"Ceph returned no key for {settings.client_name}")
     return {"uuid": secret_uuid(settings, client.cluster().get_fsid()), "usage_type": "ceph",
             "usage_name": f"pvc {settings.client_name} secret", "value": value}
-
-
-@hookimpl
-def pvc_hypervisor_secrets(daemon: Any) -> list[dict[str, str]] | None:
-    """The cephx secret of the plugin's Ceph user, for RBD disks."""
-    from pvc_plugins.storage_ceph.plugin import runtime
-
-    rt = runtime(daemon)
-    if not rt.settings.enabled:
-        return None
-    secret = hypervisor_secret(rt.client, rt.settings)
-    return [secret] if secret else []

@@ -29,8 +29,8 @@ import psutil
 
 from pvc_plugins.storage_ceph import bluestore, secrets
 from pvc_plugins.storage_ceph.client import CephClient
+from pvc_plugins.storage_ceph.config import CephConfig
 from pvc_plugins.storage_ceph.errors import StorageError
-from pvc_plugins.storage_ceph.settings import Settings
 
 log = logging.getLogger(__name__)
 FENCE_SECONDS = 10 * 365 * 86400.0
@@ -43,7 +43,7 @@ def local_addresses() -> set[str]:
             if a.family.name == "AF_INET"}
 
 
-def storage_addresses(settings: Settings) -> list[str]:
+def storage_addresses(settings: CephConfig) -> list[str]:
     """This node's IPv4 addresses inside Ceph's public network (its client addresses)."""
     try:
         net = ipaddress.ip_network(bluestore.conf_value(bluestore.local_run, settings.ceph_conf,
@@ -54,7 +54,7 @@ def storage_addresses(settings: Settings) -> list[str]:
     return sorted(a for a in local_addresses() if ipaddress.ip_address(a) in net)
 
 
-def mon_hosts(settings: Settings) -> list[dict[str, str]]:
+def mon_hosts(settings: CephConfig) -> list[dict[str, str]]:
     """The monitors as libvirt ``<host name port>`` (their v1 addresses when listed)."""
     try:
         text = bluestore.conf_value(bluestore.local_run, settings.ceph_conf, "client.admin",
@@ -114,7 +114,7 @@ def _break(image: Any, spec: str, who: str, cookie: str, addr: str, why: str) ->
     image.break_lock(who, cookie)
 
 
-def prepare_rbd(client: CephClient, settings: Settings, disk: dict[str, Any],
+def prepare_rbd(client: CephClient, settings: CephConfig, disk: dict[str, Any],
                 purpose: str) -> dict[str, Any]:
     libvirt = secrets.disk_access(client, settings, mon_hosts(settings))
 

@@ -11,7 +11,8 @@ from typing import Any
 
 from pvc_api.sdk import ApiError, Call, Reply, params, zk
 from pvc_kernel.sdk import schema, tasks
-from pvc_plugins.vm_kvm import domxml, keys, locks, records, vminfo, vms
+from pvc_plugins.vm_kvm import domxml, keys, records, vminfo, vms
+from pvc_plugins.vm_kvm import flush_locks as locks_task
 from pvc_plugins.vm_kvm.records import Record
 
 NOT_FOUND = "VM not found."
@@ -292,10 +293,10 @@ def flush_locks(call: Call) -> Reply:
     The VM must be in state stop, disable, fail or mirror, unless ``force`` (400 otherwise).
     """
     rec = _one(call)
-    why = locks.refusal(rec, call.args["force"])
+    why = locks_task.refusal(rec, call.args["force"])
     if why:
         raise ApiError(400, why)
-    return _task(call, locks.TASK, rec.node, {"uuid": rec.uuid, "force": call.args["force"]})
+    return _task(call, locks_task.TASK, rec.node, {"uuid": rec.uuid, "force": call.args["force"]})
 
 
 # -- cluster status --------------------------------------------------------------------------

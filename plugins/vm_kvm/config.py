@@ -1,31 +1,6 @@
-"""The plugin's section of ``pvcnoded.yaml``::
-
-    plugins:
-      vm_kvm:
-        libvirt_uri: qemu:///system      # this node's libvirtd
-        migration_address: 10.0.0.1      # other libvirtds reach ours here (default: node name)
-        virt_type: auto                  # auto (probe KVM, else TCG) | kvm | qemu
-        flush_concurrency: 2             # VMs moved at once by a flush or ready
-        recover_concurrency: 8           # VMs of a fenced node started at once elsewhere
-        shutdown_timeout: 180            # s of ACPI shutdown before a hard stop
-        migrate_timeout: 300             # s a live migration may take before it is aborted
-        poll_interval: 2                 # s between looks at libvirt (states, stats, console)
-        console_lines: 1000              # serial console lines kept in ZooKeeper
-        memory_total: null               # MiB offered to VMs (default: the host's memory)
-        unsafe_migration: false          # live-migrate even if libvirt calls storage unshared
-        probe_cache: /var/cache/pvc/vm_kvm-probe.json
-        probe_kernel: null               # optional kernel+initrd for a real KVM boot test
-        probe_initrd: null
-        probe_timeout: 20
-        crash_limit: 5                   # crashes within crash_window that put a VM in fail
-        crash_window: 600                # s
-        crash_backoff: 1                 # s before the restart after a first crash, doubled
-        crash_backoff_max: 60            # per crash within the window, up to this
-        libvirt_timeout: 5               # s libvirtd gets to answer the health check
-        libvirt_keepalive: 2             # s between client keepalives (3 missed: broken)
-        libvirtd_restart: true           # restart a dead or hung libvirtd ...
-        libvirtd_restart_after: 10       # ... once it has not answered for this many s
-        libvirtd_restart_command: systemctl restart libvirtd.service
+"""The plugin's section of ``pvcnoded.yaml`` (``plugins.vm_kvm``), declared in ``SETTINGS``:
+every key with its default, type and help is listed by ``pvcnoded --help-config`` and in
+docs/config.md.
 """
 
 from __future__ import annotations
@@ -33,7 +8,74 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
+from pvc_kernel.sdk import Setting, Settings
+
 NAME = "vm_kvm"
+
+
+def _uri(value: str) -> str | None:
+    return None if "://" in value else "must be a libvirt URI"
+
+
+def _not_empty(value: str) -> str | None:
+    return None if value.strip() else "must not be empty"
+
+
+def _probe_pair(values: dict[str, Any]) -> list[tuple[str, str]]:
+    if bool(values["probe_kernel"]) != bool(values["probe_initrd"]):
+        return [("probe_kernel", "probe_kernel and probe_initrd go together")]
+    return []
+
+
+SETTINGS = Settings(about="KVM virtual machines through this node's libvirtd.", check=_probe_pair,
+                    keys=(
+    Setting("libvirt_uri", str, "qemu:///system", "this node's libvirtd", check=_uri),
+    Setting("migration_address", str, None,
+            "where other libvirtds reach ours for live migration (default: the node name)"),
+    Setting("virt_type", str, "auto", "auto probes KVM and falls back to TCG (qemu)",
+            choices=("auto", "kvm", "qemu")),
+    Setting("flush_concurrency", int, 2, "VMs moved at once by a flush or ready",
+            minimum=1, maximum=64),
+    Setting("recover_concurrency", int, 8, "VMs of a fenced node started at once elsewhere",
+            minimum=1, maximum=64),
+    Setting("shutdown_timeout", float, 180.0, "seconds of ACPI shutdown before a hard stop",
+            minimum=1),
+    Setting("migrate_timeout", float, 300.0,
+            "seconds a live migration may take before it is aborted", minimum=5),
+    Setting("poll_interval", float, 2.0,
+            "seconds between looks at libvirt (states, stats, console)",
+            minimum=0.2, maximum=60),
+    Setting("console_lines", int, 1000, "serial console lines kept in ZooKeeper",
+            minimum=10, maximum=10000),
+    Setting("memory_total", int, None, "MiB offered to VMs (default: the host's memory)",
+            minimum=64),
+    Setting("unsafe_migration", bool, False,
+            "live-migrate even if libvirt calls the storage unshared"),
+    Setting("probe_cache", str, "/var/cache/pvc/vm_kvm-probe.json",
+            "where the result of the KVM probe is kept"),
+    Setting("probe_kernel", str, None, "kernel for a real KVM boot test (with probe_initrd)"),
+    Setting("probe_initrd", str, None, "initrd for a real KVM boot test (with probe_kernel)"),
+    Setting("probe_timeout", float, 20.0, "seconds the KVM boot test may take",
+            minimum=1, maximum=300),
+    Setting("crash_limit", int, 5, "crashes within crash_window that put a VM in fail",
+            minimum=1, maximum=1000),
+    Setting("crash_window", float, 600.0, "seconds", minimum=10),
+    Setting("crash_backoff", float, 1.0,
+            "seconds before the restart after a first crash, doubled per crash within the "
+            "window", minimum=0, maximum=3600),
+    Setting("crash_backoff_max", float, 60.0, "the longest backoff, seconds",
+            minimum=0, maximum=86400),
+    Setting("libvirt_timeout", float, 5.0, "seconds libvirtd gets to answer the health check",
+            minimum=1, maximum=120),
+    Setting("libvirt_keepalive", int, 2,
+            "seconds between libvirt client keepalives (3 missed: broken)",
+            minimum=1, maximum=60),
+    Setting("libvirtd_restart", bool, True, "restart a dead or hung libvirtd"),
+    Setting("libvirtd_restart_after", float, 10.0,
+            "seconds libvirtd has not answered before it is restarted", minimum=1),
+    Setting("libvirtd_restart_command", str, "systemctl restart libvirtd.service",
+            "how libvirtd is restarted", check=_not_empty),
+))
 
 
 @dataclass
@@ -64,70 +106,10 @@ class VmConfig:
     libvirtd_restart_command: str = "systemctl restart libvirtd.service"
 
 
-_RULES: dict[str, tuple[type | tuple, Any]] = {
-    # key: (accepted types, extra check returning a problem or None)
-    "libvirt_uri": (str, lambda v: None if "://" in v else "must be a libvirt URI"),
-    "migration_address": (str, None),
-    "virt_type": (str, lambda v: None if v in ("auto", "kvm", "qemu")
-                  else "must be one of auto, kvm, qemu"),
-    "flush_concurrency": (int, lambda v: None if 1 <= v <= 64 else "must be between 1 and 64"),
-    "recover_concurrency": (int, lambda v: None if 1 <= v <= 64 else "must be between 1 and 64"),
-    "shutdown_timeout": ((int, float), lambda v: None if v >= 1 else "must be at least 1"),
-    "migrate_timeout": ((int, float), lambda v: None if v >= 5 else "must be at least 5"),
-    "poll_interval": ((int, float), lambda v: None if 0.2 <= v <= 60
-                      else "must be between 0.2 and 60"),
-    "console_lines": (int, lambda v: None if 10 <= v <= 10000 else "must be between 10 and 10000"),
-    "memory_total": (int, lambda v: None if v >= 64 else "must be at least 64 (MiB)"),
-    "unsafe_migration": (bool, None),
-    "probe_cache": (str, None),
-    "probe_kernel": (str, None),
-    "probe_initrd": (str, None),
-    "probe_timeout": ((int, float), lambda v: None if 1 <= v <= 300
-                      else "must be between 1 and 300"),
-    "crash_limit": (int, lambda v: None if 1 <= v <= 1000 else "must be between 1 and 1000"),
-    "crash_window": ((int, float), lambda v: None if v >= 10 else "must be at least 10"),
-    "crash_backoff": ((int, float), lambda v: None if 0 <= v <= 3600
-                      else "must be between 0 and 3600"),
-    "crash_backoff_max": ((int, float), lambda v: None if 0 <= v <= 86400
-                          else "must be between 0 and 86400"),
-    "libvirt_timeout": ((int, float), lambda v: None if 1 <= v <= 120
-                        else "must be between 1 and 120"),
-    "libvirt_keepalive": (int, lambda v: None if 1 <= v <= 60 else "must be between 1 and 60"),
-    "libvirtd_restart": (bool, None),
-    "libvirtd_restart_after": ((int, float), lambda v: None if v >= 1 else "must be at least 1"),
-    "libvirtd_restart_command": (str, lambda v: None if v.strip() else "must not be empty"),
-}
-
-
 def parse(section: dict[str, Any]) -> tuple[VmConfig, list[str]]:
     """The section as a VmConfig (defaults for bad values) and the problems found."""
-    problems: list[str] = []
-    values: dict[str, Any] = {}
-    known = {f.name for f in fields(VmConfig)}
-    for key, value in (section or {}).items():
-        where = f"key 'plugins.{NAME}.{key}'"
-        if key not in known:
-            problems.append(f"{where}: is not a known setting")
-            continue
-        if value is None:
-            continue
-        kinds, check = _RULES[key]
-        bad_bool = isinstance(value, bool) and kinds is not bool
-        if bad_bool or not isinstance(value, kinds):
-            names = kinds.__name__ if isinstance(kinds, type) else "/".join(k.__name__
-                                                                           for k in kinds)
-            problems.append(f"{where}: must be of type {names}, not {type(value).__name__} "
-                            f"({value!r})")
-            continue
-        problem = check(value) if check else None
-        if problem:
-            problems.append(f"{where}: {problem}, not {value!r}")
-            continue
-        values[key] = float(value) if kinds == (int, float) else value
-    if bool(values.get("probe_kernel")) != bool(values.get("probe_initrd")):
-        problems.append(f"key 'plugins.{NAME}.probe_kernel': probe_kernel and probe_initrd "
-                        "go together")
-    return VmConfig(**values), problems
+    values, problems = SETTINGS.validate(section, f"plugins.{NAME}")
+    return VmConfig(**{f.name: values[f.name] for f in fields(VmConfig)}), problems
 
 
 def crash_policy(cfg: VmConfig) -> Any:

@@ -10,10 +10,7 @@ from pvc_plugins.vm_kvm import disks, domxml
 from pvc_plugins.vm_kvm.hypervisor import message
 
 
-def _run(ctx: Any, detach: bool) -> str:
-    from pvc_plugins.vm_kvm.plugin import agent_of
-
-    agent = agent_of(ctx.daemon)
+def _run(ctx: Any, agent: Any, detach: bool) -> str:
     if agent is None:
         raise RuntimeError("vm_kvm is not running on this node")
     uuid, xml = ctx.args["uuid"], ctx.args["xml"]
@@ -46,9 +43,11 @@ def with_access(daemon: Any, agent: Any, uuid: str, xml: str) -> str:
     return domxml.to_text(done.find("devices/disk"))
 
 
-def attach(ctx: Any) -> str:
-    return _run(ctx, detach=False)
+def attach(ctx: Any, agent: Any) -> str:
+    """Task ``vm.device_attach``, with this node's running Agent (None: not running)."""
+    return _run(ctx, agent, detach=False)
 
 
-def detach(ctx: Any) -> str:
-    return _run(ctx, detach=True)
+def detach(ctx: Any, agent: Any) -> str:
+    """Task ``vm.device_detach``."""
+    return _run(ctx, agent, detach=True)

@@ -10,7 +10,6 @@ import logging
 import os
 from typing import Any
 
-from pvc_kernel.sdk import hookimpl
 from pvc_plugins.vm_kvm import domxml
 
 log = logging.getLogger(__name__)
@@ -63,8 +62,7 @@ def sync_secrets(daemon: Any, hv: Any) -> int:
     return count
 
 
-@hookimpl
-def pvc_vm_disk_prepare(daemon: Any, vm: dict[str, Any], disk: dict[str, Any],
+def prepare_local(daemon: Any, vm: dict[str, Any], disk: dict[str, Any],
                         purpose: str) -> dict[str, Any] | None:
     """File and block disks: the source must exist on this node (an empty CD-ROM is fine).
 

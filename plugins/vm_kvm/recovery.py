@@ -39,7 +39,7 @@ from typing import Any
 
 from kazoo.exceptions import KazooException
 
-from pvc_kernel.sdk import ConflictError, LockBusy, hookimpl
+from pvc_kernel.sdk import ConflictError, LockBusy
 from pvc_plugins.vm_kvm import config as vmconfig
 from pvc_plugins.vm_kvm import domxml, keys, placement, qemu, records
 from pvc_plugins.vm_kvm.records import Record
@@ -232,16 +232,14 @@ class Recovery:
         return rec
 
 
-@hookimpl
-def pvc_node_recover(daemon: Any, node: str, progress: Callable[[int, int, str], bool],
-                     fence: dict[str, Any]) -> dict[str, Any] | None:
+def recover(daemon: Any, node: str, progress: Callable[[int, int, str], bool],
+            fence: dict[str, Any]) -> dict[str, Any] | None:
     """Start the fenced node's VMs on other nodes (see the module docstring)."""
     return Recovery(daemon, node, progress, fence).run()
 
 
-@hookimpl
-def pvc_node_self_fence(daemon: Any, reason: str, deadline: float | None = None
-                        ) -> dict[str, Any]:
+def self_fence(daemon: Any, agent: Any, reason: str, deadline: float | None = None
+               ) -> dict[str, Any]:
     """End every guest of this node before ``deadline`` (monotonic), whatever libvirt does:
     libvirt destroys them; the QEMU processes still alive after a short grace (libvirtd
     hung, e.g. on stalled storage) are SIGKILLed by PID. No ZooKeeper needed."""
@@ -251,9 +249,6 @@ def pvc_node_self_fence(daemon: Any, reason: str, deadline: float | None = None
         deadline = started + SELF_FENCE_BUDGET
     grace = max(0.2, min(SELF_FENCE_GRACE, (deadline - started) / 3))
     run_dir = qemu.run_dir(cfg.libvirt_uri)
-    from pvc_plugins.vm_kvm.plugin import agent_of
-
-    agent = agent_of(daemon)
     known = list(agent.known_guests.values()) if agent is not None else []
     before = {*qemu.guests(run_dir), *(g for g in known if qemu.alive(g))}
     if agent is not None:

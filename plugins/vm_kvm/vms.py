@@ -13,14 +13,8 @@ from typing import Any
 
 from pvc_kernel.sdk import ConflictError, Store, schema
 from pvc_plugins.vm_kvm import domxml, keys, placement, records
+from pvc_plugins.vm_kvm.errors import VmError
 from pvc_plugins.vm_kvm.records import Record
-
-
-class VmError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 def not_found(vm: str) -> VmError:

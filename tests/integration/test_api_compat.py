@@ -13,8 +13,8 @@ from pvc_api.app import create_app
 from pvc_api.server import create_server
 from pvc_kernel import tasks
 from pvc_kernel.plugins import PluginHost
-from pvc_plugins.storage_ceph import plugin as ceph_plugin
-from pvc_plugins.vm_kvm import plugin as vm_plugin
+from pvc_plugins.storage_ceph.plugin import StorageCephPlugin as ceph_plugin
+from pvc_plugins.vm_kvm.plugin import VmKvmPlugin as vm_plugin
 from tests.integration.test_api_routes import KEY, V1, make_config, seed_node
 
 pytestmark = pytest.mark.integration

@@ -13,7 +13,10 @@ from pvc_api.app import create_app
 from pvc_kernel.plugins import PluginHost
 from pvc_kernel.state import Store
 from pvc_kernel.state.migrations import migrate
-from pvc_plugins.storage_ceph import plugin, stats
+from pvc_plugins.storage_ceph import stats
+from pvc_plugins.storage_ceph.plugin import StorageCephPlugin
+
+plugin = StorageCephPlugin()  # one instance: one daemon's plugin state
 
 pytestmark = pytest.mark.integration
 KEY = "storage-test-key"

@@ -11,8 +11,8 @@ import pytest
 
 from pvc_plugins.storage_ceph import osds, pools, snapshots, upload, volumes
 from pvc_plugins.storage_ceph.client import CephClient
+from pvc_plugins.storage_ceph.config import from_config
 from pvc_plugins.storage_ceph.errors import NotFound, StorageError
-from pvc_plugins.storage_ceph.settings import from_config
 
 pytestmark = pytest.mark.integration
 MiB = 2**20

@@ -8,7 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from pvc_plugins.storage_ceph import plugin, pools, vmdisks, volumes
+from pvc_plugins.storage_ceph import pools, vmdisks, volumes
+from pvc_plugins.storage_ceph.plugin import StorageCephPlugin
 from tests.support.ceph import task_node
 
 pytestmark = pytest.mark.integration
@@ -21,6 +22,8 @@ img.write(b"c" * 4096, 0)            # the first write takes the exclusive lock
 print("locked", flush=True)
 time.sleep(600)
 """
+
+plugin = StorageCephPlugin()  # one instance: one daemon's plugin state
 
 LOCKER = """
 import sys, time, rados, rbd
@@ -93,11 +96,12 @@ def test_hypervisor_secret_is_the_cephx_key_of_the_plugin_user(ceph, daemon):
     assert secrets[0]["value"] == key and secrets[0]["usage_type"] == "ceph"
     other = SimpleNamespace(config=ceph.plugin_config("ceph1"), node="other", store=None)
     with ceph.inside():
-        again = plugin.pvc_hypervisor_secrets(other)
-        plugin.pvc_node_stop(other)
+        other_plugin = StorageCephPlugin()
+        again = other_plugin.pvc_hypervisor_secrets(other)
+        other_plugin.pvc_node_stop(other)
     assert again[0]["uuid"] == secrets[0]["uuid"]
     from pvc_plugins.storage_ceph import secrets as secretsmod
-    from pvc_plugins.storage_ceph.settings import Settings
+    from pvc_plugins.storage_ceph.config import CephConfig as Settings
 
     assert secretsmod.secret_uuid(Settings(node="x"), fsid) == secrets[0]["uuid"]
     assert secretsmod.secret_uuid(Settings(node="x", libvirt_secret="fixed"), fsid) == "fixed"
@@ -193,7 +197,8 @@ def test_flush_locks_task_breaks_every_lock_of_the_vms_disks(ceph, daemon):
     from pvc_kernel import tasks
     from pvc_kernel.plugins import PluginHost
     from pvc_kernel.state import Store, schema
-    from pvc_plugins.vm_kvm import keys, locks
+    from pvc_plugins.vm_kvm import flush_locks as locks
+    from pvc_plugins.vm_kvm import keys
 
     for key in keys.KEYS:
         schema.register(key)
@@ -208,7 +213,8 @@ def test_flush_locks_task_breaks_every_lock_of_the_vms_disks(ceph, daemon):
         store = Store(ceph.zk_hosts(), timeout=5)
         store.start()
         host = PluginHost()
-        host.register(plugin, "storage_ceph")
+        node_plugin = StorageCephPlugin()
+        host.register(node_plugin, "storage_ceph")
         node = SimpleNamespace(config=daemon.config, node="ceph1", store=store, plugins=host)
         try:
             uuid = "3b2f6c1e-5d4a-4c8b-9e7f-0a1b2c3d4e5f"
@@ -236,5 +242,5 @@ def test_flush_locks_task_breaks_every_lock_of_the_vms_disks(ceph, daemon):
             with client.ioctx("vmpool") as ioctx, rbd.Image(ioctx, "fl0") as img:
                 img.write(b"mine" * 1024, 0)
         finally:
-            plugin.pvc_node_stop(node)
+            node_plugin.pvc_node_stop(node)
             store.stop()

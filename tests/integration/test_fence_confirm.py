@@ -24,10 +24,10 @@ from pvc_kernel import faults
 from pvc_kernel.plugins import PluginHost
 from pvc_kernel.state import Store, schema
 from pvc_plugins.fencing_ipmi import api as fence_api
-from pvc_plugins.fencing_ipmi import plugin as fencing_plugin
+from pvc_plugins.fencing_ipmi.agent import rejoin_wait
 from pvc_plugins.fencing_ipmi.fence import DONE
 from pvc_plugins.fencing_ipmi.ipmi import BmcError
-from pvc_plugins.fencing_ipmi.node import rejoin_wait
+from pvc_plugins.fencing_ipmi.plugin import FencingIpmiPlugin as fencing_plugin
 from tests.integration import test_fencing_monitor as fm
 from tests.integration.test_fencing_monitor import (
     BMC_ADDRESS,

@@ -24,11 +24,12 @@ from pvc_kernel import config as kconfig
 from pvc_kernel.hookspecs import hookimpl
 from pvc_kernel.plugins import PluginHost
 from pvc_kernel.state import Store, migrations, schema
+from pvc_plugins.fencing_ipmi import config as fencing_config
 from pvc_plugins.fencing_ipmi import keys as fencing_keys
-from pvc_plugins.fencing_ipmi import plugin as fencing_plugin
+from pvc_plugins.fencing_ipmi.agent import rejoin_wait
 from pvc_plugins.fencing_ipmi.fence import DONE, POWER, RECOVER, FenceLost
 from pvc_plugins.fencing_ipmi.monitor import Monitor
-from pvc_plugins.fencing_ipmi.node import rejoin_wait
+from pvc_plugins.fencing_ipmi.plugin import FencingIpmiPlugin as fencing_plugin
 from tests.support.daemons import DaemonProcess, wait_for
 
 pytestmark = pytest.mark.integration
@@ -147,7 +148,7 @@ class Primary:
         self.plugins = PluginHost()
         self.plugins.register(fencing_plugin, "fencing_ipmi")
         self.plugins.register(recorder, "recorder")
-        self.monitor = Monitor(self, fencing_plugin.fconfig.load(self.config))
+        self.monitor = Monitor(self, fencing_config.load(self.config))
 
     def close(self) -> None:
         self.monitor.stop()

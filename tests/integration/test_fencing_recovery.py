@@ -17,7 +17,7 @@ from pvc_kernel.plugins import PluginHost
 from pvc_kernel.state import schema
 from pvc_lab.guest import GuestImage, domain_xml
 from pvc_plugins.fencing_ipmi import keys as fencing_keys
-from pvc_plugins.storage_ceph import plugin as ceph_plugin
+from pvc_plugins.storage_ceph.plugin import StorageCephPlugin as ceph_plugin
 from pvc_plugins.vm_kvm import keys, records, vms
 from pvc_plugins.vm_kvm.recovery import Recovery
 from tests.support.daemons import wait_for

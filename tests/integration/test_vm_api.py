@@ -11,7 +11,7 @@ import pytest
 from pvc_api.app import create_app
 from pvc_kernel.config import ApiConfig, NodeConfig
 from pvc_kernel.plugins import PluginHost
-from pvc_plugins.vm_kvm import plugin as vm_plugin
+from pvc_plugins.vm_kvm.plugin import VmKvmPlugin as vm_plugin
 from tests.integration import test_vm_support as support
 from tests.support.daemons import wait_for
 

@@ -22,7 +22,7 @@ from pvc_kernel.config import ApiConfig, NodeConfig
 from pvc_kernel.plugins import PluginHost
 from pvc_lab import netns
 from pvc_plugins.vm_kvm import keys
-from pvc_plugins.vm_kvm import plugin as vm_plugin
+from pvc_plugins.vm_kvm.plugin import VmKvmPlugin as vm_plugin
 from tests.integration import test_vm_support as support
 from tests.support.daemons import wait_for
 from tests.unit.test_cli_support import ENV_VARS

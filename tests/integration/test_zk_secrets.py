@@ -19,8 +19,8 @@ from pvc_kernel.config import ApiConfig, NodeConfig
 from pvc_kernel.plugins import PluginHost
 from pvc_kernel.state import Store, schema
 from pvc_kernel.state.store import SECRET_USER
-from pvc_plugins.fencing_ipmi import plugin as fencing_plugin
-from pvc_plugins.fencing_ipmi.node import publish_secret, secret_fault_id
+from pvc_plugins.fencing_ipmi.agent import publish_secret, secret_fault_id
+from pvc_plugins.fencing_ipmi.plugin import FencingIpmiPlugin as fencing_plugin
 
 pytestmark = pytest.mark.integration
 

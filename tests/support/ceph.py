@@ -80,8 +80,9 @@ def task_node(env: CephEnv, node: str = "ceph1", api_key: str | None = None,
 
     from pvc_kernel import tasks
     from pvc_kernel.state import Store, schema
-    from pvc_plugins.storage_ceph import plugin
+    from pvc_plugins.storage_ceph.plugin import StorageCephPlugin
 
+    plugin = StorageCephPlugin()
     for key in plugin.pvc_schema_keys():
         schema.register(key)
     hosts = env.zk_hosts()
@@ -108,13 +109,13 @@ def _with_api(daemon: Any, api_key: str) -> None:
     from pvc_api.app import create_app
     from pvc_kernel.plugins import PluginHost
     from pvc_kernel.state.migrations import migrate
-    from pvc_plugins.storage_ceph import plugin
+    from pvc_plugins.storage_ceph.plugin import StorageCephPlugin
 
     migrate(daemon.store)
     daemon.config.api.keys = [api_key]
     daemon.store.set("node.daemon_state", "run", node=daemon.node)
     plugins = PluginHost()
-    plugins.register(plugin, "storage_ceph")
+    plugins.register(StorageCephPlugin, "storage_ceph")
     daemon.http = falcon.testing.TestClient(create_app(daemon.store, daemon.config,
                                                        plugins).app,
                                             headers={"X-Api-Key": api_key})

@@ -8,7 +8,7 @@ import types
 from pvc_api import nodes
 from pvc_kernel.hookspecs import hookimpl
 from pvc_kernel.plugins import PluginHost
-from pvc_plugins.vm_kvm import plugin as vm_plugin
+from pvc_plugins.vm_kvm.plugin import VmKvmPlugin as vm_plugin
 
 RAW = {"static": json.dumps({"cpu_count": 4, "memory_total": 8192}), "daemon_state": "run",
        "coordinator_state": "primary", "domain_state": "ready", "keepalive": "1700000000.5",

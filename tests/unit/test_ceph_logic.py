@@ -9,7 +9,9 @@ import pytest
 
 from pvc_kernel.config import parse
 from pvc_lab import ceph as labceph
-from pvc_plugins.storage_ceph import benchmark, osds, plugin, rbdinfo, settings, stats, vmdisks
+from pvc_plugins.storage_ceph import benchmark, osds, rbdinfo, stats, vmdisks
+from pvc_plugins.storage_ceph import config as settings
+from pvc_plugins.storage_ceph.plugin import StorageCephPlugin
 
 TREE = {"nodes": [
     {"id": -1, "name": "default", "type": "root", "children": [-2, -3]},
@@ -80,6 +82,7 @@ def test_plugin_is_idle_without_ceph():
     timers = []
     daemon = SimpleNamespace(config=cfg, bus=SimpleNamespace(every=lambda *a, **k:
                                                              timers.append(a)))
+    plugin = StorageCephPlugin()
     plugin.pvc_node_start(daemon)
     assert timers == [] and plugin.pvc_keepalive_stats(daemon) == {}
     assert set(plugin.pvc_task_handlers()) == {"osd.add", "osd.remove", "osd.replace",
@@ -89,7 +92,7 @@ def test_plugin_is_idle_without_ceph():
 
 
 def test_benchmark_helpers():
-    s = settings.Settings(node="hv1", ceph_conf="/etc/ceph/ceph.conf")
+    s = settings.CephConfig(node="hv1", ceph_conf="/etc/ceph/ceph.conf")
     argv = benchmark.fio_argv(s, "vms", "vol", "seq_read", "read", "4M", 64, 30)
     assert "--ioengine=rbd" in argv and "--pool=vms" in argv and "--runtime=30" in argv
     assert "--time_based" not in benchmark.fio_argv(s, "p", "v", "fill", "write", "4M", 16, None)
@@ -177,7 +180,7 @@ def test_rbd_lock_rules(monkeypatch, locker_addr, watching, ok, broken):
         yield object()
 
     client = SimpleNamespace(ioctx=ioctx)
-    s = settings.Settings(node="hv1")
+    s = settings.CephConfig(node="hv1")
     answer = vmdisks.prepare_rbd(client, s, {"source": "vms/disk0", "target": "vda"}, "start")
     assert answer["ok"] is ok and image.broken == broken
     if not ok:

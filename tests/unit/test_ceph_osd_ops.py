@@ -10,8 +10,9 @@ from pvc_api.app import create_app
 from pvc_kernel import config
 from pvc_kernel.plugins import PluginHost
 from pvc_kernel.state import Store
-from pvc_plugins.storage_ceph import osd_db, plugin, routes
+from pvc_plugins.storage_ceph import osd_db, routes
 from pvc_plugins.storage_ceph.errors import StorageError
+from pvc_plugins.storage_ceph.plugin import StorageCephPlugin
 
 KEY = "unit-test-key"
 S = "/api/v1/storage/ceph"
@@ -31,7 +32,7 @@ def http(tmp_path_factory):
                         "api": {"keys": [KEY]},
                         "plugins": {"storage_ceph": {"ceph_conf": str(conf)}}})
     plugins = PluginHost()
-    plugins.register(plugin, "storage_ceph")
+    plugins.register(StorageCephPlugin, "storage_ceph")
     api = create_app(OfflineStore("127.0.0.1:9"), cfg, plugins)
     return falcon.testing.TestClient(api.app, headers={"X-Api-Key": KEY})
 
@@ -40,7 +41,8 @@ def test_routes_of_the_reference():
     ops = {(r.method, r.path) for r in routes.ROUTES}
     assert {("POST", "/storage/ceph/osd/{osdid}"), ("PUT", "/storage/ceph/osd/{osdid}"),
             ("POST", "/storage/ceph/osddb")} <= ops
-    assert {"osd.replace", "osd.refresh", "osd.add_db_vg"} <= set(plugin.pvc_task_handlers())
+    handlers = StorageCephPlugin().pvc_task_handlers()
+    assert {"osd.replace", "osd.refresh", "osd.add_db_vg"} <= set(handlers)
 
 
 @pytest.mark.parametrize("params, fragment", [

@@ -109,14 +109,14 @@ def test_daemon_exits_with_one_line_and_no_traceback(tmp_path):
         "must be at least 0.5, not -1.0"]
 
 
-def test_plugin_section_validated_by_the_plugin(tmp_path):
+def test_plugin_section_validated_against_the_plugins_declaration(tmp_path):
     f = tmp_path / "pvcnoded.yaml"
     f.write_text("node: hv1\ncluster: c\nzookeeper: {hosts: [a:1]}\n"
                  "plugins: {sample: {greeting: 5}, nosuch: {}, hoststats: {interval: 5}}\n")
     proc = subprocess.run([sys.executable, "-m", "pvc_kernel.daemon", "--config", str(f)],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
-    assert "key 'plugins.sample.greeting': must be a string, not int" in proc.stderr
+    assert "key 'plugins.sample.greeting': must be of type str, not int (5)" in proc.stderr
     assert "key 'plugins.nosuch': no plugin named 'nosuch' is installed" in proc.stderr
     assert ("key 'plugins.hoststats': plugin 'hoststats' takes no settings (found: interval)"
             in proc.stderr)                 # a plugin without settings gets none unseen

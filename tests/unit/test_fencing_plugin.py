@@ -7,13 +7,14 @@ import pytest
 
 from pvc_cli.commands.node import bmc_text
 from pvc_kernel.plugins import PluginHost
-from pvc_plugins.fencing_ipmi import plugin
 from pvc_plugins.fencing_ipmi.ipmi import BmcAccess, BmcError, IpmiClient, _run_bounded
+from pvc_plugins.fencing_ipmi.plugin import FencingIpmiPlugin
 
 
 def test_api_node_field_comes_from_the_keepalive_stats():
     bmc = {"host": "10.0.1.4", "port": 623, "user": "admin", "reachable": True,
            "power": "on", "error": "", "checked": 1.0}
+    plugin = FencingIpmiPlugin()
     assert plugin.pvc_api_node({"bmc": bmc, "host": {}}) == {"bmc": bmc}
     assert plugin.pvc_api_node({"host": {}}) == {}
 
@@ -33,20 +34,15 @@ def test_cli_shows_the_bmc(bmc, expected):
 
 def test_the_plugin_fits_the_hook_contracts():
     host = PluginHost()
-    host.register(plugin, "fencing_ipmi")
+    host.register(FencingIpmiPlugin, "fencing_ipmi")
     assert "fencing_ipmi" in host.names
+    assert isinstance(host.plugin("fencing_ipmi"), FencingIpmiPlugin)
 
 
 def test_keepalive_stats_never_carry_the_password():
-    class Daemon:
-        pass
-
-    d = Daemon()
-    plugin._checks[id(d)] = {**BmcAccess("h", "u", "topsecret").public(), "reachable": True}
-    try:
-        assert "topsecret" not in repr(plugin.pvc_keepalive_stats(d))
-    finally:
-        plugin._checks.pop(id(d))
+    plugin = FencingIpmiPlugin()
+    plugin.last_check = {**BmcAccess("h", "u", "topsecret").public(), "reachable": True}
+    assert "topsecret" not in repr(plugin.pvc_keepalive_stats(object()))
 
 
 def test_bounded_calls_turn_errors_and_hangs_into_bmc_errors():

@@ -7,11 +7,11 @@ import collections.abc
 import inspect
 import typing
 
-from pvc_kernel import contracts, events, hookspecs
+from pvc_kernel import contracts, events, hookspecs, settings
 from pvc_kernel.state import schema, store
 
 NAMES = {**vars(hookspecs), **vars(contracts), "Event": events.Event, "Key": schema.Key,
-         "Store": store.Store, "Callable": collections.abc.Callable}
+         "Store": store.Store, "Settings": settings.Settings, "Callable": collections.abc.Callable}
 
 
 def specs() -> dict[str, typing.Any]:

@@ -25,7 +25,7 @@ def test_problems_name_the_key():
     assert "key 'plugins.vm_kvm.flush_concurrency': must be between 1 and 64, not 0" in text
     assert "key 'plugins.vm_kvm.virt_type': must be one of auto, kvm, qemu" in text
     assert "key 'plugins.vm_kvm.libvirt_uri': must be a libvirt URI" in text
-    assert "key 'plugins.vm_kvm.poll_interval': must be of type int/float, not bool" in text
+    assert "key 'plugins.vm_kvm.poll_interval': must be of type float, not bool" in text
     assert "key 'plugins.vm_kvm.bogus': is not a known setting" in text
     assert "probe_kernel and probe_initrd go together" in text
 

@@ -1,25 +1,9 @@
-"""A third-party PVC plugin: reports a greeting and a counter in every keepalive."""
+"""A third-party PVC plugin, the one docs/plugins.md walks through: it uses only the PVC
+SDK (``pvc_kernel.sdk``, ``pvc_api.sdk``, ``pvc_cli.sdk``) for
 
-from __future__ import annotations
-
-import itertools
-from typing import Any
-
-from pvc_kernel.sdk import hookimpl
-
-_counter = itertools.count(1)
-
-
-@hookimpl
-def pvc_config_validate(config) -> list[str]:
-    section = config.plugin_section("sample")
-    greeting = section.get("greeting", "hello")
-    if not isinstance(greeting, str):
-        return [f"key 'plugins.sample.greeting': must be a string, not {type(greeting).__name__}"]
-    return []
-
-
-@hookimpl
-def pvc_keepalive_stats(daemon) -> dict[str, Any]:
-    greeting = daemon.config.plugin_section("sample").get("greeting", "hello")
-    return {"sample": {"greeting": greeting, "keepalives": next(_counter)}}
+* a config key: ``plugins.sample.greeting`` (and ``note_limit``), declared in ``config``;
+* hooks: each keepalive carries ``{"sample": {"greeting", "keepalives"}}`` (``plugin``);
+* a ZooKeeper key: ``/sample/note`` (``keys``);
+* API routes: ``GET /sample/greetings``, ``GET|PUT /sample/note`` (``api``);
+* CLI commands: ``pvc sample greetings``, ``pvc sample note [TEXT]`` (``cli``).
+"""

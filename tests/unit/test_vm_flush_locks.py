@@ -8,7 +8,8 @@ from types import SimpleNamespace
 import pytest
 
 from pvc_kernel.state import LockBusy
-from pvc_plugins.vm_kvm import keys, locks, records
+from pvc_plugins.vm_kvm import flush_locks as locks
+from pvc_plugins.vm_kvm import keys, records
 from pvc_plugins.vm_kvm.records import Record
 
 XML = ("<domain type='kvm'><name>web1</name><uuid>u1</uuid><memory unit='MiB'>128</memory>"

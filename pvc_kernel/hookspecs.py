@@ -247,7 +247,7 @@ def pvc_vm_disk_prepare(daemon: NodeDaemonFace, vm: VmRef, disk: DiskInfo,
                         purpose: str) -> DiskAnswer | None:
     """Check, and make ready, one disk of a VM on this node before the VM plugin uses it.
 
-    Called by vm_kvm on the node about to start a VM (``purpose`` ``"start"``) or to live-
+    Called by the VM plugin on the node about to start a VM (``purpose`` ``"start"``) or to live-
     migrate it away (``"migrate"``), once per ``<disk>`` of its domain XML, from a bus worker
     while the VM's lock is held; and (``"attach"``) for a disk about to be hot-attached to a
     running VM (check it, touch no lock). ``vm`` is ``{"uuid", "name", "node"}``; ``disk`` is
@@ -285,7 +285,7 @@ def pvc_vm_disk_unlock(daemon: NodeDaemonFace, vm: VmRef,
                        disk: DiskInfo) -> UnlockAnswer | None:
     """Remove every storage lock held on one disk of a VM (``pvc vm flush-locks``).
 
-    Called by vm_kvm on the VM's node inside its ``vm.flush_locks`` task, once per ``<disk>``
+    Called by the VM plugin on the VM's node inside its ``vm.flush_locks`` task, once per ``<disk>``
     of its domain XML, while the VM's lock is held and after checking that the VM should not
     run (state stop, disable, fail or mirror) unless the administrator forced it. Break the
     locks whoever holds them, live or not, and make sure a holder can no longer write (e.g.

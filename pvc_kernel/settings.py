@@ -87,7 +87,7 @@ class Settings:
 
     def validate(self, section: Any, prefix: str) -> tuple[Values, list[str]]:
         """The section's values (defaults for missing or bad ones) and every problem, each
-        naming its full key (``prefix`` is e.g. ``plugins.vm_kvm``)."""
+        naming its full key (``prefix`` is e.g. ``plugins.<name>``)."""
         values = self.defaults()
         problems: list[str] = []
 

@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import pytest
 
 from pvc_kernel import tasks
-from pvc_plugins.storage_ceph import bluestore, launcher, osd_db, plugin, pools
+from pvc_plugins.storage_ceph import bluestore, launcher, osd_db, pools
 from tests.support.ceph import run_task as support_run_task
 from tests.support.ceph import task_node
 
@@ -60,7 +60,7 @@ def check_objects(client):
 def extra_osd(ceph, node):
     """A third OSD (on a file) added by the plugin, a pool holding known objects; the OSD, the
     pool and the device files are removed at the end."""
-    client = plugin.runtime(node).client
+    client = node.plugin.runtime(node).client
     files = [os.path.join(ceph.cluster.site.dir, f"life{i}.img") for i in range(3)]
     pools.add_pool(client, "lifepool", 8, "copies=2,mincopies=1", None, "osd")
     state = SimpleNamespace(id=None, files=files, client=client)
@@ -232,7 +232,7 @@ def loop_device(tmp_path, monkeypatch):
 
 
 def test_db_volume_group_and_an_osd_with_an_external_db(ceph, node, loop_device):
-    client = plugin.runtime(node).client
+    client = node.plugin.runtime(node).client
     made = run_task(node, "osd.add_db_vg", {"device": loop_device})
     assert made["state"] == "SUCCESS", made["status"]
     assert osd_db.vg_exists(bluestore.local_run)

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from pvc_plugins.storage_ceph import benchmark, plugin, pools, stats
+from pvc_plugins.storage_ceph import benchmark, pools, stats
 from tests.support.ceph import run_task, task_node
 from tests.support.daemons import wait_for
 
@@ -25,7 +25,7 @@ def node(ceph):
 
 
 def test_node_stats_and_records(ceph, node):
-    rt = plugin.runtime(node)
+    rt = node.plugin.runtime(node)
     first = str(ceph.cluster.osd_ids[0])
 
     def collected():  # usage figures appear once the OSD has reported to the manager
@@ -38,13 +38,13 @@ def test_node_stats_and_records(ceph, node):
     assert sorted(found) == sorted(str(i) for i in ceph.cluster.osd_ids)
     assert one["up"] == 1 and one["in"] == 1 and one["node"] == NODE and one["kb"] > 0
     assert one["state"] == "exists,up" and one["class"] == "hdd"
-    assert plugin.pvc_keepalive_stats(node) == {"ceph": rt.last}
+    assert node.plugin.pvc_keepalive_stats(node) == {"ceph": rt.last}
     rec = node.store.get_json("ceph.osd", osd=str(ceph.cluster.osd_ids[0]))
     assert rec["node"] == NODE and rec["device"].endswith("osd0.img") and not rec["managed"]
 
 
 def test_primary_reports_cluster_status(ceph, node):
-    rt = plugin.runtime(node)
+    rt = node.plugin.runtime(node)
     summary = stats.primary_collect(rt.client, node.store)
     assert summary["health"] == "HEALTH_OK"
     assert summary["osds"]["total"] == summary["osds"]["up,in"] == len(ceph.cluster.osd_ids)
@@ -55,7 +55,7 @@ def test_primary_reports_cluster_status(ceph, node):
 
 
 def test_osd_add_and_safe_remove_as_tasks(ceph, node):
-    pools.add_pool(plugin.runtime(node).client, "osdpool", 8, "copies=2,mincopies=1", None,
+    pools.add_pool(node.plugin.runtime(node).client, "osdpool", 8, "copies=2,mincopies=1", None,
                    "osd")
     device = os.path.join(ceph.cluster.site.dir, "extra.img")
     with open(device, "wb") as fh:
@@ -72,19 +72,19 @@ def test_osd_add_and_safe_remove_as_tasks(ceph, node):
 
         removed = run_task(node, "osd.remove", {"osd": new_id, "force": False})
         assert removed["state"] == "SUCCESS", removed["status"]
-        dump = plugin.runtime(node).client.mon("osd dump")
+        dump = node.plugin.runtime(node).client.mon("osd dump")
         assert int(new_id) not in [o["osd"] for o in dump["osds"]]
         assert not node.store.exists("ceph.osd", osd=new_id)
         with open(device, "rb") as fh:
             assert fh.read(4096) == bytes(4096)          # the bluestore label is gone
         ceph.cluster.wait_healthy(120)
     finally:
-        pools.remove_pool(plugin.runtime(node).client, "osdpool")
+        pools.remove_pool(node.plugin.runtime(node).client, "osdpool")
         os.unlink(device)
 
 
 def test_benchmark_task_stores_results(ceph, node):
-    client = plugin.runtime(node).client
+    client = node.plugin.runtime(node).client
     pools.add_pool(client, "benchpool", 8, "copies=2,mincopies=1", None, "osd")
     try:
         benchmark.create_record(node.store, "bench1")

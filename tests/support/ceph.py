@@ -90,7 +90,7 @@ def task_node(env: CephEnv, node: str = "ceph1", api_key: str | None = None,
         store = Store(hosts, timeout=5)
         store.start()
         config = env.plugin_config(node, **section)
-        daemon = SimpleNamespace(config=config, store=store, node=node)
+        daemon = SimpleNamespace(config=config, store=store, node=node, plugin=plugin)
         if api_key is not None:
             _with_api(daemon, api_key)
         daemon.tasks = tasks.TaskRunner(store, node, plugin.pvc_task_handlers(), daemon=daemon)

@@ -65,3 +65,14 @@ def test_the_sdk_modules_export_what_they_promise():
         sdk = importlib.import_module(module)
         missing = [n for n in sdk.__all__ if not hasattr(sdk, n)]
         assert sdk.__doc__ and missing == [], module
+
+
+def test_the_kernel_names_no_plugin_not_even_as_a_string():
+    """No built-in plugin's name appears anywhere in the kernel's source: the kernel reaches
+    plugins only through hooks."""
+    names = {p.name for p in PLUGINS.iterdir() if p.is_dir() and (p / "plugin.py").exists()}
+    assert {"vm_kvm", "storage_ceph", "fencing_ipmi", "hoststats"} <= names
+    offenders = [f"{source.relative_to(KERNEL)}: {name}"
+                 for source in sorted(KERNEL.rglob("*.py"))
+                 for name in sorted(names) if name in source.read_text()]
+    assert offenders == []

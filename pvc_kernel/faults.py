@@ -139,11 +139,7 @@ def list_faults(store: Any, sort_key: str = DEFAULT_SORT,
     """Every fault, sorted (see ``sort_faults``); all records read in one round trip."""
     if sort_key not in SORT_KEYS:
         raise ValueError(f"Invalid sort key {sort_key!r}; use one of {', '.join(SORT_KEYS)}")
-    client = store.client
-    try:
-        ids = client.get_children_async(schema.path("faults")).get(timeout=timeout)
-    except NoNodeError:
-        return []
+    (ids,) = store.fetch([("children", "faults", {})], timeout)
     ids = [i for i in ids if schema.valid_segment(i)]
     texts = store.get_many([("fault", {"fault_id": i}) for i in ids], timeout)
     found = [_load(i, text or "") for i, (text, version) in zip(ids, texts, strict=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -37,6 +37,17 @@ class ConflictError(Exception):
 
 class LockBusy(Exception):
     """A cluster lock stayed held by someone else (or ZooKeeper failed) for the whole wait."""
+
+
+Read = tuple[str, str, dict[str, Any]]
+"""One read of ``Store.fetch``: (``"get"`` | ``"versioned"`` | ``"children"``, schema key
+name, placeholder values)."""
+
+Watcher = Callable[[Any], None]
+"""A one-shot ZooKeeper watch: called once with kazoo's WatchedEvent when the key changes."""
+
+_MISSING = {"get": None, "versioned": (None, -1)}
+"""What ``fetch`` answers for a key that does not exist, by kind (``children``: [])."""
 
 
 def _encode(value: Any) -> bytes:
@@ -139,18 +150,54 @@ class Store:
 
     def get_many(self, keys: Iterable[tuple[str, dict[str, Any]]],
                  timeout: float = 10.0) -> list[tuple[str | None, int]]:
-        """Versioned reads of several keys in one round trip (sent together, answered in
-        order): ``[(value, version)]``, ``(None, -1)`` for a key that does not exist."""
-        pending = [self.client.get_async(schema.path(name, **kw)) for name, kw in keys]
-        out: list[tuple[str | None, int]] = []
-        for result in pending:
+        """Versioned reads of several keys in one round trip (``fetch``): ``[(value,
+        version)]``, ``(None, -1)`` for a key that does not exist."""
+        return self.fetch([("versioned", name, kw) for name, kw in keys], timeout)
+
+    def fetch(self, requests: Sequence[Read], timeout: float = 10.0,
+              watch: Watcher | Sequence[Watcher | None] | None = None,
+              missing_as_none: bool = False) -> list[Any]:
+        """The pipelined read: every request is sent at once (kazoo async), the answers are
+        collected in order, so any number of keys costs one round trip, and none waits
+        longer than ``timeout`` (kazoo's synchronous calls wait forever while the connection
+        is down).
+
+        Per kind: ``get`` → the value as text (None if the key does not exist); ``versioned``
+        → (text, version), (None, -1) if it does not exist; ``children`` → the sorted child
+        names, [] if it does not exist. A value is decoded as UTF-8 with replacement, and a
+        node without data reads as "". With ``missing_as_none`` every key that does not
+        exist answers None, whatever its kind.
+
+        ``watch`` (a callable, or one per request, None for none) is set as a one-shot watch
+        on the keys read. Raises kazoo's ConnectionLoss/SessionExpiredError or
+        KazooTimeoutError when ZooKeeper cannot answer.
+        """
+        watches = (list(watch) if isinstance(watch, Sequence)
+                   else [watch] * len(requests))
+        if len(watches) != len(requests):
+            raise ValueError("fetch: one watch per request, or one for all")
+        pending = []
+        for (kind, name, kw), w in zip(requests, watches, strict=True):
+            p = schema.path(name, **kw)
+            if kind == "children":
+                pending.append((kind, self.client.get_children_async(p, watch=w)))
+            elif kind in _MISSING:
+                pending.append((kind, self.client.get_async(p, watch=w)))
+            else:
+                raise ValueError(f"fetch: unknown kind of read {kind!r}")
+        out: list[Any] = []
+        for kind, result in pending:
             try:
-                data, stat = result.get(timeout=timeout)
+                value = result.get(timeout=timeout)
             except NoNodeError:
-                out.append((None, -1))
+                out.append(None if missing_as_none else _MISSING.get(kind, []))
                 continue
-            out.append(((data.decode("utf-8", "replace") if data is not None else None),
-                        stat.version))
+            if kind == "children":
+                out.append(sorted(value))
+                continue
+            data, stat = value
+            text = data.decode("utf-8", "replace") if data is not None else ""
+            out.append((text, stat.version) if kind == "versioned" else text)
         return out
 
     def get_json(self, name: str, default: Any = None, **kw: Any) -> Any:

@@ -31,11 +31,11 @@ class FakeClient:
     def __init__(self, data: dict[str, tuple[str, int]]) -> None:
         self.data = data
 
-    def get_children_async(self, path: str) -> _Done:
+    def get_children_async(self, path: str, watch: Any = None) -> _Done:
         prefix = path + "/"
         return _Done([p[len(prefix):] for p in self.data if p.startswith(prefix)])
 
-    def get_async(self, path: str) -> _Done:
+    def get_async(self, path: str, watch: Any = None) -> _Done:
         if path not in self.data:
             return _Done(error=NoNodeError())
         value, version = self.data[path]
@@ -47,7 +47,8 @@ class FakeClient:
 
 
 class FakeStore:
-    """Keys in a dict with versions; ``update`` is the real Store's version-checked loop.
+    """Keys in a dict with versions; ``update`` is the real Store's version-checked loop, and
+    ``fetch``/``get_many`` its pipelined read (over a fake kazoo client).
 
     ``before_write`` (if set) runs once, just before the next version-checked write: a
     concurrent writer sneaking in between the read and the write.
@@ -55,6 +56,7 @@ class FakeStore:
 
     update = Store.update
     get_many = Store.get_many
+    fetch = Store.fetch
 
     def __init__(self) -> None:
         self.data: dict[str, tuple[str, int]] = {}

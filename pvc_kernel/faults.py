@@ -18,8 +18,6 @@ import json
 import time
 from typing import Any
 
-from kazoo.exceptions import NoNodeError
-
 from pvc_kernel.state import schema
 
 NEW, ACK = "new", "ack"
@@ -185,10 +183,8 @@ def delete(store: Any, fault_id: str) -> None:
     """Delete the fault; raises FaultNotFound. A plugin may raise it again if it persists."""
     if not schema.valid_segment(fault_id):
         raise FaultNotFound(fault_id)
-    try:
-        store.client.delete(schema.path("fault", fault_id=fault_id))
-    except NoNodeError:
-        raise FaultNotFound(fault_id) from None
+    if not store.delete("fault", recursive=False, fault_id=fault_id):
+        raise FaultNotFound(fault_id)
 
 
 def delete_all(store: Any, timeout: float = 10.0) -> list[str]:

@@ -53,12 +53,10 @@ def create_task(store: Store, task_type: str, owner: str,
     caller can record desired state and the task atomically.
     """
     record = new_record(task_type, owner, args)
-    p = schema.path("task", task_id=record["id"])
-    data = json.dumps(record).encode()
     if txn is not None:
-        txn.create(p, data)
+        txn.create(schema.path("task", task_id=record["id"]), json.dumps(record).encode())
     else:
-        store.client.create(p, data, makepath=True)
+        store.create("task", json.dumps(record), task_id=record["id"])
     return record
 
 

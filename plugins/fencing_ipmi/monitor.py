@@ -344,7 +344,7 @@ class Monitor:
         p = schema.path("fencing.fence", node=node)
         data = json.dumps(record).encode()
         if record_version < 0:
-            self.store.client.ensure_path(schema.path("fencing.fences"))
+            self.store.ensure("fencing.fences")
             txn.create(p, data)
         else:
             txn.set_data(p, data, version=record_version)

@@ -16,8 +16,10 @@ from kazoo.exceptions import (
     LockTimeout,
     NodeExistsError,
     NoNodeError,
+    NotEmptyError,
 )
 from kazoo.recipe.lock import Lock
+from kazoo.recipe.watchers import ChildrenWatch, DataWatch
 from kazoo.security import ACL, make_digest_acl
 
 from pvc_kernel.state import schema
@@ -111,6 +113,11 @@ class Store:
     def start(self, timeout: float = 30.0) -> None:
         """Connect, waiting at most ``timeout`` seconds for a session."""
         self.client.start(timeout=timeout)
+
+    def start_async(self) -> None:
+        """Start connecting and return at once; kazoo keeps retrying in the background (the
+        listeners hear "connected" when a session is there)."""
+        self.client.start_async()
 
     def stop(self) -> None:
         try:
@@ -242,11 +249,28 @@ class Store:
         except NodeExistsError:
             return False
 
-    def delete(self, name: str, recursive: bool = True, **kw: Any) -> None:
+    def delete(self, name: str, recursive: bool = True, **kw: Any) -> bool:
+        """Delete the key, and its children unless not ``recursive`` (then a key with
+        children raises kazoo's NotEmptyError); False if it did not exist."""
+        p = schema.path(name, **kw)
         try:
-            self.client.delete(schema.path(name, **kw), recursive=recursive)
+            self.client.delete(p)
         except NoNodeError:
-            pass
+            return False
+        except NotEmptyError:
+            if not recursive:
+                raise
+            self.client.delete(p, recursive=True)
+        return True
+
+    def create(self, name: str, value: Any = "", ephemeral: bool = False,
+               sequence: bool = False, **kw: Any) -> str:
+        """Create the key (and missing parents) with ``value``; raises kazoo's
+        NodeExistsError if it exists. ``ephemeral``: it goes with this session;
+        ``sequence``: ZooKeeper appends a counter to the name. Returns the path created."""
+        p = schema.path(name, **kw)
+        self._protect(name, p)
+        return self._create(name, p, _encode(value), ephemeral=ephemeral, sequence=sequence)
 
     def create_ephemeral(self, name: str, value: Any = "", **kw: Any) -> None:
         """Create an ephemeral key, replacing one left by an expired session of ours."""
@@ -259,19 +283,34 @@ class Store:
                 self.client.delete(p)
                 self.client.create(p, _encode(value), ephemeral=True, makepath=True)
 
+    # -- watches ----------------------------------------------------------------------
+    def data_watch(self, name: str, fn: Callable[..., Any], **kw: Any) -> DataWatch:
+        """Call ``fn(data, stat)`` now and whenever the key's value changes (kazoo's
+        DataWatch: ``data`` is bytes, None while the key does not exist); the watch ends
+        when ``fn`` returns False."""
+        return DataWatch(self.client, schema.path(name, **kw), fn)
+
+    def children_watch(self, name: str, fn: Callable[[list[str]], Any],
+                       **kw: Any) -> ChildrenWatch:
+        """Call ``fn(children)`` now and whenever the key's children change (kazoo's
+        ChildrenWatch; the key must exist); the watch ends when ``fn`` returns False."""
+        return ChildrenWatch(self.client, schema.path(name, **kw), fn)
+
     # -- secret keys ----------------------------------------------------------------
-    def _create(self, name: str, p: str, data: bytes) -> None:
+    def _create(self, name: str, p: str, data: bytes, ephemeral: bool = False,
+                sequence: bool = False) -> str:
         """Create ``p`` (and missing parents); a secret key and its parent get the ACL."""
         if not schema.is_secret(name) or self._secret_acl is None:
-            self.client.create(p, data, makepath=True)
-            return
+            return self.client.create(p, data, makepath=True, ephemeral=ephemeral,
+                                      sequence=sequence)
         parent = schema.secret_parent(p)
         self.client.ensure_path(schema.secret_parent(parent))   # open, like every other key
         try:
             self.client.create(parent, b"", acl=self._secret_acl)
         except NodeExistsError:
             pass
-        self.client.create(p, data, acl=self._secret_acl)
+        return self.client.create(p, data, acl=self._secret_acl, ephemeral=ephemeral,
+                                  sequence=sequence)
 
     def _protect(self, name: str, p: str) -> None:
         """Before a secret key is written: give it and its parent the ACL if they exist
@@ -331,7 +370,33 @@ class Store:
 
     def lock(self, name: str, identifier: str = "") -> Lock:
         """A cluster-wide exclusive lock under /locks/<name>."""
-        return self.client.Lock(schema.path("lock", lock=name), identifier)
+        return self.lock_at("lock", identifier, lock=name)
+
+    def lock_at(self, key: str, identifier: str = "", **kw: Any) -> Lock:
+        """kazoo's Lock recipe queueing under schema key ``key`` (the kernel's election);
+        the caller acquires, cancels and releases it."""
+        return self.client.Lock(schema.path(key, **kw), identifier)
+
+    def drop_session_children(self, name: str, session: int | None, keep: str | None = None,
+                              **kw: Any) -> list[str]:
+        """Delete the children of key ``name`` that are ephemeral nodes of ZooKeeper session
+        ``session``, except the child ``keep``: queue entries a lock recipe of the session
+        left behind when a connection drop interrupted it. Returns the names deleted; raises
+        kazoo's exceptions when ZooKeeper fails (what was deleted stays deleted)."""
+        base = schema.path(name, **kw)
+        dropped = []
+        for child in self.client.get_children(base):
+            if child == keep:
+                continue
+            try:
+                _data, stat = self.client.get(f"{base}/{child}")
+            except NoNodeError:
+                continue
+            if stat.ephemeralOwner == session:
+                log.info("removing orphaned entry %s of %s", child, base)
+                self.client.delete(f"{base}/{child}")
+                dropped.append(child)
+        return dropped
 
     @contextmanager
     def locked(self, name: str, identifier: str = "", timeout: float = 15.0,

@@ -41,10 +41,6 @@ class FakeClient:
         value, version = self.data[path]
         return _Done((value.encode(), SimpleNamespace(version=version)))
 
-    def delete(self, path: str) -> None:
-        if self.data.pop(path, None) is None:
-            raise NoNodeError()
-
 
 class FakeStore:
     """Keys in a dict with versions; ``update`` is the real Store's version-checked loop, and
@@ -78,8 +74,8 @@ class FakeStore:
         self.writes += 1
         return True
 
-    def delete(self, name: str, **kw: Any) -> None:
-        self.data.pop(schema.path(name, **kw), None)
+    def delete(self, name: str, recursive: bool = True, **kw: Any) -> bool:
+        return self.data.pop(schema.path(name, **kw), None) is not None
 
     def record(self, fault_id: str) -> dict[str, Any]:
         return json.loads(self.data[schema.path("fault", fault_id=fault_id)][0])

@@ -23,8 +23,8 @@ from pvc_kernel.events import ChildrenChanged, DataChanged, Event, TimerFired
 from pvc_kernel.hookspecs import hookimpl
 from pvc_kernel.state import ConflictError, LockBusy, schema
 from pvc_kernel.state.schema import Key
-from pvc_kernel.state.store import Store
+from pvc_kernel.state.store import HeldLock, Store
 
-__all__ = ["ChildrenChanged", "ConflictError", "DataChanged", "Event", "Key", "LockBusy",
-           "PRIMARY", "Store", "TAKEOVER", "TimerFired", "contracts", "faults", "hookimpl",
-           "schema", "tasks"]
+__all__ = ["ChildrenChanged", "ConflictError", "DataChanged", "Event", "HeldLock", "Key",
+           "LockBusy", "PRIMARY", "Store", "TAKEOVER", "TimerFired", "contracts", "faults",
+           "hookimpl", "schema", "tasks"]

@@ -52,6 +52,41 @@ _MISSING = {"get": None, "versioned": (None, -1)}
 """What ``fetch`` answers for a key that does not exist, by kind (``children``: [])."""
 
 
+class HeldLock:
+    """A cluster lock this session holds (from ``Store.try_lock``) until ``release``;
+    ``with held:`` releases it when the block ends."""
+
+    def __init__(self, store: Store, name: str, lock: Lock) -> None:
+        self._store = store
+        self._lock = lock
+        self.name = name
+
+    @property
+    def held(self) -> bool:
+        """True until released, as far as this process knows (no ZooKeeper round trip)."""
+        return bool(self._lock.is_acquired and self._lock.node)
+
+    def still_ours(self) -> bool:
+        """Asks ZooKeeper: True if our queue entry still exists and belongs to this session
+        (False once the session that took the lock expired). Raises kazoo's exceptions when
+        ZooKeeper cannot answer."""
+        if not self.held:
+            return False
+        stat = self._store.client.exists(f"{self._lock.path}/{self._lock.node}")
+        return stat is not None and stat.ephemeralOwner == self._store.session_id
+
+    def release(self) -> None:
+        """Give the lock up; raises kazoo's exceptions if ZooKeeper cannot be told (the lock
+        stays held: call again later, or let the session's end release it)."""
+        self._lock.release()
+
+    def __enter__(self) -> HeldLock:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.release()
+
+
 def _encode(value: Any) -> bytes:
     if isinstance(value, bytes):
         return value
@@ -369,13 +404,27 @@ class Store:
         raise ConflictError(f"too many concurrent writers on {schema.path(name, **kw)}")
 
     def lock(self, name: str, identifier: str = "") -> Lock:
-        """A cluster-wide exclusive lock under /locks/<name>."""
+        """A cluster-wide exclusive lock under /locks/<name>: kazoo's raw recipe, for the
+        state package (migrations); use ``locked`` or ``try_lock`` elsewhere."""
         return self.lock_at("lock", identifier, lock=name)
 
     def lock_at(self, key: str, identifier: str = "", **kw: Any) -> Lock:
         """kazoo's Lock recipe queueing under schema key ``key`` (the kernel's election);
         the caller acquires, cancels and releases it."""
         return self.client.Lock(schema.path(key, **kw), identifier)
+
+    def try_lock(self, name: str, identifier: str = "", timeout: float = 15.0
+                 ) -> HeldLock | None:
+        """Wait up to ``timeout`` seconds for /locks/<name>: the held lock, or None if it
+        stayed busy. Raises kazoo's exceptions if ZooKeeper fails meanwhile. For a caller
+        that skips its work when the lock is busy, or checks it while it works (``held``,
+        ``still_ours``); ``locked`` is the simple case."""
+        lock = self.lock(name, identifier)
+        try:
+            got = lock.acquire(timeout=timeout)
+        except LockTimeout:
+            got = False
+        return HeldLock(self, name, lock) if got else None
 
     def drop_session_children(self, name: str, session: int | None, keep: str | None = None,
                               **kw: Any) -> list[str]:
@@ -400,24 +449,21 @@ class Store:
 
     @contextmanager
     def locked(self, name: str, identifier: str = "", timeout: float = 15.0,
-               what: str = "") -> Iterator[Lock]:
+               what: str = "") -> Iterator[HeldLock]:
         """``with store.locked(name, me, timeout):`` holds /locks/<name> for the block;
         raises LockBusy (naming ``what``, default the lock) if it cannot be had within
         ``timeout`` seconds, ZooKeeper errors included. Released however the block ends."""
-        lock = self.lock(name, identifier)
         try:
-            got = lock.acquire(timeout=timeout)
-        except LockTimeout:
-            got = False
+            held = self.try_lock(name, identifier, timeout)
         except KazooException as exc:
             raise LockBusy(f"{what or 'lock ' + name}: cannot take its lock "
                            f"({type(exc).__name__})") from None
-        if not got:
+        if held is None:
             raise LockBusy(f"{what or 'lock ' + name}: its lock stayed busy for {timeout:g} s")
         try:
-            yield lock
+            yield held
         finally:
             try:
-                lock.release()
+                held.release()
             except KazooException:
                 log.warning("could not release lock %s (the session will)", name)

@@ -7,9 +7,14 @@ so that pvcnoded, which imports plugins, never loads the API or CLI.
 
 * hooks: ``hookimpl`` marks an implementation of a hook of ``pvc_kernel.hookspecs``; the
   types of what hooks receive and answer are in ``contracts``.
-* ZooKeeper: ``Key`` declares a key (``pvc_schema_keys``), ``schema.path`` builds its path,
-  ``Store`` reads and writes (version-checked writes, transactions, ``locked``),
-  ``ConflictError``/``LockBusy`` are what they raise when a race is lost or a lock stays busy.
+* ZooKeeper: ``Key`` declares a key (``pvc_schema_keys``), ``schema.path`` builds its path
+  (for transactions), ``Store`` reads and writes by key name: ``get``/``set``/``create``/
+  ``ensure``/``delete``, ``fetch`` (the pipelined read; ``get_many`` its versioned form),
+  version-checked writes, transactions, watches (``data_watch``/``children_watch``) and cluster
+  locks (``locked`` raises ``LockBusy`` when busy; ``try_lock`` answers a ``HeldLock`` or
+  None, for work skipped when busy or that checks the lock while it runs). Its kazoo client is
+  the kernel's own: a plugin never uses ``store.client`` or ``store.lock``.
+  ``ConflictError``/``LockBusy`` are what it raises when a race is lost or a lock stays busy.
 * work: ``tasks`` (long work with progress, ``pvc_task_handlers``), ``faults`` (cluster
   faults a plugin reports and clears), bus ``events`` (``Event``, ``TimerFired``,
   ``DataChanged``, ``ChildrenChanged``), coordinator states ``PRIMARY``/``TAKEOVER``.

@@ -59,7 +59,7 @@ def serve(cfg: node_config.NodeConfig, plugins: PluginHost) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    store.client.start_async()  # keeps retrying; requests get 503 until it is connected
+    store.start_async()  # keeps retrying; requests get 503 until it is connected
     log.info("pvcapid on %s listening on http://%s:%d%s (plugins: %s)", cfg.node,
              cfg.api.listen_address, cfg.api.port, api.prefix, ", ".join(plugins.names) or "none")
     try:

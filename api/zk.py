@@ -1,4 +1,5 @@
-"""Pipelined ZooKeeper reads: send every request at once (kazoo async), then collect.
+"""Pipelined ZooKeeper reads with the API's time-out (``Store.fetch``: every request sent
+at once, then collected).
 
 A request answers in one round trip however many keys it reads, and never blocks longer than
 ``timeout`` (kazoo's synchronous calls wait forever while the connection is down). ``Cache``
@@ -13,11 +14,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from kazoo.exceptions import NoNodeError
-
 from pvc_kernel.state import Store, schema
+from pvc_kernel.state.store import Read
 
-Request = tuple[str, str, dict[str, Any]]
+Request = Read
 """(``"get"`` | ``"versioned"`` | ``"children"``, schema key name, placeholder values)."""
 
 
@@ -36,35 +36,14 @@ def children(name: str, **kw: Any) -> Request:
     return ("children", name, kw)
 
 
-def _send(store: Store, kind: str, path: str, watch: Callable[[Any], None] | None) -> Any:
-    if kind == "children":
-        return store.client.get_children_async(path, watch=watch)
-    return store.client.get_async(path, watch=watch)
-
-
-def _collect(kind: str, pending: Any, timeout: float) -> tuple[Any, bool]:
-    """(value, whether the key exists)."""
-    try:
-        value = pending.get(timeout=timeout)
-    except NoNodeError:
-        return {"get": None, "versioned": (None, -1)}.get(kind, []), False
-    if kind == "children":
-        return sorted(value), True
-    data, stat = value
-    text = data.decode("utf-8", "replace") if data is not None else ""
-    return ((text, stat.version) if kind == "versioned" else text), True
-
-
 def fetch(store: Store, requests: Sequence[Request], timeout: float,
           watch: Callable[[Any], None] | None = None) -> list[Any]:
-    """Run ``requests`` concurrently; results in the same order.
+    """Run ``requests`` concurrently; results in the same order (see ``Store.fetch``).
 
     ``watch`` (optional) is set as a one-shot watch on every key read. Raises kazoo's
     ConnectionLoss/SessionExpiredError or KazooTimeoutError when ZooKeeper cannot answer.
     """
-    pending = [(kind, _send(store, kind, schema.path(name, **kw), watch))
-               for kind, name, kw in requests]
-    return [_collect(kind, result, timeout)[0] for kind, result in pending]
+    return store.fetch(requests, timeout, watch)
 
 
 class Cache:
@@ -119,10 +98,12 @@ class Cache:
                     results[i] = cached[0]
                 else:
                     misses.append((i, entry, (self._generation.get(entry, 0), self._epoch)))
-        pending = [(i, entry, stamp, _send(self.store, entry[0], entry[1], self._watcher(entry)))
-                   for i, entry, stamp in misses]
-        for i, entry, stamp, result in pending:
-            results[i], exists = _collect(entry[0], result, timeout)
+        read = self.store.fetch([requests[i] for i, _entry, _stamp in misses], timeout,
+                                [self._watcher(entry) for _i, entry, _stamp in misses],
+                                missing_as_none=True)
+        for (i, entry, stamp), value in zip(misses, read, strict=True):
+            exists = value is not None      # a get of an empty key reads "", never None
+            results[i] = value if exists or entry[0] == "get" else []
             with self._lock:  # unless a watch fired (or the session dropped) since the read
                 if exists and stamp == (self._generation.get(entry, 0), self._epoch):
                     self._entries[entry] = (results[i], now)

@@ -14,8 +14,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from kazoo.recipe.watchers import ChildrenWatch, DataWatch
-
 from pvc_kernel.events import ChildrenChanged, DataChanged, Event, TimerFired
 from pvc_kernel.state import schema
 from pvc_kernel.state.store import Store
@@ -84,13 +82,13 @@ class Bus:
             self.publish(DataChanged(obj=obj, key=key, path=p, value=value, args=args))
             return True
 
-        self._watches.append(DataWatch(self.store.client, p, on_change))
+        self._watches.append(self.store.data_watch(key, on_change, **args))
 
     def watch_children(self, key: str, obj: str, **args: Any) -> None:
         """Publish ChildrenChanged(obj) whenever the children of ``key`` change."""
         assert self.store is not None, "bus.store must be set before watching"
         p = schema.path(key, **args)
-        self.store.client.ensure_path(p)
+        self.store.ensure(key, **args)
 
         def on_change(children: list[str]) -> bool:
             if self._stopping.is_set():
@@ -99,7 +97,7 @@ class Bus:
                                          children=tuple(sorted(children)), args=args))
             return True
 
-        self._watches.append(ChildrenWatch(self.store.client, p, on_change))
+        self._watches.append(self.store.children_watch(key, on_change, **args))
 
     def every(self, seconds: float, name: str, obj: str | None = None) -> None:
         """Publish TimerFired(name) every ``seconds`` until the bus stops."""

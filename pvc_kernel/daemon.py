@@ -180,9 +180,8 @@ class NodeDaemon(Liveness, ApiSupervisor):
         deadline = time.monotonic() + self.config.zookeeper_session_timeout * 1.5 + 1
         while True:
             try:
-                self.store.client.create(schema.path("alive.node", node=self.node),
-                                         str(os.getpid()).encode(), ephemeral=True,
-                                         makepath=True)
+                self.store.create("alive.node", str(os.getpid()), ephemeral=True,
+                                  node=self.node)
                 break
             except Exception as exc:
                 if type(exc).__name__ != "NodeExistsError":
@@ -243,8 +242,7 @@ class NodeDaemon(Liveness, ApiSupervisor):
         nodeservice.start(self)
         self.keepalive()  # the first keepalive moves the node to `run`
         self.last_keepalive = time.monotonic()
-        self.store.client.DataWatch(schema.path("node.daemon_state", node=self.node),
-                                    self._on_own_state)
+        self.store.data_watch("node.daemon_state", self._on_own_state, node=self.node)
         threading.Thread(target=self._keepalive_loop, name="keepalive", daemon=True).start()
         threading.Thread(target=self._liveness_loop, name="liveness", daemon=True).start()
         if self.config.coordinator:

@@ -25,10 +25,9 @@ import threading
 import time
 from collections.abc import Callable
 
-from kazoo.exceptions import CancelledError, KazooException, LockTimeout, NoNodeError
+from kazoo.exceptions import CancelledError, KazooException, LockTimeout
 from kazoo.recipe.lock import Lock
 
-from pvc_kernel.state import schema
 from pvc_kernel.state.store import Store
 
 log = logging.getLogger(__name__)
@@ -64,7 +63,7 @@ class Election:
 
     # -- public --------------------------------------------------------------------
     def start(self) -> None:
-        self.store.client.DataWatch(schema.path("config.desired_primary"), self._on_desired)
+        self.store.data_watch("config.desired_primary", self._on_desired)
         self._thread.start()
 
     def stop(self, timeout: float = 3.0) -> None:
@@ -118,7 +117,7 @@ class Election:
         """The lock object of the current session, created on first use per session."""
         session = self.store.session_id
         if self._lock is None or self._lock_session != session:
-            self._lock = self.store.client.Lock(schema.path("election"), self.node)
+            self._lock = self.store.lock_at("election", self.node)
             self._lock_session = session
         if self._reconnected.is_set():
             self._reconnected.clear()
@@ -127,19 +126,9 @@ class Election:
 
     def _drop_orphans(self, session: int | None) -> None:
         """Delete queue entries of this session that the current lock object does not own."""
-        base = schema.path("election")
         mine = self._lock.node if self._lock is not None else None
         try:
-            for child in self.store.client.get_children(base):
-                if child == mine:
-                    continue
-                try:
-                    _data, stat = self.store.client.get(f"{base}/{child}")
-                except NoNodeError:
-                    continue
-                if stat.ephemeralOwner == session:
-                    log.info("removing orphaned election entry %s", child)
-                    self.store.client.delete(f"{base}/{child}")
+            self.store.drop_session_children("election", session, keep=mine)
         except KazooException:
             self._reconnected.set()  # try again next time
 

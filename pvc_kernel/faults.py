@@ -18,8 +18,6 @@ import json
 import time
 from typing import Any
 
-from kazoo.exceptions import NoNodeError
-
 from pvc_kernel.state import schema
 
 NEW, ACK = "new", "ack"
@@ -139,11 +137,7 @@ def list_faults(store: Any, sort_key: str = DEFAULT_SORT,
     """Every fault, sorted (see ``sort_faults``); all records read in one round trip."""
     if sort_key not in SORT_KEYS:
         raise ValueError(f"Invalid sort key {sort_key!r}; use one of {', '.join(SORT_KEYS)}")
-    client = store.client
-    try:
-        ids = client.get_children_async(schema.path("faults")).get(timeout=timeout)
-    except NoNodeError:
-        return []
+    (ids,) = store.fetch([("children", "faults", {})], timeout)
     ids = [i for i in ids if schema.valid_segment(i)]
     texts = store.get_many([("fault", {"fault_id": i}) for i in ids], timeout)
     found = [_load(i, text or "") for i, (text, version) in zip(ids, texts, strict=True)
@@ -189,10 +183,8 @@ def delete(store: Any, fault_id: str) -> None:
     """Delete the fault; raises FaultNotFound. A plugin may raise it again if it persists."""
     if not schema.valid_segment(fault_id):
         raise FaultNotFound(fault_id)
-    try:
-        store.client.delete(schema.path("fault", fault_id=fault_id))
-    except NoNodeError:
-        raise FaultNotFound(fault_id) from None
+    if not store.delete("fault", recursive=False, fault_id=fault_id):
+        raise FaultNotFound(fault_id)
 
 
 def delete_all(store: Any, timeout: float = 10.0) -> list[str]:

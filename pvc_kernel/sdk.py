@@ -9,9 +9,14 @@ so that pvcnoded, which imports plugins, never loads the API or CLI.
   types of what hooks receive and answer are in ``contracts``.
 * settings: ``Settings``/``Setting`` declare the keys of the plugin's section of
   pvcnoded.yaml (``pvc_config_settings``); ``Settings.values(config, name)`` reads them.
-* ZooKeeper: ``Key`` declares a key (``pvc_schema_keys``), ``schema.path`` builds its path,
-  ``Store`` reads and writes (version-checked writes, transactions, ``locked``),
-  ``ConflictError``/``LockBusy`` are what they raise when a race is lost or a lock stays busy.
+* ZooKeeper: ``Key`` declares a key (``pvc_schema_keys``), ``schema.path`` builds its path
+  (for transactions), ``Store`` reads and writes by key name: ``get``/``set``/``create``/
+  ``ensure``/``delete``, ``fetch`` (the pipelined read; ``get_many`` its versioned form),
+  version-checked writes, transactions, watches (``data_watch``/``children_watch``) and cluster
+  locks (``locked`` raises ``LockBusy`` when busy; ``try_lock`` answers a ``HeldLock`` or
+  None, for work skipped when busy or that checks the lock while it runs). Its kazoo client is
+  the kernel's own: a plugin never uses ``store.client`` or ``store.lock``.
+  ``ConflictError``/``LockBusy`` are what it raises when a race is lost or a lock stays busy.
 * work: ``tasks`` (long work with progress, ``pvc_task_handlers``), ``faults`` (cluster
   faults a plugin reports and clears), bus ``events`` (``Event``, ``TimerFired``,
   ``DataChanged``, ``ChildrenChanged``), coordinator states ``PRIMARY``/``TAKEOVER``.
@@ -26,8 +31,8 @@ from pvc_kernel.hookspecs import hookimpl
 from pvc_kernel.settings import Setting, Settings
 from pvc_kernel.state import ConflictError, LockBusy, schema
 from pvc_kernel.state.schema import Key
-from pvc_kernel.state.store import Store
+from pvc_kernel.state.store import HeldLock, Store
 
-__all__ = ["ChildrenChanged", "ConflictError", "DataChanged", "Event", "Key", "LockBusy",
-           "PRIMARY", "Setting", "Settings", "Store", "TAKEOVER", "TimerFired", "contracts",
-           "faults", "hookimpl", "schema", "tasks"]
+__all__ = ["ChildrenChanged", "ConflictError", "DataChanged", "Event", "HeldLock", "Key",
+           "LockBusy", "PRIMARY", "Setting", "Settings", "Store", "TAKEOVER", "TimerFired",
+           "contracts", "faults", "hookimpl", "schema", "tasks"]

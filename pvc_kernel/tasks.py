@@ -23,8 +23,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from kazoo.exceptions import NoNodeError
-
 from pvc_kernel.state import schema
 from pvc_kernel.state.store import Store
 
@@ -55,12 +53,10 @@ def create_task(store: Store, task_type: str, owner: str,
     caller can record desired state and the task atomically.
     """
     record = new_record(task_type, owner, args)
-    p = schema.path("task", task_id=record["id"])
-    data = json.dumps(record).encode()
     if txn is not None:
-        txn.create(p, data)
+        txn.create(schema.path("task", task_id=record["id"]), json.dumps(record).encode())
     else:
-        store.client.create(p, data, makepath=True)
+        store.create("task", json.dumps(record), task_id=record["id"])
     return record
 
 
@@ -72,15 +68,14 @@ def get_task(store: Store, task_id: str) -> dict[str, Any] | None:
 
 def list_tasks(store: Store, timeout: float = 10.0) -> list[dict[str, Any]]:
     """Every task record, oldest first (all records are read in one round trip)."""
-    pending = [store.client.get_async(schema.path("task", task_id=tid))
-               for tid in store.children("tasks")]
+    texts = store.fetch([("get", "task", {"task_id": tid}) for tid in store.children("tasks")],
+                        timeout)
     records = []
-    for result in pending:
-        try:
-            data, _ = result.get(timeout=timeout)
-            records.append(json.loads(data))
-        except NoNodeError:  # pruned meanwhile
+    for text in texts:
+        if text is None:  # pruned meanwhile
             continue
+        try:
+            records.append(json.loads(text))
         except ValueError:
             log.warning("ignoring a task record that is not JSON")
     return sorted(records, key=lambda r: r.get("created") or 0)

@@ -33,10 +33,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from kazoo.exceptions import KazooException, LockTimeout, NoAuthError
-from kazoo.recipe.lock import Lock
+from kazoo.exceptions import KazooException, NoAuthError
 
-from pvc_kernel.sdk import PRIMARY, TAKEOVER, faults, schema
+from pvc_kernel.sdk import PRIMARY, TAKEOVER, HeldLock, faults, schema
 from pvc_plugins.fencing_ipmi import keys
 from pvc_plugins.fencing_ipmi.config import FenceConfig
 from pvc_plugins.fencing_ipmi.fence import (
@@ -92,7 +91,7 @@ class ZkEnv:
         self.store = daemon.store
         self.cfg = cfg
         self.stopped = stopped or threading.Event()
-        self.lock: Lock | None = None
+        self.lock: HeldLock | None = None
         self.versions: dict[str, int] = {}
 
     def _client(self, node: str) -> IpmiClient:
@@ -151,13 +150,13 @@ class ZkEnv:
                                                                                TAKEOVER):
             return "this coordinator is no longer primary"
         lock = self.lock
-        if lock is None or not lock.is_acquired or not lock.node:
+        if lock is None or not lock.held:
             return "the fence lock is not held"
         try:
-            stat = self.store.client.exists(f"{lock.path}/{lock.node}")
+            ours = lock.still_ours()
         except KazooException as exc:
             return f"cannot check the fence lock: {exc or type(exc).__name__}"
-        if stat is None or stat.ephemeralOwner != self.store.session_id:
+        if not ours:
             return "the fence lock was lost with the ZooKeeper session"
         return None
 
@@ -203,7 +202,7 @@ class Monitor:
         self.watching_since = time.time()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._unreleased: Lock | None = None
+        self._unreleased: HeldLock | None = None
         self._settled: set[str] = set()
         """Fault IDs of fences that worked, already informational (or deleted)."""
         self.env = ZkEnv(daemon, cfg, self._stop)
@@ -257,11 +256,8 @@ class Monitor:
                         exc or type(exc).__name__)
         if not self.has_work(records):
             return
-        lock = self.store.lock(keys.FENCE_LOCK, self.node)
-        try:
-            if not lock.acquire(timeout=1.0):
-                return
-        except LockTimeout:
+        lock = self.store.try_lock(keys.FENCE_LOCK, self.node, timeout=1.0)
+        if lock is None:
             return
         self.env.lock = lock
         try:
@@ -344,7 +340,7 @@ class Monitor:
         p = schema.path("fencing.fence", node=node)
         data = json.dumps(record).encode()
         if record_version < 0:
-            self.store.client.ensure_path(schema.path("fencing.fences"))
+            self.store.ensure("fencing.fences")
             txn.create(p, data)
         else:
             txn.set_data(p, data, version=record_version)

@@ -89,11 +89,10 @@ def create_record(store: Any, job: str, txn: Any = None) -> dict[str, Any]:
     store.ensure("ceph.benchmarks")
     seq = int(store.update("ceph.benchmark_seq", lambda v: str(int(v or 0) + 1)))
     record = {"id": seq, "job": job, "test_format": TEST_FORMAT, "benchmark_result": "Running"}
-    path, data = schema.path("ceph.benchmark", job=job), json.dumps(record).encode()
     if txn is not None:
-        txn.create(path, data)
+        txn.create(schema.path("ceph.benchmark", job=job), json.dumps(record).encode())
     else:
-        store.client.create(path, data, makepath=True)
+        store.create("ceph.benchmark", json.dumps(record), job=job)
     return record
 
 

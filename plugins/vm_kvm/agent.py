@@ -31,7 +31,15 @@ from typing import Any
 
 from kazoo.exceptions import KazooException
 
-from pvc_kernel.sdk import ChildrenChanged, DataChanged, Event, TimerFired, faults, schema
+from pvc_kernel.sdk import (
+    ChildrenChanged,
+    DataChanged,
+    Event,
+    HeldLock,
+    TimerFired,
+    faults,
+    schema,
+)
 from pvc_plugins.vm_kvm import console, crashes, domxml, keys, probe, qemu, records
 from pvc_plugins.vm_kvm.config import VmConfig, crash_policy
 from pvc_plugins.vm_kvm.health import LibvirtHealth
@@ -358,13 +366,13 @@ class Agent:
                      crashes.describe_window(self.policy.window))
 
     # -- observed transitions (under the VM lock) ---------------------------------------
-    def _locked(self, uuid: str, wait: float = LOCK_WAIT):
-        lock = self.store.lock(keys.lock_name(uuid), self.node)
+    def _locked(self, uuid: str, wait: float = LOCK_WAIT) -> HeldLock | None:
+        """The VM's lock, or None if it stayed busy for ``wait`` seconds or ZooKeeper
+        failed (the caller skips its work)."""
         try:
-            got = lock.acquire(timeout=wait)
+            return self.store.try_lock(keys.lock_name(uuid), self.node, wait)
         except KazooException:
-            got = False
-        return lock if got else None
+            return None
 
     def _mark_running(self, rec: Record) -> None:
         obs = rec.observed

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -16,8 +16,10 @@ from kazoo.exceptions import (
     LockTimeout,
     NodeExistsError,
     NoNodeError,
+    NotEmptyError,
 )
 from kazoo.recipe.lock import Lock
+from kazoo.recipe.watchers import ChildrenWatch, DataWatch
 from kazoo.security import ACL, make_digest_acl
 
 from pvc_kernel.state import schema
@@ -37,6 +39,52 @@ class ConflictError(Exception):
 
 class LockBusy(Exception):
     """A cluster lock stayed held by someone else (or ZooKeeper failed) for the whole wait."""
+
+
+Read = tuple[str, str, dict[str, Any]]
+"""One read of ``Store.fetch``: (``"get"`` | ``"versioned"`` | ``"children"``, schema key
+name, placeholder values)."""
+
+Watcher = Callable[[Any], None]
+"""A one-shot ZooKeeper watch: called once with kazoo's WatchedEvent when the key changes."""
+
+_MISSING = {"get": None, "versioned": (None, -1)}
+"""What ``fetch`` answers for a key that does not exist, by kind (``children``: [])."""
+
+
+class HeldLock:
+    """A cluster lock this session holds (from ``Store.try_lock``) until ``release``;
+    ``with held:`` releases it when the block ends."""
+
+    def __init__(self, store: Store, name: str, lock: Lock) -> None:
+        self._store = store
+        self._lock = lock
+        self.name = name
+
+    @property
+    def held(self) -> bool:
+        """True until released, as far as this process knows (no ZooKeeper round trip)."""
+        return bool(self._lock.is_acquired and self._lock.node)
+
+    def still_ours(self) -> bool:
+        """Asks ZooKeeper: True if our queue entry still exists and belongs to this session
+        (False once the session that took the lock expired). Raises kazoo's exceptions when
+        ZooKeeper cannot answer."""
+        if not self.held:
+            return False
+        stat = self._store.client.exists(f"{self._lock.path}/{self._lock.node}")
+        return stat is not None and stat.ephemeralOwner == self._store.session_id
+
+    def release(self) -> None:
+        """Give the lock up; raises kazoo's exceptions if ZooKeeper cannot be told (the lock
+        stays held: call again later, or let the session's end release it)."""
+        self._lock.release()
+
+    def __enter__(self) -> HeldLock:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.release()
 
 
 def _encode(value: Any) -> bytes:
@@ -101,6 +149,11 @@ class Store:
         """Connect, waiting at most ``timeout`` seconds for a session."""
         self.client.start(timeout=timeout)
 
+    def start_async(self) -> None:
+        """Start connecting and return at once; kazoo keeps retrying in the background (the
+        listeners hear "connected" when a session is there)."""
+        self.client.start_async()
+
     def stop(self) -> None:
         try:
             self.client.stop()
@@ -139,18 +192,54 @@ class Store:
 
     def get_many(self, keys: Iterable[tuple[str, dict[str, Any]]],
                  timeout: float = 10.0) -> list[tuple[str | None, int]]:
-        """Versioned reads of several keys in one round trip (sent together, answered in
-        order): ``[(value, version)]``, ``(None, -1)`` for a key that does not exist."""
-        pending = [self.client.get_async(schema.path(name, **kw)) for name, kw in keys]
-        out: list[tuple[str | None, int]] = []
-        for result in pending:
+        """Versioned reads of several keys in one round trip (``fetch``): ``[(value,
+        version)]``, ``(None, -1)`` for a key that does not exist."""
+        return self.fetch([("versioned", name, kw) for name, kw in keys], timeout)
+
+    def fetch(self, requests: Sequence[Read], timeout: float = 10.0,
+              watch: Watcher | Sequence[Watcher | None] | None = None,
+              missing_as_none: bool = False) -> list[Any]:
+        """The pipelined read: every request is sent at once (kazoo async), the answers are
+        collected in order, so any number of keys costs one round trip, and none waits
+        longer than ``timeout`` (kazoo's synchronous calls wait forever while the connection
+        is down).
+
+        Per kind: ``get`` → the value as text (None if the key does not exist); ``versioned``
+        → (text, version), (None, -1) if it does not exist; ``children`` → the sorted child
+        names, [] if it does not exist. A value is decoded as UTF-8 with replacement, and a
+        node without data reads as "". With ``missing_as_none`` every key that does not
+        exist answers None, whatever its kind.
+
+        ``watch`` (a callable, or one per request, None for none) is set as a one-shot watch
+        on the keys read. Raises kazoo's ConnectionLoss/SessionExpiredError or
+        KazooTimeoutError when ZooKeeper cannot answer.
+        """
+        watches = (list(watch) if isinstance(watch, Sequence)
+                   else [watch] * len(requests))
+        if len(watches) != len(requests):
+            raise ValueError("fetch: one watch per request, or one for all")
+        pending = []
+        for (kind, name, kw), w in zip(requests, watches, strict=True):
+            p = schema.path(name, **kw)
+            if kind == "children":
+                pending.append((kind, self.client.get_children_async(p, watch=w)))
+            elif kind in _MISSING:
+                pending.append((kind, self.client.get_async(p, watch=w)))
+            else:
+                raise ValueError(f"fetch: unknown kind of read {kind!r}")
+        out: list[Any] = []
+        for kind, result in pending:
             try:
-                data, stat = result.get(timeout=timeout)
+                value = result.get(timeout=timeout)
             except NoNodeError:
-                out.append((None, -1))
+                out.append(None if missing_as_none else _MISSING.get(kind, []))
                 continue
-            out.append(((data.decode("utf-8", "replace") if data is not None else None),
-                        stat.version))
+            if kind == "children":
+                out.append(sorted(value))
+                continue
+            data, stat = value
+            text = data.decode("utf-8", "replace") if data is not None else ""
+            out.append((text, stat.version) if kind == "versioned" else text)
         return out
 
     def get_json(self, name: str, default: Any = None, **kw: Any) -> Any:
@@ -195,11 +284,28 @@ class Store:
         except NodeExistsError:
             return False
 
-    def delete(self, name: str, recursive: bool = True, **kw: Any) -> None:
+    def delete(self, name: str, recursive: bool = True, **kw: Any) -> bool:
+        """Delete the key, and its children unless not ``recursive`` (then a key with
+        children raises kazoo's NotEmptyError); False if it did not exist."""
+        p = schema.path(name, **kw)
         try:
-            self.client.delete(schema.path(name, **kw), recursive=recursive)
+            self.client.delete(p)
         except NoNodeError:
-            pass
+            return False
+        except NotEmptyError:
+            if not recursive:
+                raise
+            self.client.delete(p, recursive=True)
+        return True
+
+    def create(self, name: str, value: Any = "", ephemeral: bool = False,
+               sequence: bool = False, **kw: Any) -> str:
+        """Create the key (and missing parents) with ``value``; raises kazoo's
+        NodeExistsError if it exists. ``ephemeral``: it goes with this session;
+        ``sequence``: ZooKeeper appends a counter to the name. Returns the path created."""
+        p = schema.path(name, **kw)
+        self._protect(name, p)
+        return self._create(name, p, _encode(value), ephemeral=ephemeral, sequence=sequence)
 
     def create_ephemeral(self, name: str, value: Any = "", **kw: Any) -> None:
         """Create an ephemeral key, replacing one left by an expired session of ours."""
@@ -212,19 +318,34 @@ class Store:
                 self.client.delete(p)
                 self.client.create(p, _encode(value), ephemeral=True, makepath=True)
 
+    # -- watches ----------------------------------------------------------------------
+    def data_watch(self, name: str, fn: Callable[..., Any], **kw: Any) -> DataWatch:
+        """Call ``fn(data, stat)`` now and whenever the key's value changes (kazoo's
+        DataWatch: ``data`` is bytes, None while the key does not exist); the watch ends
+        when ``fn`` returns False."""
+        return DataWatch(self.client, schema.path(name, **kw), fn)
+
+    def children_watch(self, name: str, fn: Callable[[list[str]], Any],
+                       **kw: Any) -> ChildrenWatch:
+        """Call ``fn(children)`` now and whenever the key's children change (kazoo's
+        ChildrenWatch; the key must exist); the watch ends when ``fn`` returns False."""
+        return ChildrenWatch(self.client, schema.path(name, **kw), fn)
+
     # -- secret keys ----------------------------------------------------------------
-    def _create(self, name: str, p: str, data: bytes) -> None:
+    def _create(self, name: str, p: str, data: bytes, ephemeral: bool = False,
+                sequence: bool = False) -> str:
         """Create ``p`` (and missing parents); a secret key and its parent get the ACL."""
         if not schema.is_secret(name) or self._secret_acl is None:
-            self.client.create(p, data, makepath=True)
-            return
+            return self.client.create(p, data, makepath=True, ephemeral=ephemeral,
+                                      sequence=sequence)
         parent = schema.secret_parent(p)
         self.client.ensure_path(schema.secret_parent(parent))   # open, like every other key
         try:
             self.client.create(parent, b"", acl=self._secret_acl)
         except NodeExistsError:
             pass
-        self.client.create(p, data, acl=self._secret_acl)
+        return self.client.create(p, data, acl=self._secret_acl, ephemeral=ephemeral,
+                                  sequence=sequence)
 
     def _protect(self, name: str, p: str) -> None:
         """Before a secret key is written: give it and its parent the ACL if they exist
@@ -283,29 +404,66 @@ class Store:
         raise ConflictError(f"too many concurrent writers on {schema.path(name, **kw)}")
 
     def lock(self, name: str, identifier: str = "") -> Lock:
-        """A cluster-wide exclusive lock under /locks/<name>."""
-        return self.client.Lock(schema.path("lock", lock=name), identifier)
+        """A cluster-wide exclusive lock under /locks/<name>: kazoo's raw recipe, for the
+        state package (migrations); use ``locked`` or ``try_lock`` elsewhere."""
+        return self.lock_at("lock", identifier, lock=name)
 
-    @contextmanager
-    def locked(self, name: str, identifier: str = "", timeout: float = 15.0,
-               what: str = "") -> Iterator[Lock]:
-        """``with store.locked(name, me, timeout):`` holds /locks/<name> for the block;
-        raises LockBusy (naming ``what``, default the lock) if it cannot be had within
-        ``timeout`` seconds, ZooKeeper errors included. Released however the block ends."""
+    def lock_at(self, key: str, identifier: str = "", **kw: Any) -> Lock:
+        """kazoo's Lock recipe queueing under schema key ``key`` (the kernel's election);
+        the caller acquires, cancels and releases it."""
+        return self.client.Lock(schema.path(key, **kw), identifier)
+
+    def try_lock(self, name: str, identifier: str = "", timeout: float = 15.0
+                 ) -> HeldLock | None:
+        """Wait up to ``timeout`` seconds for /locks/<name>: the held lock, or None if it
+        stayed busy. Raises kazoo's exceptions if ZooKeeper fails meanwhile. For a caller
+        that skips its work when the lock is busy, or checks it while it works (``held``,
+        ``still_ours``); ``locked`` is the simple case."""
         lock = self.lock(name, identifier)
         try:
             got = lock.acquire(timeout=timeout)
         except LockTimeout:
             got = False
+        return HeldLock(self, name, lock) if got else None
+
+    def drop_session_children(self, name: str, session: int | None, keep: str | None = None,
+                              **kw: Any) -> list[str]:
+        """Delete the children of key ``name`` that are ephemeral nodes of ZooKeeper session
+        ``session``, except the child ``keep``: queue entries a lock recipe of the session
+        left behind when a connection drop interrupted it. Returns the names deleted; raises
+        kazoo's exceptions when ZooKeeper fails (what was deleted stays deleted)."""
+        base = schema.path(name, **kw)
+        dropped = []
+        for child in self.client.get_children(base):
+            if child == keep:
+                continue
+            try:
+                _data, stat = self.client.get(f"{base}/{child}")
+            except NoNodeError:
+                continue
+            if stat.ephemeralOwner == session:
+                log.info("removing orphaned entry %s of %s", child, base)
+                self.client.delete(f"{base}/{child}")
+                dropped.append(child)
+        return dropped
+
+    @contextmanager
+    def locked(self, name: str, identifier: str = "", timeout: float = 15.0,
+               what: str = "") -> Iterator[HeldLock]:
+        """``with store.locked(name, me, timeout):`` holds /locks/<name> for the block;
+        raises LockBusy (naming ``what``, default the lock) if it cannot be had within
+        ``timeout`` seconds, ZooKeeper errors included. Released however the block ends."""
+        try:
+            held = self.try_lock(name, identifier, timeout)
         except KazooException as exc:
             raise LockBusy(f"{what or 'lock ' + name}: cannot take its lock "
                            f"({type(exc).__name__})") from None
-        if not got:
+        if held is None:
             raise LockBusy(f"{what or 'lock ' + name}: its lock stayed busy for {timeout:g} s")
         try:
-            yield lock
+            yield held
         finally:
             try:
-                lock.release()
+                held.release()
             except KazooException:
                 log.warning("could not release lock %s (the session will)", name)

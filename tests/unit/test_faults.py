@@ -31,23 +31,20 @@ class FakeClient:
     def __init__(self, data: dict[str, tuple[str, int]]) -> None:
         self.data = data
 
-    def get_children_async(self, path: str) -> _Done:
+    def get_children_async(self, path: str, watch: Any = None) -> _Done:
         prefix = path + "/"
         return _Done([p[len(prefix):] for p in self.data if p.startswith(prefix)])
 
-    def get_async(self, path: str) -> _Done:
+    def get_async(self, path: str, watch: Any = None) -> _Done:
         if path not in self.data:
             return _Done(error=NoNodeError())
         value, version = self.data[path]
         return _Done((value.encode(), SimpleNamespace(version=version)))
 
-    def delete(self, path: str) -> None:
-        if self.data.pop(path, None) is None:
-            raise NoNodeError()
-
 
 class FakeStore:
-    """Keys in a dict with versions; ``update`` is the real Store's version-checked loop.
+    """Keys in a dict with versions; ``update`` is the real Store's version-checked loop, and
+    ``fetch``/``get_many`` its pipelined read (over a fake kazoo client).
 
     ``before_write`` (if set) runs once, just before the next version-checked write: a
     concurrent writer sneaking in between the read and the write.
@@ -55,6 +52,7 @@ class FakeStore:
 
     update = Store.update
     get_many = Store.get_many
+    fetch = Store.fetch
 
     def __init__(self) -> None:
         self.data: dict[str, tuple[str, int]] = {}
@@ -76,8 +74,8 @@ class FakeStore:
         self.writes += 1
         return True
 
-    def delete(self, name: str, **kw: Any) -> None:
-        self.data.pop(schema.path(name, **kw), None)
+    def delete(self, name: str, recursive: bool = True, **kw: Any) -> bool:
+        return self.data.pop(schema.path(name, **kw), None) is not None
 
     def record(self, fault_id: str) -> dict[str, Any]:
         return json.loads(self.data[schema.path("fault", fault_id=fault_id)][0])

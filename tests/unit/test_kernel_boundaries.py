@@ -76,3 +76,37 @@ def test_the_kernel_names_no_plugin_not_even_as_a_string():
                  for source in sorted(KERNEL.rglob("*.py"))
                  for name in sorted(names) if name in source.read_text()]
     assert offenders == []
+
+
+ROOT = KERNEL.parent
+STATE = KERNEL / "state"
+
+
+def _is_store(node: ast.expr) -> bool:
+    """``store``, ``self.store``, ``x.store``, ``api.store``... (a name ending in ``store``)."""
+    if isinstance(node, ast.Name):
+        return node.id.lower().endswith("store")
+    return isinstance(node, ast.Attribute) and node.attr.lower().endswith("store")
+
+
+def test_only_the_state_package_touches_the_kazoo_client():
+    """ZooKeeper is reached through ``Store``'s methods (schema key names, the secret-key ACLs,
+    one pipelined read, the lock helpers): no ``store.client`` anywhere else in the kernel,
+    the API, the CLI or the plugins, and no plugin takes a raw kazoo lock (``store.lock``;
+    ``locked``/``try_lock`` always release and never leak kazoo's recipe)."""
+    offenders = []
+    for top in ("pvc_kernel", "api", "cli", "plugins"):
+        for source in sorted((ROOT / top).rglob("*.py")):
+            if source.is_relative_to(STATE):
+                continue
+            tree = ast.parse(source.read_text(), str(source))
+            where = source.relative_to(ROOT)
+            for node in ast.walk(tree):
+                if (isinstance(node, ast.Attribute) and node.attr == "client"
+                        and _is_store(node.value)):
+                    offenders.append(f"{where}:{node.lineno}: {ast.unparse(node)}")
+                elif (top == "plugins" and isinstance(node, ast.Call)
+                      and isinstance(node.func, ast.Attribute) and node.func.attr == "lock"
+                      and _is_store(node.func.value)):
+                    offenders.append(f"{where}:{node.lineno}: {ast.unparse(node.func)}(...)")
+    assert offenders == []

@@ -213,11 +213,19 @@ class Recovery:
 
     def wait(self, uuid: str, target: str) -> Record | None:
         """Wait (on ZooKeeper watches, through ZooKeeper trouble) until the VM runs on
-        ``target``, was reassigned, failed or removed, or ``target`` is gone (checked at
-        least every ``GONE_CHECK`` s); the last record read (None if removed)."""
+        ``target``, was reassigned, failed or removed, or ``target`` is gone (checked every
+        ``GONE_CHECK`` s, the first time after as long); the last record read (None if
+        removed)."""
+        checked = [time.monotonic()]
+
         def settled(rec: Record) -> bool:
-            return rec.running_on == target or rec.node != target \
-                or rec.display_state == keys.FAIL or self.gone(target)
+            if rec.running_on == target or rec.node != target \
+                    or rec.display_state == keys.FAIL:
+                return True
+            if time.monotonic() - checked[0] < GONE_CHECK:
+                return False
+            checked[0] = time.monotonic()
+            return self.gone(target)
 
         rec = vms.wait_for(self.store, uuid, settled, self.cfg.migrate_timeout + 60,
                            also=[("node.daemon_state", {"node": target})], recheck=GONE_CHECK,

@@ -368,19 +368,21 @@ ERROR_RETRY = 0.5
 
 
 class _Watches:
-    """One-shot ZooKeeper watches on some keys, all setting ``changed``; armed again before
-    every read, so a change after the read always wakes the waiter.
+    """One-shot ZooKeeper watches on some keys (schema name, path arguments), all setting
+    ``changed``; armed again before every read, so a change after the read always wakes
+    the waiter.
 
     They are kazoo's plain watches (``exists`` with ``watch=``), not ``DataWatch``: nothing
     re-arms them once the wait returns, so none outlives it past its key's next change (or
     the connection's next loss, when kazoo fires them all), whereas a DataWatch stops only
     when its function is next called and re-registers itself across reconnections. The one
-    use of ``store.client`` here: the Store offers no watch of its own yet.
+    use of ``store.client`` in the plugin: this Store offers no one-shot watch (a Store
+    read that sets one, e.g. a ``fetch(..., watch=)``, would replace it in ``arm``).
     """
 
-    def __init__(self, store: Store, paths: Iterable[str]) -> None:
-        self.client = store.client
-        self.paths = list(paths)
+    def __init__(self, store: Store, keys: Iterable[tuple[str, dict[str, str]]]) -> None:
+        self.store = store
+        self.keys = list(keys)
         self.changed = threading.Event()
 
     def _fired(self, _event: Any) -> None:
@@ -388,7 +390,8 @@ class _Watches:
 
     def arm(self) -> None:
         self.changed.clear()
-        pending = [self.client.exists_async(p, watch=self._fired) for p in self.paths]
+        pending = [self.store.client.exists_async(schema.path(name, **kw), watch=self._fired)
+                   for name, kw in self.keys]
         for result in pending:
             result.get()
 
@@ -406,8 +409,7 @@ def wait_for(store: Store, uuid: str, done: Callable[[Record], bool], timeout: f
     ``ERROR_RETRY`` seconds until the deadline; any other propagates.
     """
     deadline = time.monotonic() + timeout
-    watches = _Watches(store, [*(schema.path(key, uuid=uuid) for key in WATCHED),
-                               *(schema.path(key, **kw) for key, kw in also)])
+    watches = _Watches(store, [*((key, {"uuid": uuid}) for key in WATCHED), *also])
     while True:
         last = time.monotonic() >= deadline     # one more read at the deadline, unwatched
         pause = recheck

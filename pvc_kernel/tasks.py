@@ -158,6 +158,7 @@ class TaskRunner:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="task")
         self._running: dict[str, TaskContext] = {}
         self._lock = threading.Lock()
+        self._ended = threading.Condition(self._lock)  # notified when a task stops running
 
     def recover(self) -> None:
         """Mark tasks this node was running before a restart as failed."""
@@ -184,6 +185,13 @@ class TaskRunner:
         with self._lock:
             return [c for c in self._running.values()
                     if task_type is None or c.record["type"] == task_type]
+
+    def wait_stopped(self, task_id: str, timeout: float) -> bool:
+        """Wait until task ``task_id`` no longer runs here (its handler returned and its
+        record is final); True if so within ``timeout`` seconds."""
+        with self._ended:
+            return self._ended.wait_for(lambda: task_id not in self._running,
+                                        max(timeout, 0.0))
 
     def _claim(self, record: dict[str, Any]) -> None:
         text, version = self.store.get_versioned("task", task_id=record["id"])
@@ -228,8 +236,9 @@ class TaskRunner:
                         current=total, total=total,
                         status=result if isinstance(result, str) else final.get("status", "Done"))
         finally:
-            with self._lock:
+            with self._ended:
                 self._running.pop(ctx.id, None)
+                self._ended.notify_all()
 
     def stop(self, wait: float = 2.0) -> None:
         """Cancel running tasks and stop taking new ones."""

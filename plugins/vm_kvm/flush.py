@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from pvc_kernel.sdk import ConflictError
-from pvc_plugins.vm_kvm import keys, placement, records
+from pvc_plugins.vm_kvm import keys, placement, records, vms
 from pvc_plugins.vm_kvm.config import VmConfig
 from pvc_plugins.vm_kvm.records import Record
 
@@ -81,14 +81,12 @@ class Mover:
 
     # -- waiting -------------------------------------------------------------------------
     def wait(self, uuid: str, done: Callable[[Record], bool], timeout: float) -> Record | None:
-        """Poll the VM until ``done(record)``; None on timeout or cancel."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not self.ctx.cancelled:
-            rec = records.read(self.store, uuid)
-            if rec is None or done(rec):
-                return rec
-            time.sleep(0.25)
-        return None
+        """Wait (on ZooKeeper watches) until ``done(record)``; None on timeout or cancel."""
+        return vms.wait_for(self.store, uuid, done, timeout, stop=self)
+
+    def is_set(self) -> bool:
+        """The task was cancelled (makes the mover a ``stop`` flag for ``vms.wait_for``)."""
+        return bool(self.ctx.cancelled)
 
     @property
     def move_timeout(self) -> float:

@@ -41,7 +41,7 @@ from kazoo.exceptions import KazooException
 
 from pvc_kernel.sdk import ConflictError, LockBusy
 from pvc_plugins.vm_kvm import config as vmconfig
-from pvc_plugins.vm_kvm import domxml, keys, placement, qemu, records
+from pvc_plugins.vm_kvm import domxml, keys, placement, qemu, records, vms
 from pvc_plugins.vm_kvm.records import Record
 
 log = logging.getLogger("pvc_plugins.vm_kvm")
@@ -51,6 +51,7 @@ BY = "fence"
 GONE = ("dead", "fenced", "shutdown", "stop")
 SELF_FENCE_BUDGET = 4.0  # s a self-fence may take when the kernel gives no deadline
 SELF_FENCE_GRACE = 1.0   # s libvirt gets to destroy the guests before SIGKILL by PID
+GONE_CHECK = 1.0         # s between looks at whether a recovery's target died meanwhile
 
 
 def _concerned(rec: Record, node: str) -> bool:
@@ -211,24 +212,29 @@ class Recovery:
                               meta=meta, request={"action": state, "by": BY, "node": self.node})
 
     def wait(self, uuid: str, target: str) -> Record | None:
-        timeout = self.cfg.migrate_timeout + 60
-        deadline = time.monotonic() + timeout
-        rec = None
-        checked = time.monotonic()
-        while time.monotonic() < deadline:
+        """Wait (on ZooKeeper watches, through ZooKeeper trouble) until the VM runs on
+        ``target``, was reassigned, failed or removed, or ``target`` is gone (checked every
+        ``GONE_CHECK`` s, the first time after as long); the last record read (None if
+        removed)."""
+        checked = [time.monotonic()]
+
+        def settled(rec: Record) -> bool:
+            if rec.running_on == target or rec.node != target \
+                    or rec.display_state == keys.FAIL:
+                return True
+            if time.monotonic() - checked[0] < GONE_CHECK:
+                return False
+            checked[0] = time.monotonic()
+            return self.gone(target)
+
+        rec = vms.wait_for(self.store, uuid, settled, self.cfg.migrate_timeout + 60,
+                           also=[("node.daemon_state", {"node": target})], recheck=GONE_CHECK,
+                           errors=(KazooException,))
+        if rec is None:         # timed out (or removed): what it looks like now
             try:
                 rec = records.read(self.store, uuid)
             except KazooException:
-                time.sleep(0.5)
-                continue
-            if rec is None or rec.running_on == target or rec.node != target \
-                    or rec.display_state == keys.FAIL:
-                return rec
-            if time.monotonic() - checked > 1.0:
-                checked = time.monotonic()
-                if self.gone(target):
-                    return rec
-            time.sleep(0.2)
+                pass
         return rec
 
 

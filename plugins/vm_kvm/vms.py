@@ -7,6 +7,8 @@ Errors are ``VmError(status, message)`` with the reference's messages where it h
 from __future__ import annotations
 
 import json
+import logging
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -15,6 +17,8 @@ from pvc_kernel.sdk import ConflictError, Store, schema
 from pvc_plugins.vm_kvm import domxml, keys, placement, records
 from pvc_plugins.vm_kvm.errors import VmError
 from pvc_plugins.vm_kvm.records import Record
+
+log = logging.getLogger("pvc_plugins.vm_kvm")
 
 
 def not_found(vm: str) -> VmError:
@@ -325,7 +329,8 @@ def remove(store: Store, vm: str, stop_timeout: float = 60.0) -> str:
             raise VmError(409, _still_runs(rec, silent, "its node cannot stop it"))
         if rec.state != keys.STOP:
             _write(store, rec, state=keys.STOP, request=_request("stop", by="remove"))
-        wait_for(store, rec.uuid, lambda r: not _not_off(store, r), stop_timeout)
+        wait_for(store, rec.uuid, lambda r: not _not_off(store, r), stop_timeout,
+                 also=[("node.daemon_state", {"node": n}) for n in _hosts(rec)])
         current = records.read(store, rec.uuid)
         left = _not_off(store, current) if current is not None else []
         if left:
@@ -344,15 +349,81 @@ def _still_runs(rec: Record, nodes: list[tuple[str, str]], why: str) -> str:
             "powered off).")
 
 
+WATCHED = ("vm", "vm.state", "vm.node", "vm.observed")
+"""The keys of a VM whose changes decide a wait: its existence, desired state and node, and
+observed state (what ``done`` predicates look at); xml, meta, tags... are read, not watched."""
+RECHECK = 2.0
+"""Seconds after which a wait re-reads the record though no watch fired (a missed watch, or
+a condition that also depends on keys not watched)."""
+STOP_CHECK = 0.25
+"""Seconds between looks at a wait's ``stop`` flag (local: no ZooKeeper access)."""
+ERROR_RETRY = 0.5
+"""Seconds before a wait that tolerates ZooKeeper errors reads again after one."""
+
+
+class _Watches:
+    """One-shot ZooKeeper watches on some keys (schema name, path arguments), all setting
+    ``changed``; armed again before every read, so a change after the read always wakes
+    the waiter.
+
+    They are kazoo's plain watches (``exists`` with ``watch=``), not ``DataWatch``: nothing
+    re-arms them once the wait returns, so none outlives it past its key's next change (or
+    the connection's next loss, when kazoo fires them all), whereas a DataWatch stops only
+    when its function is next called and re-registers itself across reconnections. The one
+    use of ``store.client`` in the plugin: this Store offers no one-shot watch (a Store
+    read that sets one, e.g. a ``fetch(..., watch=)``, would replace it in ``arm``).
+    """
+
+    def __init__(self, store: Store, keys: Iterable[tuple[str, dict[str, str]]]) -> None:
+        self.store = store
+        self.keys = list(keys)
+        self.changed = threading.Event()
+
+    def _fired(self, _event: Any) -> None:
+        self.changed.set()
+
+    def arm(self) -> None:
+        self.changed.clear()
+        pending = [self.store.client.exists_async(schema.path(name, **kw), watch=self._fired)
+                   for name, kw in self.keys]
+        for result in pending:
+            result.get()
+
+
 def wait_for(store: Store, uuid: str, done: Callable[[Record], bool], timeout: float,
-             stop: Any = None) -> Record | None:
-    """Poll the VM until ``done(record)`` (or it is gone); None on timeout."""
+             stop: Any = None, *, also: Iterable[tuple[str, dict[str, str]]] = (),
+             recheck: float = RECHECK,
+             errors: tuple[type[BaseException], ...] = ()) -> Record | None:
+    """Wait until ``done(record)`` or the VM is gone; returns that record (None if gone),
+    or None on timeout or once ``stop`` (anything with ``is_set()``, e.g. an Event) is set.
+
+    Woken by watches on the VM's ``WATCHED`` keys and the schema keys in ``also`` (name,
+    path arguments); the record is also re-read every ``recheck`` seconds. Exceptions of
+    the ``errors`` types (e.g. ZooKeeper's, during an outage) are retried after
+    ``ERROR_RETRY`` seconds until the deadline; any other propagates.
+    """
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        rec = records.read(store, uuid)
-        if rec is None or done(rec):
-            return rec
-        if stop is not None and stop.is_set():
+    watches = _Watches(store, [*((key, {"uuid": uuid}) for key in WATCHED), *also])
+    while True:
+        last = time.monotonic() >= deadline     # one more read at the deadline, unwatched
+        pause = recheck
+        try:
+            if not last:
+                watches.arm()
+            rec = records.read(store, uuid)
+            if rec is None or done(rec):
+                return rec
+        except errors as exc:
+            log.debug("VM %s: waiting: %s; retrying", uuid, exc or type(exc).__name__)
+            pause = ERROR_RETRY
+        if last:
             return None
-        time.sleep(0.25)
-    return None
+        until = min(deadline, time.monotonic() + pause)
+        while True:
+            if stop is not None and stop.is_set():
+                return None
+            left = until - time.monotonic()
+            if left <= 0:
+                break
+            if watches.changed.wait(min(left, STOP_CHECK) if stop is not None else left):
+                break

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import pytest
+from kazoo.exceptions import NodeExistsError, NotEmptyError
 
 from pvc_kernel import tasks
 from pvc_kernel.state import LockBusy, Store, migrations, schema
@@ -47,6 +49,79 @@ def test_one_lock_helper_gives_up_clearly_and_always_releases(store, zk_hosts):
                 raise RuntimeError("the block failed")
         with store.locked("job", "hv1", timeout=2):      # released despite the failure
             assert store.client.get_children(schema.path("lock", lock="job"))
+    finally:
+        other.stop()
+
+
+def test_try_lock_answers_a_held_lock_or_none(store, zk_hosts):
+    other = Store(zk_hosts, timeout=5)
+    other.start()
+    try:
+        held = store.try_lock("job", "hv1", timeout=2)
+        assert held is not None and held.held and held.still_ours()
+        assert other.try_lock("job", "hv2", timeout=0.3) is None      # busy: None
+        held.release()
+        assert not held.held and not held.still_ours()
+        with other.try_lock("job", "hv2", timeout=2) as theirs:
+            assert theirs.still_ours()
+        assert not theirs.held
+        again = store.try_lock("job", "hv1", timeout=2)               # released by the with
+        assert again is not None
+        again.release()
+    finally:
+        other.stop()
+
+
+def test_the_pipelined_read_answers_every_kind_in_request_order(store):
+    store.set("config.maintenance", "true")
+    store.set("task", "{}", task_id="t1")
+    changed = threading.Event()
+    missing = {"task_id": "gone"}
+    assert store.fetch([("get", "config.maintenance", {}), ("versioned", "task", {"task_id": "t1"}),
+                        ("children", "tasks", {}), ("get", "task", missing),
+                        ("versioned", "task", missing), ("children", "faults", {})], 5,
+                       watch=[None, lambda _event: changed.set(), None, None, None, None]) \
+        == ["true", ("{}", 0), ["t1"], None, (None, -1), []]
+    assert store.fetch([("get", "task", missing), ("children", "faults", {})], 5,
+                       missing_as_none=True) == [None, None]
+    store.set("task", '{"a": 1}', task_id="t1")
+    assert changed.wait(5)                                      # the one-shot watch fired
+    assert store.get_many([("task", {"task_id": "t1"}), ("task", missing)]) \
+        == [('{"a": 1}', 1), (None, -1)]
+    with pytest.raises(ValueError):
+        store.fetch([("stat", "tasks", {})], 5)
+
+
+def test_create_and_delete_say_what_happened(store):
+    assert store.create("task", "{}", task_id="t1") == schema.path("task", task_id="t1")
+    with pytest.raises(NodeExistsError):
+        store.create("task", "{}", task_id="t1")
+    with pytest.raises(NotEmptyError):
+        store.delete("tasks", recursive=False)
+    assert store.delete("task", recursive=False, task_id="t1") is True
+    assert store.delete("task", task_id="t1") is False
+    store.create("task", "{}", task_id="t2")
+    assert store.delete("tasks") is True and not store.exists("tasks")
+    store.create("alive.node", "1", ephemeral=True, node="hv1")
+    owner = store.client.exists(schema.path("alive.node", node="hv1")).ephemeralOwner
+    assert owner == store.session_id
+
+
+def test_orphaned_queue_entries_of_the_session_are_dropped(store, zk_hosts):
+    other = Store(zk_hosts, timeout=5)
+    other.start()
+    try:
+        lock = store.lock_at("election", "hv1")
+        assert lock.acquire(timeout=2)
+        base = schema.path("election")
+        store.client.create(f"{base}/stray-", b"", ephemeral=True, sequence=True)
+        other.client.create(f"{base}/theirs-", b"", ephemeral=True, sequence=True)
+        (dropped,) = store.drop_session_children("election", store.session_id, keep=lock.node)
+        assert dropped.startswith("stray-")
+        left = store.children("election")
+        assert lock.node in left and any(c.startswith("theirs-") for c in left)
+        assert len(left) == 2
+        lock.release()
     finally:
         other.stop()
 

@@ -366,12 +366,10 @@ class _Watches:
     ``changed``; armed again before every read, so a change after the read always wakes
     the waiter.
 
-    They are kazoo's plain watches (``exists`` with ``watch=``), not ``DataWatch``: nothing
-    re-arms them once the wait returns, so none outlives it past its key's next change (or
-    the connection's next loss, when kazoo fires them all), whereas a DataWatch stops only
-    when its function is next called and re-registers itself across reconnections. The one
-    use of ``store.client`` in the plugin: this Store offers no one-shot watch (a Store
-    read that sets one, e.g. a ``fetch(..., watch=)``, would replace it in ``arm``).
+    They are one-shot watches (``Store.watch_once``), not a ``data_watch``: nothing re-arms
+    them once the wait returns, so none outlives it past its key's next change (or the
+    connection's next loss), whereas a DataWatch stops only when its function is next called
+    and re-registers itself across reconnections.
     """
 
     def __init__(self, store: Store, keys: Iterable[tuple[str, dict[str, str]]]) -> None:
@@ -384,10 +382,7 @@ class _Watches:
 
     def arm(self) -> None:
         self.changed.clear()
-        pending = [self.store.client.exists_async(schema.path(name, **kw), watch=self._fired)
-                   for name, kw in self.keys]
-        for result in pending:
-            result.get()
+        self.store.watch_once(self.keys, self._fired)
 
 
 def wait_for(store: Store, uuid: str, done: Callable[[Record], bool], timeout: float,

@@ -319,6 +319,17 @@ class Store:
                 self.client.create(p, _encode(value), ephemeral=True, makepath=True)
 
     # -- watches ----------------------------------------------------------------------
+    def watch_once(self, keys: Sequence[tuple[str, dict[str, Any]]], watcher: Watcher,
+                   timeout: float = 10.0) -> None:
+        """Set a one-shot watch on each key (schema name, path arguments), existing or not:
+        ``watcher(event)`` runs at the key's next change (created, changed, deleted) or at
+        the next connection loss, then the watch is gone. For waits that must leave nothing
+        behind when they end (a ``data_watch`` stays until its key next changes)."""
+        pending = [self.client.exists_async(schema.path(name, **kw), watch=watcher)
+                   for name, kw in keys]
+        for result in pending:
+            result.get(timeout=timeout)
+
     def data_watch(self, name: str, fn: Callable[..., Any], **kw: Any) -> DataWatch:
         """Call ``fn(data, stat)`` now and whenever the key's value changes (kazoo's
         DataWatch: ``data`` is bytes, None while the key does not exist); the watch ends

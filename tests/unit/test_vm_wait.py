@@ -61,12 +61,11 @@ class FakeStore:
                            ("vm.observed", "{}")):
             self.data[schema.path(key, uuid=UUID)] = value
 
-    def fetch(self, requests: list[tuple[str, str, dict[str, Any]]], timeout: float = 10.0,
-              watch: Any = None) -> list[Any]:
-        """The pipelined read with one-shot watches, should ``_Watches.arm`` use it."""
-        for _kind, name, kw in requests:
-            self.client.exists_async(schema.path(name, **kw), watch)
-        return [self.data.get(schema.path(name, **kw)) for _kind, name, kw in requests]
+    def watch_once(self, keys_: list[tuple[str, dict[str, Any]]], watcher: Any,
+                   timeout: float = 10.0) -> None:
+        """Like ``Store.watch_once``: a one-shot watch per key, existing or not."""
+        for name, kw in keys_:
+            self.client.exists_async(schema.path(name, **kw), watcher)
 
     def get(self, name: str, default: str | None = None, **kw: Any) -> str | None:
         if name == "vm.observed":         # the last key records.read needs

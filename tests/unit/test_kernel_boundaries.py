@@ -40,21 +40,27 @@ def _imports(source: pathlib.Path) -> list[str]:
     return found
 
 
+SAMPLE = KERNEL.parent / "tests" / "sample_plugin"
+
+
 def test_plugins_use_only_the_sdk_and_nothing_of_another_plugin():
-    """A built-in plugin imports the kernel, the API and the CLI only through their SDK
-    modules (pvc_kernel.sdk, pvc_api.sdk, pvc_cli.sdk), never the lab, and no other
-    plugin: exactly what a third-party plugin may do."""
+    """A built-in plugin, and the third-party sample plugin, import the kernel, the API and
+    the CLI only through their SDK modules (pvc_kernel.sdk, pvc_api.sdk, pvc_cli.sdk), never
+    the lab, and no other plugin: exactly what a third-party plugin may do."""
     offenders = []
-    for source in sorted(PLUGINS.rglob("*.py")):
-        own = source.relative_to(PLUGINS).parts[0]
+    sample = sorted(SAMPLE.glob("pvc_sample_plugin/*.py"))
+    assert len(sample) >= 5
+    for source in sorted(PLUGINS.rglob("*.py")) + sample:
+        own = source.relative_to(PLUGINS).parts[0] if source.is_relative_to(PLUGINS) else ""
+        where = source.relative_to(KERNEL.parent)
         for name in _imports(source):
             top = name.split(".")[0]
             if top in SDK and name != SDK[top]:
-                offenders.append(f"{source.relative_to(PLUGINS)}: {name} (use {SDK[top]})")
+                offenders.append(f"{where}: {name} (use {SDK[top]})")
             elif top == "pvc_lab":
-                offenders.append(f"{source.relative_to(PLUGINS)}: {name}")
+                offenders.append(f"{where}: {name}")
             elif top == "pvc_plugins" and name.split(".")[1:2] not in ([own], []):
-                offenders.append(f"{source.relative_to(PLUGINS)}: {name} (another plugin)")
+                offenders.append(f"{where}: {name} (another plugin)")
     assert offenders == []
 
 

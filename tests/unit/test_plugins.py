@@ -171,6 +171,30 @@ def test_plugin_that_fails_to_import_stops_the_daemon_naming_it(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+def test_a_misspelt_hook_stops_the_daemon_with_one_line_naming_it(tmp_path):
+    (tmp_path / "typo_plugin.py").write_text(textwrap.dedent("""
+        from pvc_kernel.sdk import hookimpl
+
+        class TypoPlugin:
+            @hookimpl
+            def pvc_keepalive_stat(self, daemon):   # no such hook: pvc_keepalive_stats
+                return {}
+    """))
+    dist = tmp_path / "typo_plugin-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: typo-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[pvc.plugins]\ntypo = typo_plugin:TypoPlugin\n")
+    cfg = tmp_path / "pvcnoded.yaml"
+    cfg.write_text("node: hv1\ncluster: c\nzookeeper: {hosts: [a:1]}\n")
+    proc = subprocess.run([sys.executable, "-m", "pvc_kernel.daemon", "--config", str(cfg)],
+                          capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, PYTHONPATH=str(tmp_path)))
+    assert proc.returncode == 3 and "Traceback" not in proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("pvcnoded: plugin 'typo' does not fit the PVC hooks: unknown hook "
+                           "'pvc_keepalive_stat'"), line
+
+
 def test_broken_plugin_disabled_in_config_is_skipped(tmp_path):
     cfg, env = _broken_plugin_env(tmp_path)
     cfg.write_text(cfg.read_text() + "plugins: {disabled: [broken]}\n")

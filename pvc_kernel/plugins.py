@@ -94,6 +94,14 @@ class PluginHost:
             except Exception:  # not registered at all
                 pass
             raise PluginError(f"plugin '{name}' does not fit the PVC hooks: {exc}") from None
+        wrappers = sorted(impl.function.__name__ for caller in self.pm.get_hookcallers(plugin)
+                          or [] for impl in caller.get_hookimpls()
+                          if impl.plugin_name == name and (impl.hookwrapper or impl.wrapper))
+        if wrappers:
+            self.pm.unregister(name=name)
+            raise PluginError(f"plugin '{name}': hook wrappers are not supported "
+                              f"({', '.join(wrappers)}): PVC calls each implementation on its "
+                              "own (PluginHost.call_each)")
         if not self.pm.get_hookcallers(plugin):
             self.pm.unregister(name=name)
             raise PluginError(f"plugin '{name}' implements no hook (its entry point should name "

@@ -135,6 +135,14 @@ def test_a_plugin_without_hooks_or_with_a_bad_declaration_is_refused():
     with pytest.raises(PluginError, match="must return a pvc_kernel.sdk.Settings, not dict"):
         PluginHost().register(Wrong, "wrong")
 
+    class Wrapping:
+        @hookimpl(wrapper=True)
+        def pvc_keepalive_stats(self, daemon):
+            return (yield)
+
+    with pytest.raises(PluginError, match="hook wrappers are not supported"):
+        PluginHost().register(Wrapping, "wrapping")
+
     class Broken:
         def __init__(self):
             raise OSError("no device")

@@ -111,6 +111,27 @@ class FenceInfo(TypedDict):
     storage_cut: list[str]
 
 
+class NetworkSpec(TypedDict, total=False):
+    """A client network as an administrator defined it (desired state; the network model
+    both network plugins share, stored by the plugin that owns ``/networks``). ``nettype``
+    is one that a plugin declared in ``pvc_network_types``; its nodes build bridge
+    ``vmbr<vni>``."""
+
+    vni: int
+    description: str
+    nettype: str
+    mtu: int | None               # None: the largest the node's device allows
+    domain: str
+    name_servers: list[str]
+    ip4_network: str | None       # CIDR
+    ip4_gateway: str | None
+    dhcp4: bool
+    dhcp4_start: str | None
+    dhcp4_end: str | None
+    ip6_network: str | None
+    ip6_gateway: str | None
+
+
 # -- what hooks answer ----------------------------------------------------------------------
 
 
@@ -127,6 +148,14 @@ class DiskAnswer(TypedDict, total=False):
     reason: str
     shared: bool | None
     libvirt: LibvirtDiskAccess
+
+
+class NetworkPort(TypedDict, total=False):
+    """``pvc_network_port``: this node's uplink device of a network."""
+
+    port: str           # the device to enslave to the network's bridge (exists now)
+    max_mtu: int        # the largest MTU the network may have on this node
+    error: str          # set (and port absent) when the device could not be made
 
 
 class UnlockAnswer(TypedDict, total=False):

@@ -32,6 +32,8 @@ if TYPE_CHECKING:   # the contract types cost nothing at run time (pvc_kernel.co
         DiskInfo,
         FenceInfo,
         HypervisorSecret,
+        NetworkPort,
+        NetworkSpec,
         NodeDaemonFace,
         Progress,
         RecoverAnswer,
@@ -336,6 +338,41 @@ def pvc_storage_unfence(daemon: NodeDaemonFace, node: str,
 
     Called on the primary by the fencing plugin or an administrator's request; same arguments
     and answer as ``pvc_storage_fence``.
+    """
+
+
+# -- client networks (one network model, shared by the network plugins) -------------------
+
+@hookspec
+def pvc_network_types() -> dict[str, str]:
+    """Declare the network types (``nettype``) this plugin builds on nodes, each with one line
+    about it, e.g. ``{"managed": "an overlay with gateway, DHCP and DNS on the primary"}``.
+
+    Called in every process that loads plugins. The plugin that stores networks accepts only
+    declared types and refuses to start when two plugins declare one type; each node builds a
+    network only through the plugin that declared its type. A network's record is a
+    ``pvc_kernel.contracts.NetworkSpec``, read by key name (``network``, ``vni=``).
+    """
+
+
+@hookspec(firstresult=True)
+def pvc_network_port(daemon: NodeDaemonFace, network: NetworkSpec) -> NetworkPort | None:
+    """Make, or find, this node's uplink device of ``network``: the device its bridge is
+    built on. Return None if ``network["nettype"]`` is not a type this plugin declared.
+
+    Called by the plugin that stores networks, on every node, from its reconcile (at start,
+    when networks or nodes change, and every minute): so it must be idempotent and must not
+    touch a device that is already right (a daemon restart must not flap a link). Answer
+    ``{"port": name, "max_mtu": int}``, or ``{"error": text}`` when the device cannot be made
+    (reported as the network's state on this node). Must be quick (no waiting on peers).
+    """
+
+
+@hookspec(firstresult=True)
+def pvc_network_port_remove(daemon: NodeDaemonFace, network: NetworkSpec) -> bool | None:
+    """Remove this node's uplink device of a network that was removed (after its bridge).
+    Return None if the type is not this plugin's, else whether a device was removed. A device
+    this plugin did not create (an administrator's, used as it was) is left in place.
     """
 
 

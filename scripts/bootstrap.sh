@@ -18,6 +18,7 @@ DEBIAN_PACKAGES=(
   ipmitool                                    # talks to the lab's simulated BMCs (tests, admins)
   openssl                                     # the TLS-front test makes a throw-away CA
   lvm2                                        # storage_ceph: the osd-db volume group (OSD DB LVs)
+  iputils-ping                                # network tests: pings across namespaces and guests
 )
 
 missing=()

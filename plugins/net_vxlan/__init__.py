@@ -1,0 +1,1 @@
+"""Managed networks: a VXLAN per network between the nodes' VTEPs."""

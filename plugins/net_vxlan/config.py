@@ -1,0 +1,58 @@
+"""The plugin's section of ``pvcnoded.yaml`` (``plugins.net_vxlan``), declared in
+``SETTINGS`` (``pvcnoded --help-config``, docs/config.md)."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Any
+
+from pvc_kernel.sdk import Setting, Settings
+
+NAME = "net_vxlan"
+STATIC = "static"
+VXLAN_OVERHEAD = 50
+
+
+def _ipv4(value: str) -> str | None:
+    try:
+        ipaddress.IPv4Address(value)
+    except ValueError:
+        return "must be an IPv4 address"
+    return None
+
+
+SETTINGS = Settings(
+    about="Managed networks: one VXLAN (UDP 4789) per network between the nodes' VTEPs,\n"
+          "bridged into vmbr<vni>.",
+    keys=(
+        Setting("cluster_device", str, None,
+                "the device VXLAN traffic leaves by (the cluster network). Unset: managed "
+                "networks fail on this node"),
+        Setting("vtep_address", str, None,
+                "this node's VTEP address (default: the first IPv4 address of "
+                "cluster_device)", check=_ipv4),
+        Setting("cluster_mtu", int, 1500, "the MTU of cluster_device: a managed network may "
+                "have at most this minus 50", minimum=626, maximum=65535),
+        Setting("mode", str, STATIC,
+                "static: flood to every other node's VTEP (head-end replication entries "
+                "written by PVC)", choices=(STATIC,)),
+    ))
+
+
+@dataclass(frozen=True)
+class VxlanConfig:
+    cluster_device: str | None = None
+    vtep_address: str | None = None
+    cluster_mtu: int = 1500
+    mode: str = STATIC
+
+    @property
+    def max_mtu(self) -> int:
+        return self.cluster_mtu - VXLAN_OVERHEAD
+
+
+def load(config: Any) -> VxlanConfig:
+    """The plugin's settings from a ``pvc_kernel.config.NodeConfig`` (validated at start)."""
+    v = SETTINGS.values(config, NAME)
+    return VxlanConfig(v["cluster_device"], v["vtep_address"], v["cluster_mtu"], v["mode"])

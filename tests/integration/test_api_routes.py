@@ -553,7 +553,7 @@ def test_schemathesis_finds_no_server_errors_or_schema_violations(store, zk_host
     assert not [s for s in statuses if s >= 500]
 
 
-BUILTIN_PLUGINS = ("vm_kvm", "storage_ceph", "fencing_ipmi")
+BUILTIN_PLUGINS = ("vm_kvm", "storage_ceph", "fencing_ipmi", "net_bridged", "net_vxlan")
 
 
 def _domain_xml(name: str) -> str:
@@ -592,8 +592,12 @@ def test_schemathesis_over_the_builtin_plugin_routes(store, zk_hosts, tmp_path):
     client.simulate_post(f"{V1}/vm/db1/state", params={"state": "start"})
     store.set("ceph.osd", {"node": "hv1", "device": "/dev/sdb", "fsid": "f-0"}, osd="0")
     store.set("ceph.osd", {"node": "hv2", "device": "/dev/sdb", "fsid": "f-1"}, osd="1")
+    r = client.simulate_post(f"{V1}/network", params={"vni": 100, "description": "office",
+                                                      "nettype": "managed"})
+    assert r.status_code == 200, r.text
     known = {"path.vm": ["web1", "db1"], "path.node": ["hv1", "hv2"],
-             "query.node": ["hv1", "hv2"], "path.osdid": ["0", "1"]}
+             "query.node": ["hv1", "hv2"], "path.osdid": ["0", "1"],
+             "path.vni": ["100", "office"]}
     started = time.monotonic()
     statuses, problems, operations = _fuzz(api.app, max_examples=15, max_time=60,
                                            allowed=("501",), known=known)

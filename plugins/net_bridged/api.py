@@ -1,0 +1,158 @@
+"""``/network`` handlers (PVC API v1 §3.6); the route table is in ``routes.py``.
+
+Networks are desired state written here only, under the ``networks`` lock so that two
+requests never make two networks of one VNI or description; nodes report what they built
+under each network (``nodes``, an addition to the v1 shape).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pvc_api.sdk import ApiError, Call, params, zk
+from pvc_kernel.sdk import LockBusy
+from pvc_plugins.net_bridged import model
+
+LOCK = "networks"
+NOT_FOUND = "Network not found."
+
+
+def _types(call: Call) -> list[str]:
+    plugins = getattr(call.api, "plugins", None)
+    found = plugins.call_each("pvc_network_types") if plugins is not None else []
+    return sorted({t for _name, types in found for t in (types or {})})
+
+
+def _read_all(call: Call) -> list[dict[str, Any]]:
+    """Every stored network (with ``nodes``: what each node reported), by VNI."""
+    store, t = call.api.store, call.api.zk_timeout
+    (vnis,) = zk.fetch(store, [zk.children("networks")], t)
+    vnis = sorted((v for v in vnis if v.isdigit()), key=int)
+    texts = zk.fetch(store, [zk.get("network", vni=v) for v in vnis]
+                     + [zk.children("network.nodes", vni=v) for v in vnis], t)
+    specs = [zk.load_json(x, {}) for x in texts[:len(vnis)]]
+    nodes = texts[len(vnis):]
+    pairs = [(v, n) for v, names in zip(vnis, nodes, strict=True) for n in names]
+    reports = zk.fetch(store, [zk.get("network.node", vni=v, node=n) for v, n in pairs], t)
+    observed: dict[str, dict[str, Any]] = {}
+    for (vni, node), text in zip(pairs, reports, strict=True):
+        observed.setdefault(vni, {})[node] = zk.load_json(text, {})
+    out = []
+    for vni, spec in zip(vnis, specs, strict=True):
+        if isinstance(spec, dict) and spec.get("description"):
+            out.append({**spec, "nodes": observed.get(vni, {})})
+    return out
+
+
+def _answer(spec: dict[str, Any]) -> dict[str, Any]:
+    nodes = {n: {k: r.get(k) for k in ("state", "error", "bridge", "mtu")}
+             for n, r in sorted(spec.get("nodes", {}).items()) if isinstance(r, dict)}
+    return {**model.wire(spec), "nodes": nodes}
+
+
+def _find(networks: list[dict[str, Any]], net: str) -> dict[str, Any] | None:
+    """A network by VNI or description (exact)."""
+    for spec in networks:
+        if str(spec["vni"]) == net or spec["description"] == net:
+            return spec
+    return None
+
+
+def list_networks(call: Call) -> list[dict[str, Any]]:
+    """Every network whose VNI or description matches ``limit``; 404 when none."""
+    match = params.name_filter(call.args.get("limit"))
+    found = [_answer(s) for s in _read_all(call)
+             if match(str(s["vni"])) or match(s["description"])]
+    if not found:
+        raise ApiError(404, NOT_FOUND)
+    return found
+
+
+def get_network(call: Call) -> list[dict[str, Any]]:
+    """One network (by VNI or description) as a one-element array; 404 when absent."""
+    spec = _find(_read_all(call), call.args["vni"])
+    if spec is None:
+        raise ApiError(404, NOT_FOUND)
+    return [_answer(spec)]
+
+
+def _fields(call: Call) -> dict[str, Any]:
+    fields = {name: call.args.get(name) for name in model.FIELDS}
+    if fields["name_servers"] == []:
+        fields["name_servers"] = None
+    return fields
+
+
+def _write(call: Call, work: Any) -> dict[str, str]:
+    try:
+        with call.api.store.locked(LOCK, "pvcapid", timeout=10, what="the networks"):
+            return work(_read_all(call))
+    except LockBusy as exc:
+        raise ApiError(503, f"{exc}; try again") from None
+    except model.ModelError as exc:
+        raise ApiError(400, str(exc)) from None
+
+
+def add_network(call: Call) -> dict[str, str]:
+    """Add a network; 400 naming the field for bad input, a VNI or description in use."""
+    vni = call.args["vni"]
+    if isinstance(vni, str):        # POST /network/{vni}: the path names it
+        if not vni.isdigit():
+            raise ApiError(400, f"Invalid parameter 'vni': {vni!r} is not an integer")
+        vni = int(vni)
+
+    def work(networks: list[dict[str, Any]]) -> dict[str, str]:
+        spec = model.build(vni, call.args["nettype"], _fields(call), _types(call))
+        for other in networks:
+            if other["vni"] == spec["vni"]:
+                raise ApiError(400, f"Network with VNI {vni} already exists.")
+            if other["description"] == spec["description"]:
+                raise ApiError(400, f"Network with description '{spec['description']}' "
+                                    "already exists.")
+        call.api.store.set("network", json.dumps(spec), vni=str(vni))
+        return {"message": f"Network '{spec['description']}' added successfully!"}
+
+    return _write(call, work)
+
+
+def modify_network(call: Call) -> dict[str, str]:
+    """Change the given fields of a network (not its type); 400 when it does not exist."""
+    net = call.args["vni"]
+
+    def work(networks: list[dict[str, Any]]) -> dict[str, str]:
+        stored = _find(networks, net)
+        if stored is None:
+            raise ApiError(400, f"ERROR: Could not find network '{net}' in the cluster!")
+        stored = {k: v for k, v in stored.items() if k != "nodes"}
+        spec = model.change(stored, _fields(call))
+        clash = [o for o in networks if o["vni"] != spec["vni"]
+                 and o["description"] == spec["description"]]
+        if clash:
+            raise ApiError(400, f"Network with description '{spec['description']}' already "
+                                "exists.")
+        if spec != stored:
+            call.api.store.set("network", json.dumps(spec), vni=str(spec["vni"]))
+        return {"message": f"Network '{net}' modified successfully!"}
+
+    return _write(call, work)
+
+
+def remove_network(call: Call) -> dict[str, str]:
+    """Remove a network (by VNI or description); every node removes its devices."""
+    net = call.args["vni"]
+
+    def work(networks: list[dict[str, Any]]) -> dict[str, str]:
+        stored = _find(networks, net)
+        if stored is None:
+            raise ApiError(400, f"ERROR: Could not find network '{net}' in the cluster!")
+        call.api.store.delete("network", vni=str(stored["vni"]))
+        return {"message": f"Network '{stored['description']}' removed successfully!"}
+
+    return _write(call, work)
+
+
+def status(api: Any) -> dict[str, Any]:
+    """``networks`` of ``GET /status``: how many networks there are."""
+    (vnis,) = zk.fetch(api.store, [zk.children("networks")], api.zk_timeout)
+    return {"networks": len([v for v in vnis if v.isdigit()])}

@@ -69,9 +69,11 @@ def change(stored: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
 
 def _field(name: str, value: Any) -> Any:
     if name == "description":
-        if not _NAME.match(value):
+        if not _NAME.match(value) or not value.isascii():
             raise ModelError(name, "must be 1-64 letters, digits, '-', '_' or '.', starting "
                                    f"with a letter or digit, not {value!r}")
+        if value.isdigit():
+            raise ModelError(name, f"{value!r} holds only digits: it would read as a VNI")
         return value
     if name == "mtu":
         if value == "":

@@ -38,6 +38,8 @@ def test_a_bridged_network_has_no_services():
     (5, "vlan", {"description": "x"}, "nettype"),
     (5, "managed", {}, "description"),
     (5, "managed", {"description": "has space"}, "description"),
+    (5, "managed", {"description": "200"}, "description"),
+    (5, "managed", {"description": "caf\u00e9"}, "description"),
     (5, "managed", {"description": "x", "mtu": "500"}, "mtu"),
     (5, "managed", {"description": "x", "mtu": "big"}, "mtu"),
     (5, "managed", {"description": "x", "domain": "bad_domain!"}, "domain"),

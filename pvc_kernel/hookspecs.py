@@ -349,9 +349,10 @@ def pvc_network_types() -> dict[str, str]:
     about it, e.g. ``{"managed": "an overlay with gateway, DHCP and DNS on the primary"}``.
 
     Called in every process that loads plugins. The plugin that stores networks accepts only
-    declared types and refuses to start when two plugins declare one type; each node builds a
-    network only through the plugin that declared its type. A network's record is a
-    ``pvc_kernel.contracts.NetworkSpec``, read by key name (``network``, ``vni=``).
+    declared types, and refuses networks of a type that two plugins declare (a 400 naming
+    both); each node builds a network only through the plugin that declared its type. A
+    network's record is a ``pvc_kernel.contracts.NetworkSpec``, read by key name
+    (``network``, ``vni=``).
     """
 
 

@@ -19,9 +19,24 @@ NOT_FOUND = "Network not found."
 
 
 def _types(call: Call) -> list[str]:
+    """The network types the loaded plugins declared; a type two plugins declare is left
+    out (no network of it can be made: which plugin would build it?)."""
     plugins = getattr(call.api, "plugins", None)
     found = plugins.call_each("pvc_network_types") if plugins is not None else []
-    return sorted({t for _name, types in found for t in (types or {})})
+    owners: dict[str, list[str]] = {}
+    for name, types in found:
+        for t in types or {}:
+            owners.setdefault(t, []).append(name)
+    return sorted(t for t, names in owners.items() if len(names) == 1)
+
+
+def _check_owner(call: Call, nettype: str) -> None:
+    plugins = getattr(call.api, "plugins", None)
+    found = plugins.call_each("pvc_network_types") if plugins is not None else []
+    names = sorted(name for name, types in found if nettype in (types or {}))
+    if len(names) > 1:
+        raise ApiError(400, f"Invalid parameter 'nettype': {nettype!r} is declared by more "
+                            f"than one plugin ({', '.join(names)}); disable all but one")
 
 
 def _read_all(call: Call) -> list[dict[str, Any]]:
@@ -103,6 +118,7 @@ def add_network(call: Call) -> dict[str, str]:
         vni = int(vni)
 
     def work(networks: list[dict[str, Any]]) -> dict[str, str]:
+        _check_owner(call, call.args["nettype"])
         spec = model.build(vni, call.args["nettype"], _fields(call), _types(call))
         for other in networks:
             if other["vni"] == spec["vni"]:

@@ -180,3 +180,30 @@ def test_the_cli_drives_networks_over_http(api, monkeypatch, tmp_path):
         app.stopping.set()
         wasyncore.close_all(server._map)
         thread.join(5)
+
+
+def test_a_type_two_plugins_declare_is_refused_naming_both(store, zk_hosts):
+    from pvc_kernel.sdk import hookimpl
+
+    class Rival:
+        @hookimpl
+        def pvc_network_types(self):
+            return {"managed": "another overlay"}
+
+    host = PluginHost()
+    host.register(NetBridgedPlugin, "net_bridged")
+    host.register(NetVxlanPlugin, "net_vxlan")
+    host.register(Rival, "rival")
+    cfg = NodeConfig(node="hv1", cluster="nettest", zookeeper_hosts=[zk_hosts],
+                     api=ApiConfig(keys=[KEY]))
+    app = create_app(store, cfg, host)
+    try:
+        c = falcon.testing.TestClient(app.app, headers={"X-Api-Key": KEY})
+        r = c.simulate_post(f"{V1}/network", params=OFFICE)
+        assert r.status_code == 400 and r.json["message"] == (
+            "Invalid parameter 'nettype': 'managed' is declared by more than one plugin "
+            "(net_vxlan, rival); disable all but one")
+        bridged = {"vni": 200, "description": "uplink", "nettype": "bridged"}
+        assert c.simulate_post(f"{V1}/network", params=bridged).status_code == 200
+    finally:
+        app.stopping.set()

@@ -18,25 +18,25 @@ LOCK = "networks"
 NOT_FOUND = "Network not found."
 
 
-def _types(call: Call) -> list[str]:
-    """The network types the loaded plugins declared; a type two plugins declare is left
-    out (no network of it can be made: which plugin would build it?)."""
+def _declared(call: Call) -> dict[str, list[str]]:
+    """Each network type the loaded plugins declared, with the plugins declaring it."""
     plugins = getattr(call.api, "plugins", None)
-    found = plugins.call_each("pvc_network_types") if plugins is not None else []
     owners: dict[str, list[str]] = {}
-    for name, types in found:
+    for name, types in plugins.call_each("pvc_network_types") if plugins is not None else []:
         for t in types or {}:
             owners.setdefault(t, []).append(name)
-    return sorted(t for t, names in owners.items() if len(names) == 1)
+    return owners
 
 
-def _check_owner(call: Call, nettype: str) -> None:
-    plugins = getattr(call.api, "plugins", None)
-    found = plugins.call_each("pvc_network_types") if plugins is not None else []
-    names = sorted(name for name, types in found if nettype in (types or {}))
-    if len(names) > 1:
+def _types(call: Call, nettype: str) -> list[str]:
+    """The types a network may have; 400 for ``nettype`` when two plugins declare it (which
+    one would build it?)."""
+    owners = _declared(call)
+    if len(owners.get(nettype, [])) > 1:
         raise ApiError(400, f"Invalid parameter 'nettype': {nettype!r} is declared by more "
-                            f"than one plugin ({', '.join(names)}); disable all but one")
+                            f"than one plugin ({', '.join(sorted(owners[nettype]))}); "
+                            "disable all but one")
+    return sorted(t for t, names in owners.items() if len(names) == 1)
 
 
 def _read_all(call: Call) -> list[dict[str, Any]]:
@@ -72,6 +72,25 @@ def _find(networks: list[dict[str, Any]], net: str) -> dict[str, Any] | None:
         if str(spec["vni"]) == net or spec["description"] == net:
             return spec
     return None
+
+
+def _stored(networks: list[dict[str, Any]], net: str) -> dict[str, Any]:
+    """The stored record of network ``net`` (without ``nodes``); 400 when there is none, as
+    the original answers a change of a missing object."""
+    spec = _find(networks, net)
+    if spec is None:
+        raise ApiError(400, f"ERROR: Could not find network '{net}' in the cluster!")
+    return {k: v for k, v in spec.items() if k != "nodes"}
+
+
+def _refuse_clash(networks: list[dict[str, Any]], spec: dict[str, Any], new: bool) -> None:
+    """400 when another network has the VNI (for a new one) or the description."""
+    for other in networks:
+        if new and other["vni"] == spec["vni"]:
+            raise ApiError(400, f"Network with VNI {spec['vni']} already exists.")
+        if other["vni"] != spec["vni"] and other["description"] == spec["description"]:
+            raise ApiError(400, f"Network with description '{spec['description']}' "
+                                "already exists.")
 
 
 def list_networks(call: Call) -> list[dict[str, Any]]:
@@ -118,14 +137,9 @@ def add_network(call: Call) -> dict[str, str]:
         vni = int(vni)
 
     def work(networks: list[dict[str, Any]]) -> dict[str, str]:
-        _check_owner(call, call.args["nettype"])
-        spec = model.build(vni, call.args["nettype"], _fields(call), _types(call))
-        for other in networks:
-            if other["vni"] == spec["vni"]:
-                raise ApiError(400, f"Network with VNI {vni} already exists.")
-            if other["description"] == spec["description"]:
-                raise ApiError(400, f"Network with description '{spec['description']}' "
-                                    "already exists.")
+        nettype = call.args["nettype"]
+        spec = model.build(vni, nettype, _fields(call), _types(call, nettype))
+        _refuse_clash(networks, spec, new=True)
         call.api.store.set("network", json.dumps(spec), vni=str(vni))
         return {"message": f"Network '{spec['description']}' added successfully!"}
 
@@ -137,16 +151,9 @@ def modify_network(call: Call) -> dict[str, str]:
     net = call.args["vni"]
 
     def work(networks: list[dict[str, Any]]) -> dict[str, str]:
-        stored = _find(networks, net)
-        if stored is None:
-            raise ApiError(400, f"ERROR: Could not find network '{net}' in the cluster!")
-        stored = {k: v for k, v in stored.items() if k != "nodes"}
+        stored = _stored(networks, net)
         spec = model.change(stored, _fields(call))
-        clash = [o for o in networks if o["vni"] != spec["vni"]
-                 and o["description"] == spec["description"]]
-        if clash:
-            raise ApiError(400, f"Network with description '{spec['description']}' already "
-                                "exists.")
+        _refuse_clash(networks, spec, new=False)
         if spec != stored:
             call.api.store.set("network", json.dumps(spec), vni=str(spec["vni"]))
         return {"message": f"Network '{net}' modified successfully!"}
@@ -159,9 +166,7 @@ def remove_network(call: Call) -> dict[str, str]:
     net = call.args["vni"]
 
     def work(networks: list[dict[str, Any]]) -> dict[str, str]:
-        stored = _find(networks, net)
-        if stored is None:
-            raise ApiError(400, f"ERROR: Could not find network '{net}' in the cluster!")
+        stored = _stored(networks, net)
         call.api.store.delete("network", vni=str(stored["vni"]))
         return {"message": f"Network '{stored['description']}' removed successfully!"}
 

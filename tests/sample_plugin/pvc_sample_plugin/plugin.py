@@ -13,6 +13,7 @@ from pvc_sample_plugin import config, keys
 class SamplePlugin:
     def __init__(self) -> None:
         self.keepalives = itertools.count(1)
+        self.greeting: str | None = None      # read once from the config, then kept
 
     @hookimpl
     def pvc_config_settings(self) -> Settings:
@@ -24,8 +25,9 @@ class SamplePlugin:
 
     @hookimpl
     def pvc_keepalive_stats(self, daemon: Any) -> dict[str, dict[str, Any]]:
-        greeting = config.SETTINGS.values(daemon.config, config.NAME)["greeting"]
-        return {"sample": {"greeting": greeting, "keepalives": next(self.keepalives)}}
+        if self.greeting is None:
+            self.greeting = config.SETTINGS.values(daemon.config, config.NAME)["greeting"]
+        return {"sample": {"greeting": self.greeting, "keepalives": next(self.keepalives)}}
 
     @hookimpl
     def pvc_api_routes(self, api: Any) -> None:

@@ -94,25 +94,25 @@ class PluginHost:
             except Exception:  # not registered at all
                 pass
             raise PluginError(f"plugin '{name}' does not fit the PVC hooks: {exc}") from None
-        wrappers = sorted(impl.function.__name__ for caller in self.pm.get_hookcallers(plugin)
-                          or [] for impl in caller.get_hookimpls()
+        callers = self.pm.get_hookcallers(plugin) or []
+        wrappers = sorted(impl.function.__name__ for caller in callers
+                          for impl in caller.get_hookimpls()
                           if impl.plugin_name == name and (impl.hookwrapper or impl.wrapper))
+        declared = self._call_one(name, "pvc_config_settings") if callers else None
+        problem = ""
         if wrappers:
+            problem = (f"hook wrappers are not supported ({', '.join(wrappers)}): PVC calls "
+                       "each implementation on its own (PluginHost.call_each)")
+        elif not callers:
+            problem = ("implements no hook (its entry point should name the plugin class, "
+                       "whose methods are marked with hookimpl)")
+        elif declared is not None and not isinstance(declared, Settings):
+            problem = ("pvc_config_settings must return a pvc_kernel.sdk.Settings, not "
+                       f"{type(declared).__name__}")
+        if problem:
             self.pm.unregister(name=name)
-            raise PluginError(f"plugin '{name}': hook wrappers are not supported "
-                              f"({', '.join(wrappers)}): PVC calls each implementation on its "
-                              "own (PluginHost.call_each)")
-        if not self.pm.get_hookcallers(plugin):
-            self.pm.unregister(name=name)
-            raise PluginError(f"plugin '{name}' implements no hook (its entry point should name "
-                              "the plugin class, whose methods are marked with hookimpl)")
+            raise PluginError(f"plugin '{name}': {problem}")
         self.names.append(name)
-        declared = self._call_one(name, "pvc_config_settings")
-        if declared is not None and not isinstance(declared, Settings):
-            self.pm.unregister(name=name)
-            self.names.remove(name)
-            raise PluginError(f"plugin '{name}': pvc_config_settings must return a "
-                              f"pvc_kernel.sdk.Settings, not {type(declared).__name__}")
         self.declared[name] = declared
         for key in self._call_one(name, "pvc_schema_keys") or []:
             try:

@@ -18,7 +18,10 @@ DEBIAN_PACKAGES=(
   ipmitool                                    # talks to the lab's simulated BMCs (tests, admins)
   openssl                                     # the TLS-front test makes a throw-away CA
   lvm2                                        # storage_ceph: the osd-db volume group (OSD DB LVs)
-  iputils-ping                                # network tests: pings across namespaces and guests
+  iputils-ping iputils-arping                 # network tests: pings across namespaces and guests
+  frr                                         # net_vxlan: zebra + bgpd per node for BGP EVPN
+  dnsmasq-base                                # managed networks: DHCP/DNS/RA on the primary
+  nftables                                    # managed networks: per-network firewall and ACLs
 )
 
 missing=()

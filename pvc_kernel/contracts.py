@@ -158,6 +158,18 @@ class NetworkPort(TypedDict, total=False):
     error: str          # set (and port absent) when the device could not be made
 
 
+class NetworkDevice(TypedDict, total=False):
+    """``pvc_network_devices``: what a network plugin knows of a host device that VM NICs
+    attach to (a bridge ``vmbr<vni>``, an SR-IOV VF, ...)."""
+
+    network: str | None   # the network's description (None if the device names none)
+    vni: int | None
+    nettype: str | None
+    error: str | None     # set when no VM may use the device (e.g. its network is gone)
+    nodes: list[str]      # the nodes where the device is up now (VMs run only there)
+    leases: dict[str, str]  # MAC -> address handed out on this network (live DHCP leases)
+
+
 class UnlockAnswer(TypedDict, total=False):
     """``pvc_vm_disk_unlock``."""
 

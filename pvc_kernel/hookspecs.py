@@ -32,6 +32,7 @@ if TYPE_CHECKING:   # the contract types cost nothing at run time (pvc_kernel.co
         DiskInfo,
         FenceInfo,
         HypervisorSecret,
+        NetworkDevice,
         NetworkPort,
         NetworkSpec,
         NodeDaemonFace,
@@ -374,6 +375,27 @@ def pvc_network_port_remove(daemon: NodeDaemonFace, network: NetworkSpec) -> boo
     """Remove this node's uplink device of a network that was removed (after its bridge).
     Return None if the type is not this plugin's, else whether a device was removed. A device
     this plugin did not create (an administrator's, used as it was) is left in place.
+    """
+
+
+@hookspec
+def pvc_network_devices(store: Store, devices: list[str]) -> dict[str, NetworkDevice]:
+    """Describe the host devices among ``devices`` that this plugin's networks provide (VM
+    NICs attach to them): ``{device: NetworkDevice}``; leave out the devices it does not
+    know (an administrator's own bridge). Every plugin's answer is merged.
+
+    Called by the VM plugin in pvcapid (define/modify refuse a NIC on a device whose answer
+    has ``error``) and on nodes (a VM is placed only on ``nodes`` of each of its devices).
+    Must be quick: ZooKeeper reads only.
+    """
+
+
+@hookspec
+def pvc_network_users(store: Store, devices: list[str]) -> dict[str, list[str]]:
+    """Name the VMs this plugin runs that use any of ``devices``: ``{device: [vm name]}``
+    (only devices with users). Every plugin's answer is merged. Called by the plugin that
+    stores networks before removing one (a network in use is refused unless forced). Must be
+    quick: ZooKeeper reads only.
     """
 
 

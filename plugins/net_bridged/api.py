@@ -12,7 +12,7 @@ from typing import Any
 
 from pvc_api.sdk import ApiError, Call, params, zk
 from pvc_kernel.sdk import LockBusy
-from pvc_plugins.net_bridged import model
+from pvc_plugins.net_bridged import attach, model
 
 LOCK = "networks"
 NOT_FOUND = "Network not found."
@@ -162,11 +162,16 @@ def modify_network(call: Call) -> dict[str, str]:
 
 
 def remove_network(call: Call) -> dict[str, str]:
-    """Remove a network (by VNI or description); every node removes its devices."""
+    """Remove a network (by VNI or description); every node removes its devices. 409 while
+    a VM has a NIC on it, unless ``force`` (those NICs then lose their network)."""
     net = call.args["vni"]
 
     def work(networks: list[dict[str, Any]]) -> dict[str, str]:
         stored = _stored(networks, net)
+        using = attach.users(call.api.plugins, call.api.store, int(stored["vni"]))
+        if using and not call.args["force"]:
+            raise ApiError(409, f"Network '{stored['description']}' is used by VM(s) "
+                                f"{', '.join(using)}: remove their NICs first, or force")
         call.api.store.delete("network", vni=str(stored["vni"]))
         return {"message": f"Network '{stored['description']}' removed successfully!"}
 

@@ -120,10 +120,12 @@ def modify(vni: str, description: str | None, **fields: Any) -> None:
 @network.command("remove")
 @click.argument("net")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation")
-def remove(net: str, yes: bool) -> None:
+@click.option("--force", is_flag=True,
+              help="Remove it even while VMs have NICs on it (they lose that network)")
+def remove(net: str, yes: bool, force: bool) -> None:
     """Remove network NET (VNI or description); every node removes its bridge and port.
 
-    VMs with a NIC on it lose that network.
+    Refused while a VM has a NIC on it, unless --force.
 
     \b
     Examples:
@@ -131,8 +133,9 @@ def remove(net: str, yes: bool) -> None:
       pvc network remove office --yes
     """
     if not yes:
-        click.confirm(f"Remove network {net}? VMs on it lose that network", abort=True)
-    answer = _client().request("DELETE", f"/network/{net}")
+        click.confirm(f"Remove network {net}?", abort=True)
+    answer = _client().request("DELETE", f"/network/{net}",
+                               params={"force": "true"} if force else None)
     click.echo(api_message(answer.data) or f"Network {net} removed.")
 
 

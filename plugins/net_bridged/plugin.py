@@ -75,6 +75,13 @@ class NetBridgedPlugin:
         return devices.remove_bridged_port(config.load(daemon.config), network)
 
     @hookimpl
+    def pvc_network_devices(self, store: Any, devices: list[str]) -> dict[str, Any]:
+        """``vmbr<vni>``: its network and the nodes where it is up."""
+        from pvc_plugins.net_bridged import attach
+
+        return attach.describe(store, devices)
+
+    @hookimpl
     def pvc_api_routes(self, api: Any) -> None:
         """``/network`` and ``/network/{vni}``."""
         from pvc_plugins.net_bridged import routes

@@ -67,7 +67,9 @@ ROUTES = [
     Route("PUT", "/network/{vni}", h.modify_network, "Change a network (not its type)",
           tag=TAG, params=(NET, DESCRIPTION, *FIELDS), responses=_ok("Modified")),
     Route("DELETE", "/network/{vni}", h.remove_network, "Remove a network", tag=TAG,
-          params=(NET,), responses=_ok("Removed")),
+          params=(NET, Param("force", "bool", description="Remove it even while VMs have "
+                                                          "NICs on it")),
+          responses={**_ok("Removed"), 409: ("VMs use it (not forced)", MSG)}),
 ]
 
 

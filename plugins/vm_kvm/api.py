@@ -11,7 +11,7 @@ from typing import Any
 
 from pvc_api.sdk import ApiError, Call, Reply, params, zk
 from pvc_kernel.sdk import schema, tasks
-from pvc_plugins.vm_kvm import domxml, keys, records, vminfo, vms
+from pvc_plugins.vm_kvm import domxml, keys, nics, records, vminfo, vms
 from pvc_plugins.vm_kvm import flush_locks as locks_task
 from pvc_plugins.vm_kvm.records import Record
 
@@ -51,9 +51,9 @@ def _one(call: Call) -> Record:
     return found[0]
 
 
-def _object(rec: Record) -> dict[str, Any] | None:
+def _object(rec: Record, networks: nics.Lookup | None = None) -> dict[str, Any] | None:
     try:
-        return vminfo.build(rec)
+        return vminfo.build(rec, networks)
     except domxml.XmlError:
         return None           # unreadable data: left out, like the original
 
@@ -70,10 +70,11 @@ def list_vms(call: Call) -> list[dict[str, Any]]:
         raise ApiError(400, f'Specified node "{node}" is invalid.')
     match = params.name_filter(a["limit"])
     out = []
+    networks = nics.Lookup(call.api.plugins, call.api.store)
     for rec in _all(call):
         if a["limit"] and not (match(rec.name) or rec.uuid == a["limit"]):
             continue
-        obj = _object(rec)
+        obj = _object(rec, networks)
         if obj is None:
             continue
         checks = []
@@ -93,7 +94,7 @@ def list_vms(call: Call) -> list[dict[str, Any]]:
 
 def get_vm(call: Call) -> list[dict[str, Any]]:
     """One VM (by name or UUID) as a one-element array."""
-    obj = _object(_one(call))
+    obj = _object(_one(call), nics.Lookup(call.api.plugins, call.api.store))
     if obj is None:
         raise ApiError(404, NOT_FOUND)
     return [obj]
@@ -112,7 +113,7 @@ def define_vm(call: Call) -> dict[str, str]:
                          selector=a["selector"], autostart=a["autostart"],
                          migration_method=a["migration_method"],
                          max_downtime=a["migration_max_downtime"], user_tags=a["user_tags"],
-                         protected_tags=a["protected_tags"])
+                         protected_tags=a["protected_tags"], plugins=call.api.plugins)
     except vms.VmError as exc:
         raise _fail(exc) from None
     return {"message": f"Added new VM with Name '{rec.name}' and UUID '{rec.uuid}' to "
@@ -123,7 +124,7 @@ def modify_vm(call: Call) -> dict[str, str]:
     """Replace the VM's XML (same UUID and name); ``restart`` restarts a running VM."""
     try:
         return {"message": vms.modify(call.api.store, call.args["vm"], call.args["xml"],
-                                      call.args["restart"])}
+                                      call.args["restart"], plugins=call.api.plugins)}
     except vms.VmError as exc:
         raise _fail(exc) from None
 
@@ -193,7 +194,8 @@ def set_state(call: Call) -> dict[str, str]:
     restart | disable. ``wait`` blocks a shutdown or restart until it has finished."""
     a = call.args
     try:
-        rec, message = vms.set_state(call.api.store, a["vm"], a["state"], a["force"])
+        rec, message = vms.set_state(call.api.store, a["vm"], a["state"], a["force"],
+                                     plugins=call.api.plugins)
     except vms.VmError as exc:
         raise _fail(exc) from None
     if a["wait"] and a["state"] in (keys.SHUTDOWN, keys.RESTART, keys.STOP, keys.START):
@@ -222,7 +224,8 @@ def set_node(call: Call) -> dict[str, str]:
     a = call.args
     try:
         rec, target, message = vms.migrate(call.api.store, a["vm"], a["action"], a["node"],
-                                           a["force"], a["force_live"])
+                                           a["force"], a["force_live"],
+                                           plugins=call.api.plugins)
     except vms.VmError as exc:
         raise _fail(exc) from None
     if a["wait"] and rec.state in keys.RUN_STATES:

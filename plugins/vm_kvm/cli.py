@@ -136,8 +136,10 @@ def info(name: str, fmt: str) -> None:
             pairs.append((f"Disk {i}", f"{d.get('dev')} ({d.get('bus')}) {d.get('type')} "
                                        f"{d.get('name')}"))
     for i, n in enumerate(v.get("networks") or []):
-        pairs.append((f"NIC {i}", f"{n.get('type')} {n.get('source')} {n.get('mac')} "
-                                  f"{n.get('model') or ''}".rstrip()))
+        on = f" (network {n['network']})" if n.get("network") else ""
+        lease = f", address {n['address']}" if n.get("address") else ""
+        pairs.append((f"NIC {i}", f"{n.get('type')} {n.get('source')}{on} {n.get('mac')} "
+                                  f"{n.get('model') or ''}".rstrip() + lease))
     p.echo(render_pairs(p, pairs))
 
 
@@ -462,9 +464,10 @@ EXAMPLES = {
     "memory": ["pvc vm memory get web1", "pvc vm memory set web1 2048 --restart"],
     "memory get": ["pvc vm memory get web1"],
     "memory set": ["pvc vm memory set web1 1024", "pvc vm memory set web1 2048 -r"],
-    "network": ["pvc vm network get web1", "pvc vm network add web1 vmbr100 --live"],
+    "network": ["pvc vm network get web1", "pvc vm network add web1 100 --live"],
     "network get": ["pvc vm network get web1", "pvc vm network get web1 -f json"],
-    "network add": ["pvc vm network add web1 vmbr100", "pvc vm network add web1 br0 --live"],
+    "network add": ["pvc vm network add web1 100", "pvc vm network add web1 office --live",
+                    "pvc vm network add web1 br0"],
     "network remove": ["pvc vm network remove web1 52:54:00:12:34:56 --live"],
     "volume": ["pvc vm volume get web1", "pvc vm volume add web1 /shared/web1-data.qcow2"],
     "volume get": ["pvc vm volume get web1"],

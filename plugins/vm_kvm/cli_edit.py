@@ -155,18 +155,32 @@ def network_get(name: str, fmt: str) -> None:
         click.echo(f"{n.get('type')}\t{n.get('source')}\t{n.get('mac')}\t{n.get('model')}")
 
 
+def _bridge(net: str) -> str:
+    """A network (VNI or description) is its bridge ``vmbr<vni>``; anything else is taken
+    as the name of a bridge the administrator made."""
+    if net.isdigit():
+        return f"vmbr{net}"
+    from pvc_plugins.vm_kvm.cli import client
+
+    answer = client().request("GET", f"/network/{net}", accept=(404,))
+    found = answer.data if answer.status == 200 and isinstance(answer.data, list) else []
+    return f"vmbr{found[0]['vni']}" if found and found[0].get("vni") is not None else net
+
+
 @network.command("add")
 @click.argument("name")
-@click.argument("bridge")
+@click.argument("net")
 @click.option("--mac", help="MAC address (default: a random 52:54:00:xx:xx:xx).")
 @click.option("--model", default="virtio", show_default=True)
 @restart_option
 @live_option
-def network_add(name: str, bridge: str, mac: str | None, model: str, restart: bool,
+def network_add(name: str, net: str, mac: str | None, model: str, restart: bool,
                 live: bool) -> None:
-    """Add a bridged NIC on BRIDGE (its MAC is written into the XML, so it stays)."""
+    """Add a NIC on network NET (a VNI or description: its bridge vmbr<vni>; or the name
+    of a bridge of your own). The MAC is written into the XML, so it stays. A network
+    that does not exist is refused."""
     nic = ET.Element("interface", type="bridge")
-    ET.SubElement(nic, "source", bridge=bridge)
+    ET.SubElement(nic, "source", bridge=_bridge(net))
     ET.SubElement(nic, "mac", address=mac or random_mac())
     ET.SubElement(nic, "model", type=model)
     _add_device(name, nic, restart, live)

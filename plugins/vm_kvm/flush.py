@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from pvc_kernel.sdk import ConflictError
-from pvc_plugins.vm_kvm import keys, placement, records, vms
+from pvc_plugins.vm_kvm import keys, nics, placement, records, vms
 from pvc_plugins.vm_kvm.config import VmConfig
 from pvc_plugins.vm_kvm.records import Record
 
@@ -124,10 +124,13 @@ class Mover:
         def change(r: Record) -> dict[str, Any] | None:
             if r.node != self.node or r.state not in keys.RUN_STATES:
                 return None
+            nodes = records.nodes(self.store)
+            lacking = nics.nodes_without(self.daemon.plugins, self.store,
+                                         nics.xml_devices(r.xml), [n.name for n in nodes])
             target = placement.choose(
-                records.nodes(self.store), records.loads_of(records.all_records(self.store)),
+                nodes, records.loads_of(records.all_records(self.store)),
                 r.memory, r.vcpus, r.meta.get("node_selector"), r.meta.get("node_limit"),
-                exclude=[self.node, *tried], moving=r.uuid)
+                exclude=[self.node, *tried, *lacking], moving=r.uuid)
             decided["target"] = target
             if target is None:
                 if tried:       # the nodes that could take it failed: leave it running here

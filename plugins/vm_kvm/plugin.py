@@ -109,6 +109,13 @@ class VmKvmPlugin:
         return disks.prepare_local(daemon, vm, disk, purpose)
 
     @hookimpl
+    def pvc_network_users(self, store: Any, devices: list[str]) -> dict[str, list[str]]:
+        """The VMs with a NIC on any of ``devices``."""
+        from pvc_plugins.vm_kvm import nics, records
+
+        return nics.users(records.all_records(store), devices)
+
+    @hookimpl
     def pvc_api_routes(self, api: Any) -> None:
         """``/vm``, ``/vm/{vm}`` and its ``state``, ``node``, ``meta``, ``tags``,
         ``console``, ``rename`` and ``device`` routes."""

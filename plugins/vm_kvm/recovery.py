@@ -41,7 +41,7 @@ from kazoo.exceptions import KazooException
 
 from pvc_kernel.sdk import ConflictError, LockBusy
 from pvc_plugins.vm_kvm import config as vmconfig
-from pvc_plugins.vm_kvm import domxml, keys, placement, qemu, records, vms
+from pvc_plugins.vm_kvm import domxml, keys, nics, placement, qemu, records, vms
 from pvc_plugins.vm_kvm.records import Record
 
 log = logging.getLogger("pvc_plugins.vm_kvm")
@@ -194,10 +194,13 @@ class Recovery:
                 return elsewhere, ("recovered", "")
             if rec.state not in keys.RUN_STATES:
                 return None, ("skipped", f"VM {rec.name}: {rec.state}, left on {self.node}")
+            nodes = records.nodes(self.store)
+            lacking = nics.nodes_without(self.daemon.plugins, self.store,
+                                         nics.xml_devices(rec.xml), [n.name for n in nodes])
             target = placement.choose(
-                records.nodes(self.store), records.loads_of(records.all_records(self.store)),
+                nodes, records.loads_of(records.all_records(self.store)),
                 rec.memory, rec.vcpus, rec.meta.get("node_selector"), rec.meta.get("node_limit"),
-                exclude=[self.node], moving=uuid)
+                exclude=[self.node, *lacking], moving=uuid)
             if target is None:
                 self._write(rec, keys.STOP, meta={**rec.meta, "node_autostart": True})
                 return None, ("stopped", f"VM {rec.name}: no node can take it; stopped, "

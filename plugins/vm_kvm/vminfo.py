@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from pvc_plugins.vm_kvm import domxml, keys
+from pvc_plugins.vm_kvm import domxml, keys, nics
 from pvc_plugins.vm_kvm.records import Record, display_state
 
 FIELDS = ("uuid", "name", "xml", "state", "node", "last_node", "meta", "tags", "observed",
@@ -48,15 +49,19 @@ def _vni(source: str) -> str:
     return source
 
 
-def _networks(dom: domxml.Domain, stats: dict[str, Any]) -> list[dict[str, Any]]:
+def _networks(dom: domxml.Domain, stats: dict[str, Any],
+              networks: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     net_stats = stats.get("net") or []
     out = []
     for i, nic in enumerate(dom.nics):
+        known = networks.get(nic["source"]) or {}
+        leases = {m.lower(): a for m, a in (known.get("leases") or {}).items()}
         s = net_stats[i] if i < len(net_stats) and isinstance(net_stats[i], dict) else {}
         vni = _vni(nic["source"]) if nic["type"] == "bridge" else \
             f"macvtap:{nic['source']}" if nic["type"] == "direct" else nic["source"]
         out.append({"type": nic["type"], "vni": vni, "mac": nic["mac"], "source": nic["source"],
-                    "model": nic["model"],
+                    "model": nic["model"], "network": known.get("network"),
+                    "address": leases.get(nic["mac"].lower()),
                     "rd_bytes": s.get("rx.bytes", 0), "rd_packets": s.get("rx.pkts", 0),
                     "rd_errors": s.get("rx.errs", 0), "rd_drops": s.get("rx.drop", 0),
                     "wr_bytes": s.get("tx.bytes", 0), "wr_packets": s.get("tx.pkts", 0),
@@ -79,8 +84,11 @@ def _disks(dom: domxml.Domain, stats: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def build(rec: Record) -> dict[str, Any]:
-    """The VM object; raises domxml.XmlError when the stored XML cannot be read."""
+def build(rec: Record, networks: Callable[[list[str]], dict[str, dict[str, Any]]] | None = None
+          ) -> dict[str, Any]:
+    """The VM object; raises domxml.XmlError when the stored XML cannot be read.
+    ``networks`` describes the devices of its NICs (``nics.Lookup``): each NIC shows its
+    network's name and its live DHCP lease address."""
     dom = domxml.parse(rec.xml)
     meta = rec.meta
     running = rec.observed.get("state") in keys.LIVE
@@ -106,7 +114,7 @@ def build(rec: Record) -> dict[str, Any]:
         "memory_stats": stats.get("memory_stats") or {},
         "vcpu": dom.vcpus, "vcpu_topology": dom.vcpu_topology,
         "vcpu_stats": stats.get("vcpu_stats") or {},
-        "networks": _networks(dom, stats),
+        "networks": _networks(dom, stats, networks(nics.devices(dom)) if networks else {}),
         "type": dom.virt_type, "arch": dom.arch, "machine": dom.machine,
         "console": dom.console_type, "vnc": dom.vnc, "emulator": dom.emulator,
         "features": dom.features, "disks": _disks(dom, stats),

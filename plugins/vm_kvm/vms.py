@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from pvc_kernel.sdk import ConflictError, Store, schema
-from pvc_plugins.vm_kvm import domxml, keys, placement, records
+from pvc_plugins.vm_kvm import domxml, keys, nics, placement, records
 from pvc_plugins.vm_kvm.errors import VmError
 from pvc_plugins.vm_kvm.records import Record
 
@@ -74,19 +74,31 @@ def define(store: Store, xml: str, node: str | None = None, limit: list[str] | N
            selector: str | None = None, autostart: bool = False,
            migration_method: str | None = None, max_downtime: int | None = None,
            user_tags: Iterable[str] = (), protected_tags: Iterable[str] = (),
-           profile: str | None = None, state: str = keys.STOP) -> Record:
-    """Add a VM (initial state ``stop``) on ``node`` or the node its selector picks."""
+           profile: str | None = None, state: str = keys.STOP, plugins: Any = None) -> Record:
+    """Add a VM (initial state ``stop``) on ``node`` or the node its selector picks (one
+    that has every network of its NICs; ``plugins`` answers which, see ``nics``)."""
     dom = _parse(xml)
     nodes = _check_fit(store, dom, node)
+    nics.refuse_unusable(plugins, store, dom)
+    lacking = nics.nodes_without(plugins, store, nics.devices(dom), [n.name for n in nodes])
+    if node is not None:
+        _refuse_lacking(dom.name, node, lacking)
     if records.find(store, dom.uuid) or store.exists("vm_name", vm_name=dom.name):
         raise VmError(400, f"ERROR: A VM with the name '{dom.name}' or UUID '{dom.uuid}' "
                            "already exists.")
     if node is None:
         loads = records.loads_of(records.all_records(store))
-        node = (placement.choose(nodes, loads, dom.memory_mib, dom.vcpus, selector, limit)
-                or placement.choose(nodes, [], dom.memory_mib, dom.vcpus, selector, limit)
-                or next(n.name for n in nodes if n.hypervisor
-                        and placement.could_ever_fit([n], dom.memory_mib, dom.vcpus)))
+        with_nets = [n for n in nodes if n.name not in lacking]
+        if not any(n.hypervisor for n in with_nets):
+            raise VmError(400, f"ERROR: No node has every network of VM '{dom.name}' up "
+                               f"({', '.join(nics.devices(dom))}).")
+        node = (placement.choose(with_nets, loads, dom.memory_mib, dom.vcpus, selector, limit)
+                or placement.choose(with_nets, [], dom.memory_mib, dom.vcpus, selector, limit)
+                or next((n.name for n in with_nets if n.hypervisor
+                         and placement.could_ever_fit([n], dom.memory_mib, dom.vcpus)), None))
+        if node is None:
+            raise VmError(400, f"ERROR: No node with every network of VM '{dom.name}' can "
+                               "hold it.")
     meta = {**keys.DEFAULT_META, "node_limit": limit or None,
             "node_selector": selector if selector in keys.SELECTORS else None,
             "node_autostart": bool(autostart),
@@ -116,6 +128,17 @@ def define(store: Store, xml: str, node: str | None = None, limit: list[str] | N
     return rec
 
 
+def _lacking(plugins: Any, store: Store, rec: Record, nodes: list[str]) -> set[str]:
+    """Those of ``nodes`` without a network of the VM's NICs up."""
+    return nics.nodes_without(plugins, store, nics.xml_devices(rec.xml), nodes)
+
+
+def _refuse_lacking(vm: str, node: str, lacking: set[str]) -> None:
+    if node in lacking:
+        raise VmError(400, f"ERROR: Node '{node}' does not have every network of VM '{vm}' "
+                           "up.")
+
+
 def _write(store: Store, rec: Record, **values: Any) -> None:
     """Version-checked desired-state write (``state`` and ``node`` are checked)."""
     txn = store.transaction()
@@ -139,7 +162,8 @@ STATE_MESSAGES = {keys.START: "Starting VM '{}'.", keys.SHUTDOWN: "Shutting down
                   keys.DISABLE: "Disabled VM '{}'."}
 
 
-def set_state(store: Store, vm: str, state: str, force: bool = False) -> tuple[Record, str]:
+def set_state(store: Store, vm: str, state: str, force: bool = False,
+              plugins: Any = None) -> tuple[Record, str]:
     rec = get(store, vm)
     if state in (keys.SHUTDOWN, keys.RESTART) and rec.state not in keys.RUN_STATES:
         raise VmError(400, f"ERROR: VM '{rec.name}' is not running.")
@@ -149,12 +173,14 @@ def set_state(store: Store, vm: str, state: str, force: bool = False) -> tuple[R
         if host is None or not host.hypervisor:
             raise VmError(400, f"ERROR: VM '{rec.name}' is assigned to node '{rec.node}', "
                                "which runs no hypervisor.")
+        if rec.state not in keys.RUN_STATES:
+            _refuse_lacking(rec.name, rec.node, _lacking(plugins, store, rec, [rec.node]))
     _write(store, rec, state=state, request=_request(state, force=bool(force)))
     return rec, STATE_MESSAGES[state].format(rec.name)
 
 
 def migrate(store: Store, vm: str, action: str, node: str | None = None, force: bool = False,
-            force_live: bool = False) -> tuple[Record, str, str]:
+            force_live: bool = False, plugins: Any = None) -> tuple[Record, str, str]:
     """migrate (temporary) | unmigrate | move (permanent); returns (record, target, message)."""
     rec = get(store, vm)
     if action == "unmigrate":
@@ -164,12 +190,13 @@ def migrate(store: Store, vm: str, action: str, node: str | None = None, force: 
     else:
         if action == "migrate" and rec.last_node and not force:
             raise VmError(400, f"ERROR: VM '{rec.name}' has been previously migrated.")
-        target = node or _choose(store, rec)
+        target = node or _choose(store, rec, plugins)
         last = (rec.last_node or rec.node) if action == "migrate" else ""
     nodes = {n.name: n for n in records.nodes(store)}
     host = nodes.get(target)
     if host is None:
         raise VmError(400, f"ERROR: Node '{target}' is not present in the cluster.")
+    _refuse_lacking(rec.name, target, _lacking(plugins, store, rec, [target]))
     if target == rec.node:
         raise VmError(400, f"ERROR: VM '{rec.name}' is already running on node '{target}'.")
     running = rec.state in keys.RUN_STATES
@@ -192,25 +219,32 @@ def migrate(store: Store, vm: str, action: str, node: str | None = None, force: 
     return rec, target, verb.format(rec.name, target)
 
 
-def _choose(store: Store, rec: Record) -> str:
-    target = placement.choose(records.nodes(store),
-                              records.loads_of(records.all_records(store)), rec.memory,
+def _choose(store: Store, rec: Record, plugins: Any = None) -> str:
+    nodes = records.nodes(store)
+    lacking = _lacking(plugins, store, rec, [n.name for n in nodes])
+    target = placement.choose(nodes, records.loads_of(records.all_records(store)), rec.memory,
                               rec.vcpus, rec.meta.get("node_selector"),
-                              rec.meta.get("node_limit"), exclude=[rec.node], moving=rec.uuid)
+                              rec.meta.get("node_limit"), exclude=[rec.node, *lacking],
+                              moving=rec.uuid)
     if target is None:
         raise VmError(400, f"ERROR: Could not find a valid migration target for VM "
                            f"'{rec.name}'.")
     return target
 
 
-def modify(store: Store, vm: str, xml: str, restart: bool = False) -> str:
+def modify(store: Store, vm: str, xml: str, restart: bool = False, plugins: Any = None) -> str:
     rec = get(store, vm)
     dom = _parse(xml)
+    nics.refuse_unusable(plugins, store, dom)
     if dom.uuid != rec.uuid:
         raise VmError(400, "ERROR: The UUID of a VM cannot be changed.")
     if dom.name != rec.name:
         raise VmError(400, "ERROR: Use rename to change the name of a VM.")
     _check_fit(store, dom, rec.node)
+    if rec.state in keys.RUN_STATES:    # a NIC added now is plugged in on rec.node
+        added = [d for d in nics.devices(dom) if d not in nics.xml_devices(rec.xml)]
+        _refuse_lacking(rec.name, rec.node,
+                        nics.nodes_without(plugins, store, added, [rec.node]))
     values: dict[str, Any] = {"xml": xml}
     if restart and rec.state in keys.RUN_STATES:
         values.update(state=keys.RESTART, request=_request("restart"))

@@ -12,7 +12,11 @@
   (and writes ``tick N`` to sector 0 of ``/dev/vda`` if there is a disk, or to sector
   ``ticksector=S`` of the kernel command line), so a console log shows that a guest is
   alive and that a live migration did not reboot it;
-* takes ``guestip=A.B.C.D/NN`` or ``dhcp=1`` from the kernel command line.
+* takes ``guestip=A.B.C.D/NN`` or ``dhcp=1`` from the kernel command line, and with
+  ``pingtarget=A.B.C.D`` pings that address every 0.2 s for good, busybox's reply lines
+  (``64 bytes from A.B.C.D: seq=N ...``) on the console: a missing ``seq`` is a lost ping
+  (``ping_replies()`` reads them back);
+* answers ping on its addresses (the kernel does).
 
 ``boot_disk()`` turns the same kernel and initramfs into a raw disk image that boots on its
 own (BIOS → SYSLINUX on a FAT file system → bzImage), for VMs whose only disk is a storage
@@ -59,8 +63,10 @@ for w in $(cat /proc/cmdline); do
     ticksector=*) seek=${{w#ticksector=}};;
     guestip=*) ip addr add ${{w#guestip=}} dev eth0;;
     dhcp=1) udhcpc -i eth0 -q -n -t 5 -T 1;;
+    pingtarget=*) target=${{w#pingtarget=}};;
   esac
 done
+[ -n "$target" ] && ( while true; do ping -i 0.2 $target; sleep 1; done ) &
 i=0
 while true; do
   i=$((i+1))
@@ -302,6 +308,15 @@ class BootDisk:
     tick_offset: int
 
 
+PING_REPLY = re.compile(r"bytes from (\S+): seq=(\d+) ")
+
+
+def ping_replies(console: str) -> list[tuple[str, int]]:
+    """(address, seq) of every ping reply a ``pingtarget=`` guest printed, in order (a
+    restarted ping starts again at seq 0)."""
+    return [(m.group(1), int(m.group(2))) for m in PING_REPLY.finditer(console)]
+
+
 def pattern(seed: str, length: int = PATTERN_BYTES) -> bytes:
     """Deterministic pseudo-random bytes (SHA-256 in counter mode) for data checks."""
     out = bytearray()
@@ -376,11 +391,13 @@ def _read(path: str) -> str:
 def domain_xml(name: str, image: GuestImage, console_log: str, memory_mib: int = 128,
                vcpus: int = 1, uuid: str | None = None, virt_type: str = "qemu",
                disk: str | None = None, disk_format: str = "raw", cmdline: str = "",
-               tb_cache_mib: int = 32, boot_from_disk: bool = False) -> str:
+               tb_cache_mib: int = 32, boot_from_disk: bool = False,
+               nics: tuple[tuple[str, str], ...] = ()) -> str:
     """A libvirt domain for the lab guest, its serial console appended to ``console_log``.
 
     ``boot_from_disk``: no kernel/initrd from the host; the BIOS boots the first disk (one
-    made by ``boot_disk()``).
+    made by ``boot_disk()``). ``nics``: (bridge, MAC) of each virtio NIC, in the guest
+    ``eth0``, ``eth1``, ... (QEMU's own virtio backend: this kernel has no vhost-net).
     """
     tcg = (f"<tcg><tb-cache unit='MiB'>{tb_cache_mib}</tb-cache></tcg>"
            if virt_type == "qemu" and tb_cache_mib else "")
@@ -390,6 +407,9 @@ def domain_xml(name: str, image: GuestImage, console_log: str, memory_mib: int =
     disk_xml = (f"<disk type='file' device='disk'><driver name='qemu' type='{disk_format}' "
                 f"cache='none'/><source file='{escape(disk)}'/>"
                 "<target dev='vda' bus='virtio'/></disk>") if disk else ""
+    nic_xml = "".join(f"<interface type='bridge'><source bridge='{escape(bridge)}'/>"
+                      f"<mac address='{escape(mac)}'/><model type='virtio'/>"
+                      "<driver name='qemu'/></interface>" for bridge, mac in nics)
     return f"""<domain type='{virt_type}'>
   <name>{escape(name)}</name>
   <uuid>{uuid or uuidlib.uuid4()}</uuid>
@@ -405,7 +425,7 @@ def domain_xml(name: str, image: GuestImage, console_log: str, memory_mib: int =
   <on_crash>destroy</on_crash>
   <devices>
     <emulator>/usr/bin/qemu-system-x86_64</emulator>
-    {disk_xml}
+    {disk_xml}{nic_xml}
     <serial type='file'>
       <source path='{escape(console_log)}' append='on'/>
       <target port='0'/>

@@ -74,7 +74,8 @@ def node_config(spec: LabSpec, node: NodeSpec) -> dict[str, Any]:
         "api": {"enabled": node.coordinator, "listen_address": node.address,
                 "port": API_PORT, "keys": [spec.api_key]},
         "plugins": {"vm_kvm": vm_kvm_config(spec, node), **ceph_plugin_section(spec, node),
-                    **bmc_plugin_section(spec, node)},
+                    **bmc_plugin_section(spec, node),
+                    "net_vxlan": {"cluster_device": "eth0"}},   # managed networks
     }
 
 

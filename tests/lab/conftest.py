@@ -64,3 +64,20 @@ def healthy(lab):
     except LabError:
         _rebuild(lab)
         raise
+
+
+@pytest.fixture
+def vmlab(healthy, tmp_path):
+    """The healthy lab with its API answering; VMs named in ``lab.vm_names`` are removed
+    afterwards (``tests.lab.vmtools.define`` adds them)."""
+    from tests.lab.vmtools import pvc
+
+    lab = healthy
+    lab.wait_for(lambda: pvc(lab, "node", "list").returncode == 0, 60, "the API")
+    lab.wait_for(lambda: all(st.get("daemon_state") == "run" for st in
+                             lab.node_states().values()), 60, "every node running")
+    lab.vm_names = []
+    lab.vm_dir = tmp_path
+    yield lab
+    for name in lab.vm_names:
+        pvc(lab, "vm", "remove", name, "--yes")

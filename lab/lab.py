@@ -189,7 +189,13 @@ class Lab(Observer):
             netns.add(n.netns)
             netns.add_port(s.switch_netns, specmod.BRIDGE, n.port, n.netns, n.address,
                            s.prefixlen, specmod.NODE_IFNAME)
-        self.progress("created " + ", ".join(f"{n.netns} ({n.address})" for n in s.nodes))
+        for vlan in specmod.VLANS:
+            netns.add_bridge(s.switch_netns, f"vlan{vlan}", None)
+            for n in s.nodes:
+                netns.add_port(s.switch_netns, f"vlan{vlan}", f"{n.name}v{vlan}", n.netns,
+                               None, ifname=f"{specmod.NODE_IFNAME}.{vlan}")
+        self.progress("created " + ", ".join(f"{n.netns} ({n.address})" for n in s.nodes)
+                      + f"; VLAN stand-ins {', '.join(map(str, specmod.VLANS))}")
 
     def down(self, grace: float = 5.0, purge: bool = False, quiet: bool = False) -> bool:
         """Stop every process and remove every namespace of this lab (also after a crash).

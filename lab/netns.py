@@ -63,19 +63,22 @@ def delete(ns: str) -> None:
         ip("netns", "del", ns)
 
 
-def add_bridge(ns: str, bridge: str, address: str, prefix: int) -> None:
+def add_bridge(ns: str, bridge: str, address: str | None, prefix: int = 24) -> None:
     ip("-n", ns, "link", "add", bridge, "type", "bridge")
-    ip("-n", ns, "addr", "add", f"{address}/{prefix}", "dev", bridge)
+    if address:
+        ip("-n", ns, "addr", "add", f"{address}/{prefix}", "dev", bridge)
     ip("-n", ns, "link", "set", bridge, "up")
 
 
-def add_port(switch_ns: str, bridge: str, port: str, node_ns: str, address: str,
-             prefix: int, ifname: str = "eth0") -> None:
-    """A veth pair: ``port`` on the bridge in ``switch_ns``, ``ifname`` in ``node_ns``."""
+def add_port(switch_ns: str, bridge: str, port: str, node_ns: str, address: str | None,
+             prefix: int = 24, ifname: str = "eth0") -> None:
+    """A veth pair: ``port`` on the bridge in ``switch_ns``, ``ifname`` (with ``address``,
+    if any) in ``node_ns``."""
     ip("-n", switch_ns, "link", "add", port, "type", "veth", "peer", "name", ifname,
        "netns", node_ns)
     ip("-n", switch_ns, "link", "set", port, "master", bridge, "up")
-    ip("-n", node_ns, "addr", "add", f"{address}/{prefix}", "dev", ifname)
+    if address:
+        ip("-n", node_ns, "addr", "add", f"{address}/{prefix}", "dev", ifname)
     ip("-n", node_ns, "link", "set", ifname, "up")
 
 

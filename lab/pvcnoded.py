@@ -21,7 +21,7 @@ from pvc_lab.bmc import plugin_section as bmc_plugin_section
 from pvc_lab.ceph import plugin_section as ceph_plugin_section
 from pvc_lab.libvirt import vm_kvm_config
 from pvc_lab.services import Service
-from pvc_lab.spec import API_PORT, LabSpec, NodeSpec
+from pvc_lab.spec import API_PORT, NODE_IFNAME, LabSpec, NodeSpec
 
 if TYPE_CHECKING:
     from pvc_lab.lab import Lab
@@ -75,7 +75,8 @@ def node_config(spec: LabSpec, node: NodeSpec) -> dict[str, Any]:
                 "port": API_PORT, "keys": [spec.api_key]},
         "plugins": {"vm_kvm": vm_kvm_config(spec, node), **ceph_plugin_section(spec, node),
                     **bmc_plugin_section(spec, node),
-                    "net_vxlan": {"cluster_device": "eth0"}},   # managed networks
+                    "net_vxlan": {"cluster_device": NODE_IFNAME},      # managed networks
+                    "net_bridged": {"bridge_device": NODE_IFNAME}},    # VLANs: spec.VLANS
     }
 
 

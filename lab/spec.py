@@ -28,6 +28,10 @@ ZK_ELECTION_PORT = 3888
 API_PORT = 7370
 BRIDGE = "br0"
 NODE_IFNAME = "eth0"
+VLANS = (200, 201)
+"""Stand-ins for VLANs of a VLAN-aware switch (this kernel has no 802.1Q): per VLAN a bridge
+``vlan<id>`` in the switch namespace and, on every node, a veth named like the VLAN device
+(``eth0.<id>``) plugged into it. net_bridged uses such a device as it is."""
 
 # No '-' in lab names: namespace names are "<lab>-<node>", and a dash would let lab "a"
 # and lab "a-hv1" claim each other's namespaces.

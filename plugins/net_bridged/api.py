@@ -61,7 +61,7 @@ def _read_all(call: Call) -> list[dict[str, Any]]:
 
 
 def _answer(spec: dict[str, Any]) -> dict[str, Any]:
-    nodes = {n: {k: r.get(k) for k in ("state", "error", "bridge", "mtu")}
+    nodes = {n: {k: r.get(k) for k in ("state", "error", "bridge", "port", "mtu")}
              for n, r in sorted(spec.get("nodes", {}).items()) if isinstance(r, dict)}
     return {**model.wire(spec), "nodes": nodes}
 

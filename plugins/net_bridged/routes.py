@@ -30,7 +30,8 @@ NETTYPE = Param("nettype", required=True, description="managed or bridged (the n
                 "types the installed plugins offer)")
 NODE_REPORT = {"type": "object", "properties": {
     "state": {"type": ["string", "null"]}, "error": {"type": ["string", "null"]},
-    "bridge": {"type": ["string", "null"]}, "mtu": {"type": ["integer", "null"]}}}
+    "bridge": {"type": ["string", "null"]}, "port": {"type": ["string", "null"]},
+    "mtu": {"type": ["integer", "null"]}}}
 SCHEMAS: dict[str, dict[str, Any]] = {
     "Network": {"type": "object",
                 "required": ["vni", "description", "type", "mtu", "domain", "name_servers",

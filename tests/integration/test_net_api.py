@@ -79,9 +79,11 @@ def test_networks_round_trip_in_the_v1_shape(client, store):
     assert client.simulate_get(f"{V1}/network", params={"limit": "^upl"}).json[0]["vni"] == 200
     assert client.simulate_get(f"{V1}/network", params={"limit": "("}).status_code == 400
     store.set("network.node", json.dumps({"state": "up", "bridge": "vmbr100", "mtu": 1450,
-                                          "error": ""}), vni="100", node="hv1")
+                                          "port": "vxlan100", "error": ""}),
+              vni="100", node="hv1")
     assert client.simulate_get(f"{V1}/network/100").json[0]["nodes"] == {
-        "hv1": {"state": "up", "error": "", "bridge": "vmbr100", "mtu": 1450}}
+        "hv1": {"state": "up", "error": "", "bridge": "vmbr100", "port": "vxlan100",
+                "mtu": 1450}}
     assert client.simulate_get(f"{V1}/status").json.get("networks") == 2
 
     r = client.simulate_put(f"{V1}/network/100", params={"dhcp4": "false", "mtu": "1400"})

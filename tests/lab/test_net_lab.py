@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import signal
 
 import pytest
 
@@ -105,3 +106,68 @@ def test_nics_on_missing_or_unbuilt_networks_are_refused(netlab, tmp_path):
     out = pvc(lab, "network", "remove", str(VNI), "--yes")
     assert out.returncode != 0 and "used by VM(s) netvm3" in out.stdout + out.stderr
     assert network(lab, VNI)["vni"] == VNI
+
+
+def test_guests_on_a_bridged_network_talk_over_the_vlan_stand_in(vmlab):
+    """VLAN 200 of the lab's switch (a veth named ``eth0.200`` on every node, as an
+    administrator's pre-made VLAN device): net_bridged bridges it as it is."""
+    lab = vmlab
+    ok(lab, "network", "add", "200", "-d", "labvlan", "-p", "bridged")
+    try:
+        lab.wait_for(lambda: up_everywhere(lab, 200), 30, "network 200 up on every node")
+        assert {r["port"] for r in network(lab, 200)["nodes"].values()} == {"eth0.200"}
+        a, b = "10.202.0.11", "10.202.0.12"
+        for name, node, own, other in (("vlanvm1", "hv1", a, b), ("vlanvm2", "hv4", b, a)):
+            start_booted(lab, name, node, cmdline=f"guestip={own}/24 pingtarget={other}",
+                         nics=(("vmbr200", mac()),))
+        lab.wait_for(lambda: len(replies_from(lab, "vlanvm1", b)) >= 3, BOOT,
+                     "vlanvm1 (hv1) to get replies from vlanvm2 (hv4) over VLAN 200")
+        lab.wait_for(lambda: len(replies_from(lab, "vlanvm2", a)) >= 3, 30,
+                     "vlanvm2 to get replies from vlanvm1")
+    finally:
+        for name in lab.vm_names:
+            pvc(lab, "vm", "remove", name, "--yes")
+        lab.vm_names = []
+        pvc(lab, "network", "remove", "200", "--yes", "--force")
+
+
+def ifindexes(lab, node: str, names: list[str]) -> dict[str, int]:
+    out = lab.exec(node, ["ip", "-j", "link", "show"], capture_output=True, text=True,
+                   check=True).stdout
+    return {link["ifname"]: link["ifindex"] for link in json.loads(out)
+            if link["ifname"] in names}
+
+
+def test_restarting_every_pvcnoded_flaps_no_link_and_loses_no_ping(netlab):
+    """Three networks (managed 1001 and 1003, bridged 200) and two guests pinging each other
+    over 1001 while each node's pvcnoded is stopped (SIGTERM) and started in turn."""
+    lab = netlab
+    ok(lab, "network", "add", "1003", "-d", "labnet3", "-p", "managed")
+    ok(lab, "network", "add", "200", "-d", "labvlan", "-p", "bridged")
+    try:
+        lab.wait_for(lambda: up_everywhere(lab, 1003) and up_everywhere(lab, 200), 30,
+                     "networks 1003 and 200 up on every node")
+        a, b = f"{NET4}.21", f"{NET4}.22"
+        for name, node, own, other in (("rsvm1", "hv1", a, b), ("rsvm2", "hv3", b, a)):
+            start_booted(lab, name, node, cmdline=f"guestip={own}/24 pingtarget={other}",
+                         nics=((f"vmbr{VNI}", mac()),))
+        lab.wait_for(lambda: len(replies_from(lab, "rsvm1", b)) >= 3, BOOT, "rsvm1 replies")
+        links = [f"vmbr{VNI}", f"vxlan{VNI}", "vmbr1003", "vxlan1003", "vmbr200", "eth0.200"]
+        before = {n.name: ifindexes(lab, n.name, links) for n in lab.spec.nodes}
+        assert all(len(found) == len(links) for found in before.values()), before
+        first = len(replies_from(lab, "rsvm1", b))
+        for n in lab.spec.nodes:
+            lab.stop_service(n.name, "pvcnoded", signal.SIGTERM)
+            lab.start(n.name, only="pvcnoded")
+        lab.wait_for(lambda: len(replies_from(lab, "rsvm1", b)) >= first + 5, 30,
+                     "replies after the restarts")
+        assert {n.name: ifindexes(lab, n.name, links) for n in lab.spec.nodes} == before
+        seqs = replies_from(lab, "rsvm1", b)[first - 1:]
+        assert largest_gap(seqs) == 0, f"pings lost while pvcnoded restarted: {seqs}"
+        assert all(up_everywhere(lab, v) for v in (VNI, 1003, 200))
+    finally:
+        for name in lab.vm_names:
+            pvc(lab, "vm", "remove", name, "--yes")
+        lab.vm_names = []
+        for vni in ("1003", "200"):
+            pvc(lab, "network", "remove", vni, "--yes", "--force")

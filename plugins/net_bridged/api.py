@@ -93,6 +93,22 @@ def _refuse_clash(networks: list[dict[str, Any]], spec: dict[str, Any], new: boo
                                 "already exists.")
 
 
+def _largest_mtu(call: Call, nettype: str) -> int | None:
+    """The smallest ``max_mtu_<type>`` the nodes published (``pvc_node_static`` of the
+    type's plugin), or None if none did."""
+    store, t = call.api.store, call.api.zk_timeout
+    (nodes,) = zk.fetch(store, [zk.children("nodes")], t)
+    statics = zk.fetch(store, [zk.get("node.static", node=n) for n in nodes], t)
+    found = [zk.load_json(text, {}).get(f"max_mtu_{nettype}") for text in statics]
+    sizes = [int(v) for v in found if isinstance(v, int)]
+    return min(sizes) if sizes else None
+
+
+def _refuse_limits(call: Call, networks: list[dict[str, Any]], spec: dict[str, Any]) -> None:
+    model.refuse_overlap(networks, spec)
+    model.refuse_mtu(spec, _largest_mtu(call, spec["nettype"]))
+
+
 def list_networks(call: Call) -> list[dict[str, Any]]:
     """Every network whose VNI or description matches ``limit``; 404 when none."""
     match = params.name_filter(call.args.get("limit"))
@@ -140,6 +156,7 @@ def add_network(call: Call) -> dict[str, str]:
         nettype = call.args["nettype"]
         spec = model.build(vni, nettype, _fields(call), _types(call, nettype))
         _refuse_clash(networks, spec, new=True)
+        _refuse_limits(call, networks, spec)
         call.api.store.set("network", json.dumps(spec), vni=str(vni))
         return {"message": f"Network '{spec['description']}' added successfully!"}
 
@@ -154,6 +171,7 @@ def modify_network(call: Call) -> dict[str, str]:
         stored = _stored(networks, net)
         spec = model.change(stored, _fields(call))
         _refuse_clash(networks, spec, new=False)
+        _refuse_limits(call, networks, spec)
         if spec != stored:
             call.api.store.set("network", json.dumps(spec), vni=str(spec["vni"]))
         return {"message": f"Network '{net}' modified successfully!"}

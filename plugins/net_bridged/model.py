@@ -185,3 +185,29 @@ def wire(spec: dict[str, Any]) -> dict[str, Any]:
                 "gateway": spec.get("ip6_gateway") or "None",
                 "dhcp_flag": "True" if spec.get("ip6_network") else "False"},
     }
+
+
+def refuse_overlap(networks: list[dict[str, Any]], spec: dict[str, Any]) -> None:
+    """ModelError naming ``ip4_network``/``ip6_network`` when another network's subnet
+    overlaps this one's (one cluster routes them all)."""
+    for field in ("ip4_network", "ip6_network"):
+        mine = spec.get(field)
+        if not mine:
+            continue
+        net = ipaddress.ip_network(mine)
+        for other in networks:
+            theirs = other.get(field)
+            if other.get("vni") == spec.get("vni") or not theirs:
+                continue
+            if net.overlaps(ipaddress.ip_network(theirs)):
+                raise ModelError(field, f"{mine} overlaps {theirs} of network "
+                                        f"'{other.get('description')}'")
+
+
+def refuse_mtu(spec: dict[str, Any], largest: int | None) -> None:
+    """ModelError naming ``mtu`` when it is above ``largest``, the smallest maximum any node
+    reported for the network's type (None: no node said)."""
+    mtu = spec.get("mtu")
+    if mtu is not None and largest is not None and mtu > largest:
+        raise ModelError("mtu", f"{mtu} is above {largest}, the largest the nodes' devices "
+                                f"allow for {spec.get('nettype')} networks")

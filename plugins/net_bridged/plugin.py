@@ -36,6 +36,12 @@ class NetBridgedPlugin:
                          "PVC services on it"}
 
     @hookimpl
+    def pvc_node_static(self, daemon: Any) -> dict[str, Any]:
+        """``max_mtu_bridged``: the largest MTU a bridged network may have here (the API
+        refuses more than the smallest of the nodes')."""
+        return {f"max_mtu_{BRIDGED}": config.load(daemon.config).bridge_mtu}
+
+    @hookimpl
     def pvc_node_start(self, daemon: Any) -> None:
         """Build this node's bridges for every network and keep them as ZooKeeper says."""
         from pvc_plugins.net_bridged.agent import Agent

@@ -29,11 +29,13 @@ class NetVxlanPlugin:
 
     @hookimpl
     def pvc_node_static(self, daemon: Any) -> dict[str, Any]:
-        """``vtep``: this node's VTEP address, which the other nodes flood to."""
+        """``vtep``: this node's VTEP address, which the other nodes flood to;
+        ``max_mtu_managed``: the largest MTU of a managed network here."""
         from pvc_plugins.net_vxlan import devices
 
-        vtep = devices.vtep_address(config.load(daemon.config))
-        return {"vtep": vtep} if vtep else {}
+        cfg = config.load(daemon.config)
+        vtep = devices.vtep_address(cfg)
+        return {f"max_mtu_{MANAGED}": cfg.max_mtu, **({"vtep": vtep} if vtep else {})}
 
     @hookimpl
     def pvc_network_port(self, daemon: Any, network: dict[str, Any]) -> dict[str, Any] | None:

@@ -131,6 +131,33 @@ def test_duplicates_missing_networks_and_bridged_services_are_refused(client):
     assert r.status_code == 400 and "'dhcp4'" in r.json["message"]
 
 
+def test_overlapping_subnets_and_mtus_above_the_nodes_devices_are_refused(client, store):
+    assert client.simulate_post(f"{V1}/network", params=OFFICE).status_code == 200
+    r = client.simulate_post(f"{V1}/network", params={
+        "vni": 101, "description": "inner", "nettype": "managed",
+        "ip4_network": "10.100.0.128/25", "ip4_gateway": "10.100.0.129"})
+    assert r.status_code == 400 and "'ip4_network'" in r.json["message"]
+    assert "overlaps 10.100.0.0/24 of network 'office'" in r.json["message"]
+    r = client.simulate_post(f"{V1}/network", params={
+        "vni": 102, "description": "v6", "nettype": "managed",
+        "ip6_network": "fd00:100::/48"})
+    assert r.status_code == 400 and "'ip6_network'" in r.json["message"]
+    r = client.simulate_put(f"{V1}/network/100", params={"ip4_network": "10.100.0.0/23"})
+    assert r.status_code == 200, r.text         # its own subnet never clashes
+
+    for node, largest in (("hv1", 1450), ("hv2", 8950)):   # as pvcnoded registers them
+        store.ensure("node", node=node)
+        store.set("node.static", json.dumps({"max_mtu_managed": largest,
+                                             "max_mtu_bridged": 9000}), node=node)
+    r = client.simulate_put(f"{V1}/network/100", params={"mtu": "1451"})
+    assert r.status_code == 400 and "'mtu'" in r.json["message"]
+    assert "above 1450" in r.json["message"]
+    assert client.simulate_put(f"{V1}/network/100", params={"mtu": "1450"}).status_code == 200
+    r = client.simulate_post(f"{V1}/network", params={
+        "vni": 300, "description": "vlan300", "nettype": "bridged", "mtu": "9000"})
+    assert r.status_code == 200, r.text
+
+
 def test_concurrent_adds_of_one_vni_make_one_network(client, store):
     answers: list[int] = []
 

@@ -221,11 +221,20 @@ def env(lab: Lab) -> None:
 @click.argument("vm_name")
 @click.option("--memory", default=128, show_default=True, help="Guest memory in MiB.")
 @click.option("--disk", help="A raw disk image (on the lab's shared storage) to attach.")
+@click.option("--nic", "nics", multiple=True, metavar="BRIDGE",
+              help="A virtio NIC on this bridge (a network's vmbr<vni>); repeat for more.")
+@click.option("--dhcp", is_flag=True, help="The guest asks for its address by DHCP (eth0).")
+@click.option("--ip", "address", metavar="A.B.C.D/NN", help="A static address for eth0.")
+@click.option("--ping", metavar="A.B.C.D",
+              help="The guest pings this address every 0.2 s (replies on its console).")
 @click.pass_obj
-def vm_xml(lab: Lab, vm_name: str, memory: int, disk: str | None) -> None:
+def vm_xml(lab: Lab, vm_name: str, memory: int, disk: str | None, nics: tuple[str, ...],
+           dhcp: bool, address: str | None, ping: str | None) -> None:
     """Print a libvirt domain for the lab's tiny guest (its serial console goes to the lab's
     shared directory), e.g. ``pvc-lab vm-xml demo1 > demo1.xml; pvc-lab admin pvc vm define
-    demo1.xml``."""
+    demo1.xml``, or with a NIC on network 100 taking its address by DHCP:
+    ``pvc-lab vm-xml demo1 --nic vmbr100 --dhcp``."""
+    import random
     import uuid
 
     from pvc_lab.guest import GuestError, build, domain_xml
@@ -238,8 +247,12 @@ def vm_xml(lab: Lab, vm_name: str, memory: int, disk: str | None) -> None:
     except GuestError as exc:
         raise LabError(str(exc)) from None
     log = os.path.join(console_dir(lab.spec), f"{vm_name}.log")
+    words = (["dhcp=1"] if dhcp else []) + ([f"guestip={address}"] if address else []) + \
+        ([f"pingtarget={ping}"] if ping else [])
+    macs = [(bridge, "52:54:00:" + ":".join(f"{random.randint(0, 255):02x}" for _ in range(3)))
+            for bridge in nics]
     click.echo(domain_xml(vm_name, image, log, memory_mib=memory, uuid=str(uuid.uuid4()),
-                          disk=disk), nl=False)
+                          disk=disk, cmdline=" ".join(words), nics=tuple(macs)), nl=False)
 
 
 @main.command("zk-leader")

@@ -12,7 +12,8 @@
   (and writes ``tick N`` to sector 0 of ``/dev/vda`` if there is a disk, or to sector
   ``ticksector=S`` of the kernel command line), so a console log shows that a guest is
   alive and that a live migration did not reboot it;
-* takes ``guestip=A.B.C.D/NN`` or ``dhcp=1`` from the kernel command line, and with
+* takes ``guestip=A.B.C.D/NN`` or ``dhcp=1`` (udhcpc keeps trying in the background and
+  renews; ``DHCP-bound <address>`` on the console) from the kernel command line, and with
   ``pingtarget=A.B.C.D`` pings that address every 0.2 s for good, busybox's reply lines
   (``64 bytes from A.B.C.D: seq=N ...``) on the console: a missing ``seq`` is a lost ping
   (``ping_replies()`` reads them back);
@@ -62,7 +63,7 @@ for w in $(cat /proc/cmdline); do
   case $w in
     ticksector=*) seek=${{w#ticksector=}};;
     guestip=*) ip addr add ${{w#guestip=}} dev eth0;;
-    dhcp=1) udhcpc -i eth0 -q -n -t 5 -T 1;;
+    dhcp=1) udhcpc -i eth0 -t 5 -T 1 -b;;
     pingtarget=*) target=${{w#pingtarget=}};;
   esac
 done
@@ -78,8 +79,12 @@ done
 """
 
 UDHCPC_SCRIPT = """#!/bin/sh
-case "$1" in bound|renew) ip addr add $ip/${mask:-24} dev $interface
-  [ -n "$router" ] && ip route add default via $router;; esac
+case "$1" in
+  deconfig) ip addr flush dev $interface;;
+  bound|renew) ip addr add $ip/${mask:-24} dev $interface 2>/dev/null
+    [ -n "$router" ] && ip route replace default via $router
+    echo "DHCP-$1 $ip";;
+esac
 """
 
 

@@ -11,7 +11,9 @@ the EVPN routes of this node's VMs from every other node, nor the remote MACs fr
 node's FDB. A new supervisor adopts the daemons its pid files name (the pid's command line
 must name our config file, so a reused pid is never taken for ours) and only brings their
 configuration up to date. They are ended only when the mode is no longer ``evpn``
-(``terminate``) - and when the node shuts down, by the service manager.
+(``terminate``) - and when the node shuts down, by the service manager. Under systemd each
+is started in a transient scope of its own (``systemd-run --scope``): in pvcnoded's
+control group, stopping pvcnoded.service would kill them with it.
 
 Configuration changes (a node comes, goes, changes its VTEP or its coordinator role) are
 applied to the running bgpd with ``vtysh`` commands computed from its running config: only
@@ -40,12 +42,22 @@ log = logging.getLogger("pvc_plugins.net_vxlan")
 
 BINARIES = {"zebra": "/usr/lib/frr/zebra", "bgpd": "/usr/lib/frr/bgpd"}
 VTYSH = "/usr/bin/vtysh"
+SYSTEMD_RUN = "/usr/bin/systemd-run"
 USER = "frr"
 CLIENT = "client"            # node.coordinator_state of a node that is no coordinator
 FAULT_DELTA = 10
 STABLE = 300.0               # s without a restart before the fault is cleared
 CHECK = 1.0                  # s between liveness checks
 RESYNC = 30.0                # s between configuration checks without any event
+
+
+def launcher(systemd: bool | None = None) -> list[str]:
+    """The prefix that starts a daemon outside pvcnoded's control group under systemd
+    (the scope's command runs as systemd-run's child: same namespace); [] without it."""
+    if systemd is None:
+        systemd = os.path.isdir("/run/systemd/system") and os.path.exists(SYSTEMD_RUN)
+    return [SYSTEMD_RUN, "--scope", "--quiet", "--collect",
+            "--description=PVC FRR daemon (net_vxlan evpn)"] if systemd else []
 
 
 def fault_id(node: str) -> str:
@@ -225,7 +237,7 @@ class Supervisor:
 
     # -- processes ---------------------------------------------------------------------
     def _spawn(self, name: str, extra: list[str]) -> int:
-        argv = [BINARIES[name], "-d", "-P", "0", "-f", self.files.conf(name),
+        argv = [*launcher(), BINARIES[name], "-d", "-P", "0", "-f", self.files.conf(name),
                 "-i", self.files.pid(name), "-z", self.files.zserv,
                 "--vty_socket", self.files.vty, *extra]
         proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,

@@ -10,7 +10,8 @@ What is checked: the VMs ping across nodes; remote MACs in ``vxlan100``'s fdb ar
 entry; a VM moved to another node (gratuitous ARP) has its EVPN MAC route local there and
 remote, pointing at the new VTEP, elsewhere (MAC mobility); a node appearing and going
 changes bgpd's peers by vtysh with no bgpd restart and no reset of the other sessions; a
-plugin restart adopts the running daemons; a killed bgpd is restarted and a fault raised;
+plugin restart adopts the running daemons; a killed bgpd, or zebra, is restarted and a
+fault raised;
 at the end the daemons are ended by pid and the namespaces removed. The convergence times
 are printed (pytest -s).
 """
@@ -264,6 +265,21 @@ def test_evpn_on_real_frr(cluster):
     recovered = time.monotonic() - killed
     assert "bgpd" in faults.get(store, frrd.fault_id("hv3"))["message"]
 
+    # A killed zebra: zebra and bgpd (whose EVPN state lived on it) start again.
+    files = hv1.host.plugin("net_vxlan").frr.files
+    victim = frrd.running_pid(files, "zebra")
+    os.kill(victim, signal.SIGKILL)
+    killed = time.monotonic()
+    wait_for(lambda: faults.get(store, frrd.fault_id("hv1")), 20, 0.05, "hv1's FRR fault")
+    wait_for(lambda: frrd.running_pid(files, "zebra") not in (None, victim), 20, 0.05,
+             "a new zebra on hv1")
+    wait_for(lambda: established(hv1, {a2, a3}), 30, 0.05, "hv1's sessions again")
+    wait_for(lambda: pings(vms[1], vm_address(2), 0.2) and pings(vms[1], vm_address(3), 0.2),
+             30, 0.05, "vm1 to reach vm2 and vm3 again")
+    zebra_back = time.monotonic() - killed
+    assert "zebra" in faults.get(store, frrd.fault_id("hv1"))["message"]
+
     print(f"EVPN figures: first cross-node ping {first_ping:.2f} s after the plugins started; "
           f"MAC move: ping back {ping_back:.2f} s, MAC route on every node {route_time:.2f} s; "
-          f"bgpd killed -> ping through the restarted bgpd {recovered:.2f} s")
+          f"bgpd killed -> ping through the restarted bgpd {recovered:.2f} s, zebra killed -> "
+          f"pings again {zebra_back:.2f} s")

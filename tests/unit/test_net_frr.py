@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from pvc_plugins.net_vxlan import devices as vx
-from pvc_plugins.net_vxlan import frr
+from pvc_plugins.net_vxlan import frr, frrd
 from pvc_plugins.net_vxlan.config import EVPN, SETTINGS, VxlanConfig
 from tests.support.fake_netlink import FakeIPRoute
 
@@ -160,3 +160,9 @@ def test_switching_static_to_evpn_makes_the_device_again_without_our_flood_entri
     new = ipr.by_name("vxlan100")
     assert new["index"] != old and new["data"]["IFLA_VXLAN_LEARNING"] == 0
     assert ipr.fdbs == []
+
+
+def test_under_systemd_the_daemons_get_a_scope_of_their_own():
+    assert frrd.launcher(False) == []
+    argv = frrd.launcher(True)
+    assert argv[:2] == ["/usr/bin/systemd-run", "--scope"] and "--collect" in argv

@@ -20,8 +20,9 @@ applied to the running bgpd with ``vtysh`` commands computed from its running co
 the sessions that change are touched. A new AS or VTEP address needs a bgpd restart.
 
 A daemon that dies is started again (zebra: then bgpd too, whose EVPN state lives on
-zebra's) and a fault ``frr-<node>`` is raised; it is cleared once the daemons have run
-``STABLE`` seconds without another restart.
+zebra's) and a fault ``frr-<node>`` is raised, as when FRR cannot be started or configured
+twice in a row; it is cleared once the daemons have run ``STABLE`` seconds without another
+problem.
 """
 
 from __future__ import annotations
@@ -167,7 +168,7 @@ class Supervisor:
         self.stopping = threading.Event()
         self.thread: threading.Thread | None = None
         self.restarts = 0
-        self.last_restart = 0.0
+        self.faulted: float | None = None    # when the fault was last reported
         self.synced = 0                      # configuration checks done (tests wait on it)
         self.applied: list[list[str]] = []   # vtysh changes sent (for the log and tests)
         self._seen: dict[str, int | None] | None = None   # pids at the last check
@@ -190,11 +191,14 @@ class Supervisor:
         self.wanted.set()
 
     def _loop(self) -> None:
-        self._prepare()
+        prepared = False
         next_sync = 0.0
         backoff = CHECK
         while not self.stopping.is_set():
             try:
+                if not prepared:
+                    self._prepare()
+                    prepared = True
                 self._keep_alive()
                 if self.wanted.is_set() or time.monotonic() >= next_sync:
                     self.wanted.clear()
@@ -203,10 +207,16 @@ class Supervisor:
                 backoff = CHECK
             except Exception as exc:
                 log.warning("net_vxlan: FRR: %s; retrying in %g s", exc, backoff)
+                if backoff > CHECK:          # failed twice in a row: not a glitch
+                    self._fault(f"Node {self.node}: FRR cannot run BGP EVPN: {exc}")
                 backoff = min(backoff * 2, 30.0)
                 next_sync = 0.0
                 self.stopping.wait(backoff)
             self.wanted.wait(CHECK)
+
+    def _fault(self, message: str) -> None:
+        self.faulted = time.monotonic()
+        faults.report(self.daemon.store, fault_id(self.node), message, FAULT_DELTA)
 
     # -- files -------------------------------------------------------------------------
     def _prepare(self) -> None:
@@ -283,20 +293,17 @@ class Supervisor:
             bgpd = running_pid(self.files, "bgpd")
             self.wanted.set()
         self._seen = {"zebra": zebra, "bgpd": bgpd}
-        if self.restarts and time.monotonic() - self.last_restart > STABLE:
-            self.restarts = 0
+        if self.faulted is not None and time.monotonic() - self.faulted > STABLE:
+            self.restarts, self.faulted = 0, None
             faults.clear(self.daemon.store, fault_id(self.node))
-            log.info("net_vxlan: FRR has run %g s without a restart", STABLE)
+            log.info("net_vxlan: FRR has run %g s without a problem", STABLE)
 
     def _died(self, died: list[str], seen: dict[str, int | None]) -> None:
         self.restarts += 1
-        self.last_restart = time.monotonic()
         what = " and ".join(f"{n} (pid {seen[n]})" for n in died)
         log.error("net_vxlan: FRR %s died; starting it again", what)
-        faults.report(self.daemon.store, fault_id(self.node),
-                      f"Node {self.node}: FRR {what} died and was restarted "
-                      f"({self.restarts} restart(s)); EVPN routes were briefly withdrawn",
-                      FAULT_DELTA)
+        self._fault(f"Node {self.node}: FRR {what} died and was restarted ({self.restarts} "
+                    "restart(s)); EVPN routes were briefly withdrawn")
 
     # -- configuration -----------------------------------------------------------------
     def sync(self) -> list[str]:

@@ -166,3 +166,29 @@ def test_under_systemd_the_daemons_get_a_scope_of_their_own():
     assert frrd.launcher(False) == []
     argv = frrd.launcher(True)
     assert argv[:2] == ["/usr/bin/systemd-run", "--scope"] and "--collect" in argv
+
+
+# -- pid files ---------------------------------------------------------------------------------
+
+def test_a_pid_is_ours_only_if_its_command_line_names_our_config_and_terminate_ends_it(
+        tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    files = frrd.Files(str(tmp_path))
+    assert frrd.running_pid(files, "bgpd") is None                   # no pid file
+    (tmp_path / "bgpd.pid").write_text(f"{os.getpid()}\n")           # a pid not ours
+    assert frrd.running_pid(files, "bgpd") is None
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)",
+                             files.conf("bgpd")])
+    try:
+        (tmp_path / "bgpd.pid").write_text(f"{proc.pid}\n")
+        assert frrd.running_pid(files, "bgpd") == proc.pid
+        assert frrd.terminate(str(tmp_path)) == [proc.pid]
+        assert proc.wait(5) == -15
+        assert frrd.running_pid(files, "bgpd") is None
+        assert frrd.terminate(str(tmp_path)) == []
+    finally:
+        proc.kill()
+        proc.wait()

@@ -108,6 +108,21 @@ def bgpd_pid(node: Node) -> int | None:
     return frrd.running_pid(node.host.plugin("net_vxlan").frr.files, "bgpd")
 
 
+def configure(n: Node, mode: str, zk_hosts: str | None = None,
+              frr_dir: str | None = None) -> None:
+    """Give node ``n`` a config in ``mode`` (the rest as before); it applies at its start."""
+    old = n.daemon.config
+    frr_dir = frr_dir or old.plugin_sections["net_vxlan"]["frr_dir"]
+    config = NodeConfig(node=n.name, cluster="evpntest",
+                        zookeeper_hosts=[zk_hosts] if zk_hosts else old.zookeeper_hosts,
+                        coordinator=n.name in COORDINATORS, plugin_sections={
+                            "net_bridged": {"reconcile_interval": 5},
+                            "net_vxlan": {"cluster_device": "under0", "mode": mode,
+                                          "frr_dir": frr_dir}})
+    assert n.host.config_problems(config) == []
+    n.daemon.config = config
+
+
 @pytest.fixture
 def cluster(zk_hosts) -> Iterator[dict[str, Any]]:
     problem = _missing()
@@ -136,13 +151,8 @@ def cluster(zk_hosts) -> Iterator[dict[str, Any]]:
             n = Node(name, ns, address, store)
             n.host.register(NetBridgedPlugin, "net_bridged")
             n.host.register(NetVxlanPlugin, "net_vxlan")
-            config = NodeConfig(node=name, cluster="evpntest", zookeeper_hosts=[zk_hosts],
-                                coordinator=name in COORDINATORS, plugin_sections={
-                                    "net_bridged": {"reconcile_interval": 5},
-                                    "net_vxlan": {"cluster_device": "under0", "mode": "evpn",
-                                                  "frr_dir": dirs[name]}})
-            assert n.host.config_problems(config) == []
-            n.daemon = Daemon(n, config)
+            n.daemon = Daemon(n, None)
+            configure(n, "evpn", zk_hosts, dirs[name])
             # What pvcnoded's registration writes: the kernel's record of the role.
             store.set("node.coordinator_state",
                       "secondary" if name in COORDINATORS else "client", node=name)
@@ -293,3 +303,59 @@ def test_evpn_on_real_frr(cluster):
           f"MAC move: ping back {ping_back:.2f} s, MAC route on every node {route_time:.2f} s; "
           f"bgpd killed -> ping through the restarted bgpd {recovered:.2f} s, zebra killed -> "
           f"pings again {zebra_back:.2f} s")
+
+
+def test_switching_between_static_and_evpn_mode(cluster):
+    """static -> evpn: the VXLANs are made again nolearning, the flood entries PVC wrote go
+    and zebra's come; evpn -> static: pvcnoded ends FRR (by pid) and writes its own again."""
+    nodes, vms = cluster["nodes"], cluster["vms"]
+    store = nodes["hv1"].store
+    addresses = {n.address for n in nodes.values()}
+    store.set("network", {"vni": VNI, "description": "evpn", "nettype": "managed",
+                          "mtu": None}, vni=VNI)
+    for n in nodes.values():
+        configure(n, "static")
+        n.start()
+    wait_for(lambda: all((store.get_json("network.node", vni=VNI, node=n) or {}).get("state")
+                         == "up" for n in nodes), 30, 0.05, "network 100 up on every node")
+    for i, n in enumerate(nodes.values(), start=1):
+        attach(vms[i], n, i)
+
+    def floods(n: Node) -> set[str]:
+        return {e["dst"] for e in fdb(n.ns, f"vxlan{VNI}")
+                if e["mac"] == "00:00:00:00:00:00" and e.get("dst")}
+
+    def in_mode(n: Node, learning: bool) -> bool:
+        data = link(n.ns, f"vxlan{VNI}")["linkinfo"]["info_data"]
+        return data["learning"] is learning and floods(n) == addresses - {n.address}
+
+    def all_ping() -> bool:
+        return all(pings(vms[a], vm_address(b), 0.2) for a, b in ((1, 2), (1, 3), (2, 3)))
+
+    for n in nodes.values():
+        wait_for(lambda n=n: in_mode(n, True), 20, 0.05, f"{n.name}'s static flood list")
+        assert frrd.running_pid(frrd.Files(n.daemon.config.plugin_sections["net_vxlan"]
+                                           ["frr_dir"]), "bgpd") is None
+    wait_for(all_ping, 30, 0.05, "pings in static mode")
+
+    for n in nodes.values():              # pvcnoded restarted with mode: evpn, one by one
+        n.stop()
+        configure(n, "evpn")
+        n.start()
+    for n in nodes.values():
+        wait_for(lambda n=n: in_mode(n, False) and floods(n) == remote_vteps(n), 30, 0.05,
+                 f"{n.name}: nolearning, flood list = zebra's remote VTEPs")
+        assert all(e["mac"] == "00:00:00:00:00:00" or "extern_learn" in e["flags"]
+                   for e in fdb(n.ns, f"vxlan{VNI}") if e.get("dst"))
+    wait_for(all_ping, 30, 0.05, "pings in evpn mode")
+
+    for n in nodes.values():              # and back to static
+        files = n.host.plugin("net_vxlan").frr.files
+        n.stop()
+        configure(n, "static")
+        n.start()
+        assert frrd.running_pid(files, "bgpd") is None
+        assert frrd.running_pid(files, "zebra") is None
+    for n in nodes.values():
+        wait_for(lambda n=n: in_mode(n, True), 30, 0.05, f"{n.name}'s static flood list again")
+    wait_for(all_ping, 30, 0.05, "pings in static mode again")

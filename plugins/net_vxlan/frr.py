@@ -15,7 +15,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-CONNECT_RETRY = 3        # s between attempts to reach a peer (FRR's default is 120)
+CONNECT_RETRY = 1        # s between attempts to reach a peer (FRR's default is 120)
 KEEPALIVE, HOLD = 3, 9   # s: a dead peer's routes go within HOLD
 COALESCE_MS = 100        # FRR's default 1000 ms delays the first updates by a second
 

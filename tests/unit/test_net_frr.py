@@ -44,8 +44,8 @@ def test_bgpd_conf_of_a_route_reflector():
         "hostname hv1", "log file /run/f/bgpd.log informational",
         "router bgp 65001", " bgp router-id 10.0.0.1", " no bgp default ipv4-unicast",
         " timers bgp 3 9", " coalesce-time 100",
-        " neighbor 10.0.0.2 remote-as 65001", " neighbor 10.0.0.2 timers connect 3",
-        " neighbor 10.0.0.3 remote-as 65001", " neighbor 10.0.0.3 timers connect 3",
+        " neighbor 10.0.0.2 remote-as 65001", " neighbor 10.0.0.2 timers connect 1",
+        " neighbor 10.0.0.3 remote-as 65001", " neighbor 10.0.0.3 timers connect 1",
         " address-family l2vpn evpn",
         "  neighbor 10.0.0.2 activate",
         "  neighbor 10.0.0.3 activate", "  neighbor 10.0.0.3 route-reflector-client",
@@ -70,9 +70,9 @@ router bgp 65001
  timers bgp 3 9
  coalesce-time 100
  neighbor 10.0.0.2 remote-as 65001
- neighbor 10.0.0.2 timers connect 3
+ neighbor 10.0.0.2 timers connect 1
  neighbor 10.0.0.3 remote-as 65001
- neighbor 10.0.0.3 timers connect 3
+ neighbor 10.0.0.3 timers connect 1
  !
  address-family l2vpn evpn
   neighbor 10.0.0.2 activate
@@ -107,7 +107,7 @@ def test_changes_add_remove_and_role_changes_touch_only_those_peers():
     assert frr.changes(frr.parse_running(RUNNING), want) == [
         "router bgp 65001",
         "no neighbor 10.0.0.2",
-        "neighbor 10.0.0.10 remote-as 65001", "neighbor 10.0.0.10 timers connect 3",
+        "neighbor 10.0.0.10 remote-as 65001", "neighbor 10.0.0.10 timers connect 1",
         "address-family l2vpn evpn",
         "no neighbor 10.0.0.3 route-reflector-client",
         "neighbor 10.0.0.10 activate", "neighbor 10.0.0.10 route-reflector-client",

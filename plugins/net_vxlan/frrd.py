@@ -288,11 +288,11 @@ class Supervisor:
                 kill(self.files, "bgpd")
                 bgpd = None
             zebra = self._spawn("zebra", [])
+        self._seen = {"zebra": zebra, "bgpd": bgpd}
         if bgpd is None:
             self._start_bgpd()
-            bgpd = running_pid(self.files, "bgpd")
+            self._seen["bgpd"] = running_pid(self.files, "bgpd")
             self.wanted.set()
-        self._seen = {"zebra": zebra, "bgpd": bgpd}
         if self.faulted is not None and time.monotonic() - self.faulted > STABLE:
             self.restarts, self.faulted = 0, None
             faults.clear(self.daemon.store, fault_id(self.node))

@@ -10,6 +10,7 @@ import pytest
 from pvc_plugins.net_vxlan import devices as vx
 from pvc_plugins.net_vxlan import frr, frrd
 from pvc_plugins.net_vxlan.config import EVPN, SETTINGS, VxlanConfig
+from tests.support.daemons import wait_for
 from tests.support.fake_netlink import FakeIPRoute
 
 C1 = frr.Peer("hv1", "10.0.0.1", True)
@@ -184,7 +185,8 @@ def test_a_pid_is_ours_only_if_its_command_line_names_our_config_and_terminate_e
                              files.conf("bgpd")])
     try:
         (tmp_path / "bgpd.pid").write_text(f"{proc.pid}\n")
-        assert frrd.running_pid(files, "bgpd") == proc.pid
+        # /proc/<pid>/cmdline shows the new program only once its exec is through
+        wait_for(lambda: frrd.running_pid(files, "bgpd") == proc.pid, 10, 0.01, "the exec")
         assert frrd.terminate(str(tmp_path)) == [proc.pid]
         assert proc.wait(5) == -15
         assert frrd.running_pid(files, "bgpd") is None

@@ -36,7 +36,7 @@ from pvc_kernel.sdk import faults
 from pvc_kernel.state import Store
 from pvc_lab import netns
 from pvc_plugins.net_bridged.plugin import NetBridgedPlugin
-from pvc_plugins.net_vxlan import frrd
+from pvc_plugins.net_vxlan import frr, frrd
 from pvc_plugins.net_vxlan.plugin import NetVxlanPlugin
 from tests.support.daemons import wait_for
 from tests.support.netnodes import PING, Daemon, Node, fdb, ip, link, pings
@@ -269,6 +269,20 @@ def test_evpn_on_real_frr(cluster):
     wait_for(lambda: set(bgp_peers(hv1)) == {a2, a3}, 20, 0.05, "hv4 gone from hv1's peers")
     assert bgpd_pid(hv1) == pid
     assert sessions(hv1) == before
+
+    # hv3's role as the kernel records it changes: hv1 stops and starts reflecting to it by
+    # vtysh (FRR resets that one session for the change; the other stays).
+    def clients(n: Node) -> frozenset[str]:
+        return frr.parse_running(frrd.vtysh(n.host.plugin("net_vxlan").frr.files,
+                                            "show running-config")).clients
+    assert clients(hv1) == {a3}
+    store.set("node.coordinator_state", "secondary", node="hv3")
+    wait_for(lambda: clients(hv1) == frozenset(), 20, 0.05, "hv1 to stop reflecting to hv3")
+    store.set("node.coordinator_state", "client", node="hv3")
+    wait_for(lambda: clients(hv1) == {a3}, 20, 0.05, "hv1 to reflect to hv3 again")
+    assert bgpd_pid(hv1) == pid and sessions(hv1)[a2] == before[a2]
+    wait_for(lambda: established(hv1, {a2, a3}), 30, 0.05, "hv1's sessions after the change")
+    wait_for(lambda: pings(vms[1], vm_address(2), 0.2), 30, 0.05, "vm1 to reach vm2")
 
     # A plugin (pvcnoded) restart adopts the running daemons: same pids, traffic flows.
     zebra = frrd.running_pid(hv1.host.plugin("net_vxlan").frr.files, "zebra")

@@ -8,12 +8,12 @@ eth0 is a veth in a node's ``vmbr100``, so it can be moved to another node with 
 What is checked: the VMs ping across nodes; remote MACs in ``vxlan100``'s fdb are
 ``extern_learn`` (zebra's) and the device is ``nolearning``, PVC having written no fdb
 entry; a VM moved to another node (gratuitous ARP) has its EVPN MAC route local there and
-remote, pointing at the new VTEP, elsewhere (MAC mobility); a node appearing and going
-changes bgpd's peers by vtysh with no bgpd restart and no reset of the other sessions; a
-plugin restart adopts the running daemons; a killed bgpd, or zebra, is restarted and a
-fault raised;
-at the end the daemons are ended by pid and the namespaces removed. The convergence times
-are printed (pytest -s).
+remote, pointing at the new VTEP, elsewhere (MAC mobility); a node appearing and going,
+or a node's coordinator state changing, changes bgpd's peers by vtysh with no bgpd restart
+and no reset of the other sessions; a plugin restart adopts the running daemons; a killed
+bgpd, or zebra, is restarted and a fault raised; switching static -> evpn -> static swaps
+PVC's flood entries for zebra's and back. At the end the daemons are ended by pid and the
+namespaces removed. The convergence times are printed (pytest -s).
 """
 
 from __future__ import annotations

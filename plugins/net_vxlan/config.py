@@ -11,6 +11,7 @@ from pvc_kernel.sdk import Setting, Settings
 
 NAME = "net_vxlan"
 STATIC = "static"
+EVPN = "evpn"
 VXLAN_OVERHEAD = 50
 
 
@@ -36,7 +37,13 @@ SETTINGS = Settings(
                 "have at most this minus 50", minimum=626, maximum=65535),
         Setting("mode", str, STATIC,
                 "static: flood to every other node's VTEP (head-end replication entries "
-                "written by PVC)", choices=(STATIC,)),
+                "written by PVC); evpn: FRR (zebra + bgpd) on every node learns MACs and "
+                "VTEPs by BGP EVPN (iBGP, coordinators as route reflectors)",
+                choices=(STATIC, EVPN)),
+        Setting("bgp_as", int, 65001, "evpn: the cluster's BGP AS number (every node the "
+                "same)", minimum=1, maximum=4294967295),
+        Setting("frr_dir", str, "/run/pvc/frr", "evpn: the directory of this node's FRR "
+                "daemons (configs, pid files, sockets, logs; owned by user frr)"),
     ))
 
 
@@ -46,6 +53,8 @@ class VxlanConfig:
     vtep_address: str | None = None
     cluster_mtu: int = 1500
     mode: str = STATIC
+    bgp_as: int = 65001
+    frr_dir: str = "/run/pvc/frr"
 
     @property
     def max_mtu(self) -> int:
@@ -55,4 +64,5 @@ class VxlanConfig:
 def load(config: Any) -> VxlanConfig:
     """The plugin's settings from a ``pvc_kernel.config.NodeConfig`` (validated at start)."""
     v = SETTINGS.values(config, NAME)
-    return VxlanConfig(v["cluster_device"], v["vtep_address"], v["cluster_mtu"], v["mode"])
+    return VxlanConfig(v["cluster_device"], v["vtep_address"], v["cluster_mtu"], v["mode"],
+                       v["bgp_as"], v["frr_dir"])

@@ -2,9 +2,13 @@
 ``IPRoute``, no ``ip``/``bridge`` commands).
 
 ``vxlan<vni>``: VXLAN id = VNI, UDP port 4789, local address = this node's VTEP, lower
-device ``cluster_device``, learning on; in ``static`` mode its flood list (the all-zero MAC
-fdb entries ``00:00:00:00:00:00 dst <VTEP>``, head-end replication) is kept exactly equal
-to the other nodes' VTEPs. The bridge ``vmbr<vni>`` it is a port of is net_bridged's.
+device ``cluster_device``. In ``static`` mode learning is on and its flood list (the
+all-zero MAC fdb entries ``00:00:00:00:00:00 dst <VTEP>``, head-end replication) is kept
+exactly equal to the other nodes' VTEPs. In ``evpn`` mode it is ``nolearning`` and PVC
+writes no fdb entry: zebra installs the flood list and the remote MACs from BGP EVPN routes.
+A device made for the other mode differs in learning and is made again, which also drops
+the flood entries PVC wrote in static mode. The bridge ``vmbr<vni>`` it is a port of is
+net_bridged's.
 
 As there: a device already right gets no request (no flap on a restart), and PVC marks what
 it creates with the alias ``pvc`` and deletes only such devices. Each function takes an open
@@ -104,10 +108,10 @@ def _sort_key(address: str) -> tuple[int, str]:
         return -1, address
 
 
-def vxlan_port(cfg: Any, network: dict[str, Any], peers: list[str],
+def vxlan_port(cfg: Any, network: dict[str, Any], peers: list[str] | None,
                ipr: Any = None) -> dict[str, Any]:
-    """Make or keep ``vxlan<vni>`` and its flood list (= ``peers``). ``{"port",
-    "max_mtu"}`` or ``{"error"}``."""
+    """Make or keep ``vxlan<vni>`` and its flood list (= ``peers``; None: EVPN mode, no
+    learning and no flood list of ours). ``{"port", "max_mtu"}`` or ``{"error"}``."""
     vni = int(network["vni"])
     name = port_name(vni)
     if not cfg.cluster_device:
@@ -121,31 +125,33 @@ def vxlan_port(cfg: Any, network: dict[str, Any], peers: list[str],
             if local is None:
                 return {"error": f"no VTEP address: vtep_address is not set and "
                                  f"{cfg.cluster_device} has no IPv4 address"}
-            index = ensure_vxlan(nl, name, vni, local, lower["index"])
-            sync_flood(nl, index, name, peers)
+            index = ensure_vxlan(nl, name, vni, local, lower["index"], peers is not None)
+            if peers is not None:
+                sync_flood(nl, index, name, peers)
     except Exception as exc:
         return {"error": f"cannot make {name}: {message(exc)}"}
     return {"port": name, "max_mtu": cfg.max_mtu}
 
 
-def _differences(msg: Any, vni: int, local: str, lower: int) -> list[str]:
+def _differences(msg: Any, vni: int, local: str, lower: int, learning: bool) -> list[str]:
     if msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") != "vxlan":
         return ["not a vxlan"]
     data = msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA")
     want = {"IFLA_VXLAN_ID": vni, "IFLA_VXLAN_PORT": PORT, "IFLA_VXLAN_LOCAL": local,
-            "IFLA_VXLAN_LINK": lower, "IFLA_VXLAN_LEARNING": 1}
+            "IFLA_VXLAN_LINK": lower, "IFLA_VXLAN_LEARNING": int(learning)}
     have = {k: data.get(k) if data is not None else None for k in want}
     return [f"{k[11:].lower()} {have[k]} (want {v})" for k, v in want.items() if have[k] != v]
 
 
-def ensure_vxlan(ipr: Any, name: str, vni: int, local: str, lower: int) -> int:
+def ensure_vxlan(ipr: Any, name: str, vni: int, local: str, lower: int,
+                 learning: bool = True) -> int:
     """Make ``name`` as described, up; an existing right one gets no request. One PVC made
     with other parameters (a new VTEP address, say) is made again; someone else's is an
     error. Its MTU is left to the bridge's reconcile (the kernel starts it at the lower
     device's minus 50). Returns its index."""
     msg = _get(ipr, name)
     if msg is not None:
-        wrong = _differences(msg, vni, local, lower)
+        wrong = _differences(msg, vni, local, lower, learning)
         if not wrong:
             if not msg["flags"] & 1:
                 ipr.link("set", index=msg["index"], state="up")
@@ -156,7 +162,7 @@ def ensure_vxlan(ipr: Any, name: str, vni: int, local: str, lower: int) -> int:
         log.warning("net_vxlan: %s differs (%s); making it again", name, ", ".join(wrong))
         ipr.link("del", index=msg["index"])
     ipr.link("add", ifname=name, kind="vxlan", vxlan_id=vni, vxlan_port=PORT,
-             vxlan_local=local, vxlan_link=lower, vxlan_learning=1)
+             vxlan_local=local, vxlan_link=lower, vxlan_learning=int(learning))
     msg = _get(ipr, name)
     if msg is None:
         raise DeviceError(f"{name} vanished right after it was created")

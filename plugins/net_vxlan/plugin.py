@@ -1,7 +1,9 @@
 """The ``net_vxlan`` plugin (entry point ``net_vxlan`` in ``pvc.plugins`` names
 ``NetVxlanPlugin``): the ``managed`` network type, one VXLAN ``vxlan<vni>`` per network as
 the port of its bridge (built by net_bridged, which stores the networks), flooding to the
-other nodes' VTEPs (``devices``). pyroute2 is imported only on nodes.
+other nodes' VTEPs (``devices``), or in ``evpn`` mode learning them from FRR's BGP EVPN
+(``frrd`` supervises zebra + bgpd, ``frr`` renders their configuration). pyroute2 is
+imported only on nodes.
 """
 
 from __future__ import annotations
@@ -17,6 +19,10 @@ MANAGED = "managed"
 
 
 class NetVxlanPlugin:
+    def __init__(self) -> None:
+        self.frr: Any = None                 # frrd.Supervisor in evpn mode (pvcnoded only)
+        self.watched: set[str] = set()
+
     @hookimpl
     def pvc_config_settings(self) -> Settings:
         """``plugins.net_vxlan`` (``pvc_plugins.net_vxlan.config.SETTINGS``)."""
@@ -45,7 +51,8 @@ class NetVxlanPlugin:
         from pvc_plugins.net_vxlan import devices
 
         cfg = config.load(daemon.config)
-        return devices.vxlan_port(cfg, network, devices.peer_vteps(daemon, cfg))
+        peers = None if cfg.mode == config.EVPN else devices.peer_vteps(daemon, cfg)
+        return devices.vxlan_port(cfg, network, peers)
 
     @hookimpl
     def pvc_network_port_remove(self, daemon: Any, network: dict[str, Any]) -> bool | None:
@@ -55,3 +62,43 @@ class NetVxlanPlugin:
         from pvc_plugins.net_vxlan import devices
 
         return devices.remove_vxlan_port(network)
+
+    @hookimpl
+    def pvc_node_start(self, daemon: Any) -> None:
+        """evpn: start (or adopt) FRR in this thread's namespace; static: end an FRR of
+        ours left from evpn mode."""
+        from pvc_plugins.net_vxlan import devices, frrd
+
+        cfg = config.load(daemon.config)
+        self.watched = set()                 # watches of an earlier bus are gone with it
+        if cfg.mode != config.EVPN:
+            ended = frrd.terminate(cfg.frr_dir)
+            if ended:
+                log.info("net_vxlan: static mode: ended FRR of evpn mode (pids %s)", ended)
+            return
+        self.frr = frrd.Supervisor(daemon, cfg, lambda: devices.vtep_address(cfg))
+        self.frr.start()
+
+    @hookimpl
+    def pvc_node_stop(self, daemon: Any) -> None:
+        """Stop supervising; FRR keeps running so that a restart drops no EVPN route."""
+        supervisor, self.frr = self.frr, None
+        if supervisor is not None:
+            supervisor.stop()
+
+    @hookimpl
+    def pvc_event(self, daemon: Any, event: Any) -> None:
+        """evpn: the nodes (net_bridged watches them and their static data), their
+        coordinator states (watched here) and the reconcile timer: check bgpd's peers."""
+        if self.frr is None:
+            return
+        obj = event.obj
+        if obj == "net:nodes":
+            for node in getattr(event, "children", ()):
+                if node not in self.watched:
+                    self.watched.add(node)
+                    daemon.bus.watch_data("node.coordinator_state", obj=f"vxlan:coord:{node}",
+                                          node=node)
+        if obj in ("net:nodes", "net:reconcile") or obj.startswith(("net:node:",
+                                                                     "vxlan:coord:")):
+            self.frr.request()

@@ -153,7 +153,8 @@ class Lab(Observer):
                 raise LabError(f"{svc.name}: {missing[0]} not found (run scripts/bootstrap.sh)")
         self.down(quiet=True)   # leftovers of a crashed lab of the same name
         shutil.rmtree(self.state_dir, ignore_errors=True)
-        os.makedirs(self.state_dir, mode=0o700)
+        os.makedirs(self.state_dir, mode=0o711)    # traversable: FRR runs as user frr
+        os.chmod(self.state_dir, 0o711)             # (the secrets in it are 0600 files)
         new.created = time.time()
         fd = os.open(self.spec_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:

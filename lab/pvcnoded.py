@@ -75,7 +75,8 @@ def node_config(spec: LabSpec, node: NodeSpec) -> dict[str, Any]:
                 "port": API_PORT, "keys": [spec.api_key]},
         "plugins": {"vm_kvm": vm_kvm_config(spec, node), **ceph_plugin_section(spec, node),
                     **bmc_plugin_section(spec, node),
-                    "net_vxlan": {"cluster_device": NODE_IFNAME},      # managed networks
+                    "net_vxlan": {"cluster_device": NODE_IFNAME, "mode": "evpn",  # FRR
+                                  "frr_dir": os.path.join(spec.node_dir(node.name), "frr")},
                     "net_bridged": {"bridge_device": NODE_IFNAME}},    # VLANs: spec.VLANS
     }
 

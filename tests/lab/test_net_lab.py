@@ -1,13 +1,14 @@
 """Client networks on the whole lab, driven with the `pvc` CLI: real bridges and VXLANs
-built by every node's pvcnoded (net_bridged + net_vxlan, static flooding over the lab's
-``eth0``), and lab guests with a virtio NIC that ping each other across nodes and through a
-live migration (each guest prints busybox ping's reply lines on its serial console; a
-missing ``seq`` is a lost ping, 0.2 s apart).
+built by every node's pvcnoded (net_bridged + net_vxlan in evpn mode: FRR on every node,
+VXLANs over the lab's ``eth0``), and lab guests with a virtio NIC that ping each other
+across nodes and through a live migration (each guest prints busybox ping's reply lines
+on its serial console; a missing ``seq`` is a lost ping, 0.2 s apart).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 
@@ -49,6 +50,27 @@ def netlab(vmlab):
     pvc(lab, "network", "remove", str(VNI), "--yes", "--force")
 
 
+def evpn_remote(lab, node: str, mac: str) -> str | None:
+    """The VTEP ``node``'s zebra installed ``mac`` towards on ``vxlan<VNI>`` (an
+    ``extern_learn`` fdb entry, from an EVPN type-2 route), or None."""
+    out = lab.exec(node, ["bridge", "-j", "fdb", "show", "dev", f"vxlan{VNI}"],
+                   capture_output=True, text=True, check=True).stdout
+    for entry in json.loads(out or "[]"):
+        if (entry.get("mac") == mac.lower() and entry.get("dst")
+                and "extern_learn" in entry.get("flags", [])):
+            return entry["dst"]
+    return None
+
+
+def evpn_mac(lab, node: str, mac: str) -> dict:
+    """zebra's EVPN MAC entry of ``mac`` on ``node`` (``type`` local or remote)."""
+    vty = os.path.join(lab.spec.node_dir(node), "frr", "vty")
+    out = lab.exec(node, ["vtysh", "--vty_socket", vty, "-c",
+                          f"show evpn mac vni {VNI} mac {mac.lower()} json"],
+                   capture_output=True, text=True, check=True).stdout
+    return json.loads(out or "{}").get(mac.lower(), {})
+
+
 def replies_from(lab, vm: str, address: str) -> list[int]:
     return [seq for src, seq in ping_replies(console(lab, vm)) if src == address]
 
@@ -73,6 +95,9 @@ def test_guests_on_a_managed_network_ping_across_nodes_and_through_a_live_migrat
     assert (nic["network"], nic["source"]) == ("labnet", bridge)
     assert "network labnet" in ok(lab, "vm", "info", "netvm1")
 
+    mac2 = info(lab, "netvm2")["networks"][0]["mac"]
+    lab.wait_for(lambda: evpn_remote(lab, "hv1", mac2) == lab.addresses["hv2"], 30,
+                 "hv1's zebra to install netvm2's MAC towards hv2")
     before = len(replies_from(lab, "netvm1", b))
     ok(lab, "vm", "migrate", "netvm2", "--target", "hv3", "--wait")
     assert info(lab, "netvm2")["running_on"] == "hv3"
@@ -82,6 +107,10 @@ def test_guests_on_a_managed_network_ping_across_nodes_and_through_a_live_migrat
     gap = largest_gap(seqs)
     print(f"\nping gap across the live migration of netvm2 hv2->hv3: {gap} lost "
           f"(~{gap * PING_INTERVAL:.1f} s at {PING_INTERVAL} s)")
+    lab.wait_for(lambda: evpn_remote(lab, "hv1", mac2) == lab.addresses["hv3"], 30,
+                 "netvm2's MAC route to move to hv3 (MAC mobility)")
+    lab.wait_for(lambda: evpn_mac(lab, "hv3", mac2).get("type") == "local", 30,
+                 "hv3's EVPN route of netvm2's MAC to be local")
 
 
 def test_nics_on_missing_or_unbuilt_networks_are_refused(netlab, tmp_path):

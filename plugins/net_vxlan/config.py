@@ -37,6 +37,16 @@ SETTINGS = Settings(
         Setting("mode", str, STATIC,
                 "static: flood to every other node's VTEP (head-end replication entries "
                 "written by PVC)", choices=(STATIC,)),
+        # The primary's services of managed networks (services.py, dhcp.py, gateway.py).
+        Setting("run_dir", str, "/run/pvc/net_vxlan", "where the primary keeps each "
+                "network's dnsmasq files (pid, leases, reservations) and the lease socket"),
+        Setting("dhcp_lease_time", int, 172800, "DHCPv4 lease time in seconds (the "
+                "original's 48 h)", minimum=120),
+        Setting("retry_interval", float, 2.0, "seconds between tries to raise a managed "
+                "network's services that could not be raised (bridge not built yet, dnsmasq "
+                "failing)", minimum=0.2),
+        Setting("handover_timeout", float, 30.0, "the longest becoming primary or secondary "
+                "waits for the network services to be raised or dropped", minimum=1),
     ))
 
 

@@ -17,6 +17,9 @@ MANAGED = "managed"
 
 
 class NetVxlanPlugin:
+    def __init__(self) -> None:
+        self.services: Any = None      # the primary's network services (pvcnoded only)
+
     @hookimpl
     def pvc_config_settings(self) -> Settings:
         """``plugins.net_vxlan`` (``pvc_plugins.net_vxlan.config.SETTINGS``)."""
@@ -53,3 +56,36 @@ class NetVxlanPlugin:
         from pvc_plugins.net_vxlan import devices
 
         return devices.remove_vxlan_port(network)
+
+    # -- the primary's services of managed networks (services.py) -------------------------
+    @hookimpl
+    def pvc_node_start(self, daemon: Any) -> None:
+        """Start the network services' thread (it drops what a crashed pvcnoded left)."""
+        from pvc_plugins.net_vxlan.services import Services
+
+        self.services = Services(daemon)
+        self.services.start()
+
+    @hookimpl
+    def pvc_node_stop(self, daemon: Any) -> None:
+        services, self.services = self.services, None
+        if services is not None:
+            services.stop()
+
+    @hookimpl
+    def pvc_become_primary(self, daemon: Any) -> None:
+        """Gateways, then dnsmasq, of every managed network; returns when they are up."""
+        if self.services is not None:
+            self.services.become_primary()
+
+    @hookimpl
+    def pvc_become_secondary(self, daemon: Any) -> None:
+        """Drop them (reverse order); returns when they are gone."""
+        if self.services is not None:
+            self.services.become_secondary()
+
+    @hookimpl
+    def pvc_event(self, daemon: Any, event: Any) -> None:
+        """Network changes (net_bridged's ``net:*`` watches) while primary."""
+        if self.services is not None and event.obj.startswith("net:"):
+            self.services.on_event(event)

@@ -39,7 +39,8 @@ SETTINGS = Settings(
                 "written by PVC)", choices=(STATIC,)),
         # The primary's services of managed networks (services.py, dhcp.py, gateway.py).
         Setting("run_dir", str, "/run/pvc/net_vxlan", "where the primary keeps each "
-                "network's dnsmasq files (pid, leases, reservations) and the lease socket"),
+                "network's dnsmasq files (pid, leases, reservations) and the lease socket, "
+                "in <run_dir>/<node>; dnsmasq (user nobody) must be able to read them"),
         Setting("dhcp_lease_time", int, 172800, "DHCPv4 lease time in seconds (the "
                 "original's 48 h)", minimum=120),
         Setting("retry_interval", float, 2.0, "seconds between tries to raise a managed "

@@ -57,7 +57,7 @@ class Services:
         self.daemon = daemon
         self.store = daemon.store
         self.node: str = daemon.node
-        self.run_dir = Path(values["run_dir"])
+        self.run_dir = Path(values["run_dir"]) / self.node   # nodes may share a file system
         self.lease_time: int = values["dhcp_lease_time"]
         self.retry_interval: float = values["retry_interval"]
         self.handover_timeout: float = values["handover_timeout"]
@@ -76,7 +76,8 @@ class Services:
     # -- life cycle --------------------------------------------------------------------
     def start(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.run_dir.chmod(0o755)            # dnsmasq reads its files as user nobody
+        for path in (self.run_dir.parent, self.run_dir):
+            path.chmod(0o755)                # dnsmasq reads its files as user nobody
         files = dhcp.Files(str(self.run_dir), 0)
         files.socket.unlink(missing_ok=True)
         self.relay = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -89,8 +90,9 @@ class Services:
         self.request()            # as a secondary: drop what a crashed pvcnoded left
 
     def stop(self) -> None:
-        """Drop the services if still primary, then stop the threads."""
-        if self.primary:
+        """Drop the services if still primary (or a drop is under way), then stop the
+        threads."""
+        if self.primary or self.dnsmasq:
             self.become_secondary()
         self.stopping.set()
         self.wanted.set()
@@ -234,7 +236,7 @@ class Services:
         if current is not None:
             current.stop()
         new = dhcp.Dnsmasq(files, vni, args, on_exit=self._exited)
-        new.start(self._records("network.lease", "network.leases", vni))
+        new.start(self._live_leases(vni))
         self.dnsmasq[vni] = new
         log.info("net_vxlan: network %d: dnsmasq started (pid %d)", vni, new.pid)
 
@@ -293,6 +295,18 @@ class Services:
             return not self.stopping.is_set()
 
         self.store.data_watch("network.reservations", changed, vni=vni)
+
+    def _live_leases(self, vni: int) -> list[dict[str, Any]]:
+        """The network's leases in ZooKeeper; expired ones are deleted (no dnsmasq will say
+        ``del`` for a lease it never knew)."""
+        live, now = [], time.time()
+        for record in self._records("network.lease", "network.leases", vni):
+            expiry = int(record.get("expiry") or 0)
+            if expiry and expiry <= now:
+                self.store.delete("network.lease", vni=vni, mac=record["mac"])
+            else:
+                live.append(record)
+        return live
 
     def _records(self, item: str, container: str, vni: int) -> list[dict[str, Any]]:
         out = []

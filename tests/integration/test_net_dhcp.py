@@ -122,7 +122,7 @@ def site(zk_hosts, tmp_path) -> Iterator[dict[str, Any]]:
         script.write_text(UDHCPC_SCRIPT)
         script.chmod(0o755)
         yield {"node": node, "store": store, "sub": sub, "tag": tag, "created": created,
-               "script": str(script), "run": Path(run),
+               "script": str(script), "run": Path(run) / "hv1",
                "api": falcon.testing.TestClient(app.app, headers={"X-Api-Key": KEY})}
     finally:
         if app is not None:
@@ -234,3 +234,33 @@ def test_the_primary_serves_gateways_dhcp_and_leases(site):
     answered = time.monotonic() - started
     print(f"\nhandover: pvc_become_primary returned after {raised * 1000:.0f} ms; the gateway "
           f"answered a VM's ping {answered * 1000:.0f} ms after the call")
+
+
+def test_a_secondary_drops_what_a_crashed_primary_left(site):
+    """A pvcnoded that died while primary left a gateway address and its dnsmasq; the next
+    start of the plugin (as a secondary) removes both (the dnsmasq found by its pid file)."""
+    node, store, sub = site["node"], site["store"], site["sub"]
+    spec = model.build(VNI, "managed", {"description": "office", "ip4_network":
+                                        f"10.235.{sub}.0/24", "ip4_gateway":
+                                        f"10.235.{sub}.1"}, ["managed"])
+    store.set("network", spec, vni=VNI)
+    node.start()
+    wait_for(lambda: (store.get_json("network.node", vni=VNI, node="hv1") or {}).get("state")
+             == "up", 20, 0.1, "vmbr100 built")
+    node.stop()
+    ip(node.ns, "addr", "add", f"10.235.{sub}.1/24", "dev", "vmbr100")
+    pid_file = site["run"] / "dnsmasq-100.pid"
+    subprocess.run(["ip", "netns", "exec", node.ns, "dnsmasq", "--conf-file=/dev/null",
+                    f"--pid-file={pid_file}", "--bind-interfaces", "--interface=vmbr100",
+                    "--except-interface=lo", "--port=0"], check=True, timeout=10)
+    pid = int(wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(), 10, 0.05,
+                       "the leftover's pid file"))
+    try:
+        assert alive(pid)
+        node.start()
+        wait_for(lambda: not alive(pid), 10, 0.05, "the leftover dnsmasq gone")
+        wait_for(lambda: addresses(node.ns, "vmbr100") == set(), 10, 0.05,
+                 "the leftover gateway gone")
+    finally:
+        if alive(pid):
+            os.kill(pid, signal.SIGTERM)

@@ -100,6 +100,7 @@ class Services:
             self.thread.join(self.handover_timeout)
         if self.relay is not None:
             self.relay.close()
+            dhcp.Files(str(self.run_dir), 0).socket.unlink(missing_ok=True)
 
     def become_primary(self) -> bool:
         """Raise every managed network's services; True when done within the time-out."""

@@ -74,6 +74,20 @@ class Vm:
         ip(ns, "link", "set", "eth0", "address", mac_address)
         ip(ns, "link", "set", "eth0", "up")
 
+    def release(self, hostname: str) -> None:
+        """A lease taken by a udhcpc that stays, then given back (udhcpc's -R on SIGTERM)."""
+        ip(self.ns, "-4", "addr", "flush", "dev", "eth0")
+        proc = subprocess.Popen(["ip", "netns", "exec", self.ns, "busybox", "udhcpc", "-i",
+                                 "eth0", "-f", "-R", "-t", "5", "-T", "1", "-s", self.script,
+                                 "-x", f"hostname:{hostname}"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_for(lambda: [a for a in addresses(self.ns, "eth0") if ":" not in a], 10, 0.1,
+                     "udhcpc's lease")
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
     def dhcp(self, hostname: str, tries: int = 5) -> str | None:
         """One DHCP exchange with busybox udhcpc; the address it got, if any."""
         proc = subprocess.run(["ip", "netns", "exec", self.ns, "busybox", "udhcpc", "-i",
@@ -213,6 +227,12 @@ def test_the_primary_serves_gateways_dhcp_and_leases(site):
              "the reservation file gone")
     again = wait_for(lambda: vm1.dhcp("vm1"), 10, 0.5, "vm1's new lease")
     assert 100 <= int(again.rsplit(".", 1)[1]) <= 199 and dnsmasq_pid(node) == new
+
+    # A released lease leaves ZooKeeper (dnsmasq's "del").
+    vm1.release("vm1")
+    wait_for(lambda: not store.exists("network.lease", vni=VNI, mac=vm1.mac), 10, 0.1,
+             "vm1's released lease gone")
+    assert store.exists("network.lease", vni=VNI, mac=vm2.mac)
 
     # Secondary: no gateway, no dnsmasq, no answer.
     assert node.host.call_each("pvc_become_secondary", daemon=node.daemon)

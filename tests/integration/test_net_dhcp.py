@@ -99,60 +99,71 @@ class Vm:
         return got[0] if proc.returncode == 0 and got else None
 
 
+def _node(name: str, ns: str, zk_hosts: str, run: str) -> Node:
+    store = Store(zk_hosts, timeout=5)
+    store.start()
+    config = NodeConfig(node=name, cluster="dhcptest", zookeeper_hosts=[zk_hosts],
+                        api=ApiConfig(keys=[KEY]), plugin_sections={
+                            "net_bridged": {"reconcile_interval": 5},
+                            "net_vxlan": {"cluster_device": "under0", "run_dir": run,
+                                          "retry_interval": 0.5}})
+    node = Node(name, ns, store)
+    node.host.register(NetBridgedPlugin, "net_bridged")
+    node.host.register(NetVxlanPlugin, "net_vxlan")
+    assert node.host.config_problems(config) == []
+    node.daemon = Daemon(node, config)
+    return node
+
+
 @pytest.fixture
 def site(zk_hosts, tmp_path) -> Iterator[dict[str, Any]]:
+    """Two node namespaces hv1 and hv2 joined by an underlay veth (10.235.255.0/24), each
+    with its own ZooKeeper session and plugins (started by the tests), the API in process on
+    hv1's plugins, and a udhcpc script for the "VMs"."""
     problem = _missing()
     if problem:
         pytest.skip(problem)
     tag = uuid.uuid4().hex[:6]
     sub = random.randint(1, 250)          # the managed network: 10.235.<sub>.0/24
-    node_ns = f"pvcdh-{tag}"
+    names = {"hv1": f"pvcdh-{tag}-1", "hv2": f"pvcdh-{tag}-2"}
     created: list[str] = []
-    run = f"/run/pvcdh-{tag}"       # dnsmasq (user nobody) reads its files there
-    store = Store(zk_hosts, timeout=5)
-    store.start()
-    node = None
+    run = f"/run/pvcdh-{tag}"             # dnsmasq (user nobody) reads its files there
+    nodes: dict[str, Node] = {}
     app = None
     try:
-        netns.add(node_ns)
-        created.append(node_ns)
-        ip(node_ns, "link", "add", "under0", "type", "veth", "peer", "name", "under0p")
-        ip(node_ns, "addr", "add", "10.235.255.1/24", "dev", "under0")    # the underlay
-        for dev in ("under0", "under0p"):
-            ip(node_ns, "link", "set", dev, "up")
-        config = NodeConfig(node="hv1", cluster="dhcptest", zookeeper_hosts=[zk_hosts],
-                            api=ApiConfig(keys=[KEY]), plugin_sections={
-                                "net_bridged": {"reconcile_interval": 5},
-                                "net_vxlan": {"cluster_device": "under0",
-                                              "run_dir": run,
-                                              "retry_interval": 0.5}})
-        node = Node("hv1", node_ns, store)
-        node.host.register(NetBridgedPlugin, "net_bridged")
-        node.host.register(NetVxlanPlugin, "net_vxlan")
-        assert node.host.config_problems(config) == []
-        node.daemon = Daemon(node, config)
-        app = create_app(store, config, node.host)
+        for ns in names.values():
+            netns.add(ns)
+            created.append(ns)
+        ip(names["hv1"], "link", "add", "under0", "type", "veth", "peer", "name", "under0",
+           "netns", names["hv2"])
+        for i, (name, ns) in enumerate(names.items(), start=1):
+            ip(ns, "addr", "add", f"10.235.255.{i}/24", "dev", "under0")
+            ip(ns, "link", "set", "under0", "up")
+            nodes[name] = _node(name, ns, zk_hosts, run)
+        store = nodes["hv1"].store
+        app = create_app(store, nodes["hv1"].daemon.config, nodes["hv1"].host)
         script = tmp_path / "udhcpc.sh"
         script.write_text(UDHCPC_SCRIPT)
         script.chmod(0o755)
-        yield {"node": node, "store": store, "sub": sub, "tag": tag, "created": created,
-               "script": str(script), "run": Path(run) / "hv1",
+        yield {"node": nodes["hv1"], "nodes": nodes, "store": store, "sub": sub, "tag": tag,
+               "created": created, "script": str(script), "run": Path(run) / "hv1",
                "api": falcon.testing.TestClient(app.app, headers={"X-Api-Key": KEY})}
     finally:
         if app is not None:
             app.stopping.set()
-        try:
-            if node is not None:
+        for node in nodes.values():
+            try:
                 node.stop()
-        finally:
-            store.stop()
-            for ns in reversed(created):
-                netns.delete(ns)
-            shutil.rmtree(run, ignore_errors=True)
+            finally:
+                node.store.stop()
+        for ns in reversed(created):
+            netns.delete(ns)
+        shutil.rmtree(run, ignore_errors=True)
 
 
 def dnsmasq_pid(node: Node) -> int | None:
-    proc = node.plugin("net_vxlan").services.dnsmasq.get(VNI)
+    services = node.plugin("net_vxlan").services
+    proc = services.dnsmasq.get(VNI) if services is not None else None
     return proc.pid if proc is not None and proc.running() else None
 
 
@@ -284,3 +295,50 @@ def test_a_secondary_drops_what_a_crashed_primary_left(site):
     finally:
         if alive(pid):
             os.kill(pid, signal.SIGTERM)
+
+
+def test_a_planned_handover_moves_the_services_between_nodes(site):
+    """hv1 serves, a VM on hv2's bridge gets its lease across the VXLAN; hv1 becomes
+    secondary and hv2 primary, as the election calls them: the VM's gateway entry follows
+    to hv2's MAC without a probe, its lease is known to hv2's dnsmasq, and the time without
+    a gateway is printed."""
+    hv1, hv2 = site["nodes"]["hv1"], site["nodes"]["hv2"]
+    store, sub = site["store"], site["sub"]
+    net4 = f"10.235.{sub}"
+    spec = model.build(VNI, "managed", {
+        "description": "office", "ip4_network": f"{net4}.0/24", "ip4_gateway": f"{net4}.1",
+        "dhcp4": True, "dhcp4_start": f"{net4}.100", "dhcp4_end": f"{net4}.199"},
+        ["managed"])
+    store.set("network", spec, vni=VNI)
+    for n in (hv1, hv2):
+        n.start()
+    for n in (hv1, hv2):
+        wait_for(lambda n=n: (store.get_json("network.node", vni=VNI, node=n.name) or {})
+                 .get("state") == "up", 20, 0.1, f"vmbr100 on {n.name}")
+    vm = Vm(hv2.ns, f"pvcdh-{site['tag']}-vm", "pvm1", "52:54:00:35:00:03", site["script"])
+    site["created"].append(vm.ns)
+
+    assert hv1.host.call_each("pvc_become_primary", daemon=hv1.daemon)
+    got = wait_for(lambda: vm.dhcp("vm"), 20, 0.2, "a lease from hv1 across the VXLAN")
+    assert pings(vm.ns, f"{net4}.1")
+    assert neighbour(vm.ns, f"{net4}.1") == mac(hv1.ns, "vmbr100")
+    wait_for(lambda: (store.get_json("network.lease", vni=VNI, mac=vm.mac) or {})
+             .get("node") == "hv1", 10, 0.1, "the lease recorded by hv1")
+
+    started = time.monotonic()
+    assert hv1.host.call_each("pvc_become_secondary", daemon=hv1.daemon)
+    dropped = time.monotonic() - started
+    assert hv2.host.call_each("pvc_become_primary", daemon=hv2.daemon)
+    raised = time.monotonic() - started
+    assert addresses(hv1.ns, "vmbr100") == set() and dnsmasq_pid(hv1) is None
+    assert addresses(hv2.ns, "vmbr100") == {f"{net4}.1/24"}
+    assert neighbour(vm.ns, f"{net4}.1") == mac(hv2.ns, "vmbr100")      # the GARP
+    wait_for(lambda: pings(vm.ns, f"{net4}.1", wait=0.2), 10, 0.01, "the gateway on hv2")
+    answered = time.monotonic() - started
+    print(f"\nplanned handover hv1 -> hv2: dropped in {dropped * 1000:.0f} ms, raised "
+          f"{raised * 1000:.0f} ms after the start; the gateway answered the VM "
+          f"{answered * 1000:.0f} ms after the start")
+    # hv2's dnsmasq got the lease from ZooKeeper: it reports it and renews it as it was.
+    wait_for(lambda: (store.get_json("network.lease", vni=VNI, mac=vm.mac) or {})
+             .get("node") == "hv2", 10, 0.1, "the lease reported by hv2")
+    assert vm.dhcp("vm") == got

@@ -7,6 +7,11 @@ import json
 import os
 import socket
 import struct
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
 
 from pvc_plugins.net_vxlan import dhcp, gateway, leasehook
 
@@ -107,3 +112,93 @@ def test_gateways_and_their_announcements():
     assert (kind, code, flags) == (136, 0, 0xA0000000)           # router + override
     assert na[8:24] == socket.inet_pton(socket.AF_INET6, "fd00:100::1")
     assert na[24:] == b"\x02\x01" + mac
+
+
+class FakeDnsmasq:
+    """Stands in for ``dhcp.Dnsmasq``: "runs" from ``start`` until ``crash`` or ``stop``."""
+
+    made: list[FakeDnsmasq] = []
+
+    def __init__(self, files: Any, vni: int, args: list[str], on_exit: Any = None) -> None:
+        self.files, self.vni, self.args = files, vni, args
+        self.alive = self.stopping = False
+        self.reloads = 0
+        self.started = time.monotonic()
+        self.pid = 1000 + len(self.made)
+        self.made.append(self)
+
+    def start(self, leases: list[dict[str, Any]]) -> None:
+        self.alive, self.leases = True, leases
+
+    def running(self) -> bool:
+        return self.alive
+
+    def exit_message(self) -> str:
+        return "killed by signal 9"
+
+    def stop(self) -> None:
+        self.stopping, self.alive = True, False
+
+    def reload(self) -> None:
+        self.reloads += 1
+
+
+class ReservationStore:
+    """What ``Services`` reads of ZooKeeper: a network's reservations (and no leases)."""
+
+    def __init__(self) -> None:
+        self.reservations: dict[str, dict[str, Any]] = {}
+
+    def children(self, name: str, **kw: Any) -> list[str]:
+        return sorted(self.reservations) if name == "network.reservations" else []
+
+    def get_json(self, name: str, default: Any = None, **kw: Any) -> Any:
+        return self.reservations.get(kw.get("mac", ""), default)
+
+    def data_watch(self, *args: Any, **kw: Any) -> None:
+        return None
+
+
+def test_dnsmasq_is_restarted_with_a_fault_and_a_growing_delay(tmp_path, monkeypatch):
+    from pvc_kernel.config import NodeConfig
+    from pvc_plugins.net_vxlan import services
+
+    reported: list[tuple[str, str]] = []
+    monkeypatch.setattr(services.faults, "report",
+                        lambda store, fid, message, delta: reported.append((fid, message)))
+    monkeypatch.setattr(services.dhcp, "Dnsmasq", FakeDnsmasq)
+    FakeDnsmasq.made = []
+    daemon = SimpleNamespace(node="hv1", store=ReservationStore(), config=NodeConfig(
+        node="hv1", cluster="c", zookeeper_hosts=["x"],
+        plugin_sections={"net_vxlan": {"run_dir": str(tmp_path)}}))
+    svc = services.Services(daemon)
+    svc.raise_dhcp(100, SPEC)
+    svc.raise_dhcp(100, SPEC)
+    assert len(FakeDnsmasq.made) == 1 and reported == []          # nothing to change
+
+    FakeDnsmasq.made[-1].alive = False                             # it died
+    svc.raise_dhcp(100, SPEC)
+    assert len(FakeDnsmasq.made) == 2 and FakeDnsmasq.made[-1].alive
+    assert reported == [("net-dnsmasq-100", "Network 100: dnsmasq on hv1 ended unexpectedly "
+                                            "(killed by signal 9); restarted")]
+    FakeDnsmasq.made[-1].alive = False                             # and again, at once
+    with pytest.raises(RuntimeError, match="restarting in"):
+        svc.raise_dhcp(100, SPEC)
+    assert len(FakeDnsmasq.made) == 2 and len(reported) == 1
+    crashes, _when = svc.failures[100]
+    svc.failures[100] = (crashes, time.monotonic() - 1)            # the delay is over
+    svc.raise_dhcp(100, SPEC)
+    assert len(FakeDnsmasq.made) == 3 and len(reported) == 2
+    assert svc.failures[100][1] - time.monotonic() > 1             # 2 s now
+
+    svc.raise_dhcp(100, {**SPEC, "dhcp4_end": "10.100.0.150"})   # new settings: a restart
+    assert len(FakeDnsmasq.made) == 4 and len(reported) == 2
+    assert FakeDnsmasq.made[2].stopping
+
+    store = daemon.store
+    store.reservations["52:54:00:00:00:01"] = {"mac": "52:54:00:00:00:01", "ip4": "10.100.0.5"}
+    svc.raise_dhcp(100, {**SPEC, "dhcp4_end": "10.100.0.150"})
+    assert FakeDnsmasq.made[-1].reloads == 0                       # hostsdir: read at once
+    store.reservations.clear()
+    svc.raise_dhcp(100, {**SPEC, "dhcp4_end": "10.100.0.150"})
+    assert FakeDnsmasq.made[-1].reloads == 1 and len(FakeDnsmasq.made) == 4

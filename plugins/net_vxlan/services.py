@@ -143,13 +143,14 @@ class Services:
             self.wanted.wait(retry)
             if self.stopping.is_set():
                 return
+            self.wanted.clear()            # before the ticket: no request is lost between
             with self.done:
                 ticket = self.asked
-            self.wanted.clear()
             try:
                 self.reconcile()
-            except Exception:
+            except Exception as exc:
                 log.exception("net_vxlan: primary services reconcile failed")
+                self.problems[0] = str(exc)   # retried every retry_interval
             with self.done:
                 self.finished = max(self.finished, ticket)
                 self.done.notify_all()

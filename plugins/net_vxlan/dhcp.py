@@ -71,8 +71,8 @@ def arguments(spec: dict[str, Any], files: Files, lease_time: int) -> list[str]:
     if spec.get("ip6_network"):
         net6 = ipaddress.IPv6Network(spec["ip6_network"])
         zones.append(str(net6))
-        args += ["--enable-ra", f"--dhcp-range={net6.network_address},ra-stateless,ra-names,"
-                 f"{net6.prefixlen},{lease_time}"]
+        args += ["--enable-ra", f"--dhcp-range={_range6(net6, spec.get('ip6_gateway'))},"
+                 f"{lease_time}"]
     servers4 = [s for s in spec.get("name_servers") or [] if ":" not in s]
     servers6 = [s for s in spec.get("name_servers") or [] if ":" in s]
     if servers4:
@@ -82,6 +82,21 @@ def arguments(spec: dict[str, Any], files: Files, lease_time: int) -> list[str]:
     args.append(f"--auth-zone={domain},{','.join(zones)}")
     args.append(f"--auth-server={domain},{bridge}")
     return args
+
+
+def _range6(net: ipaddress.IPv6Network, gateway: str | None) -> str:
+    """The IPv6 ``--dhcp-range`` (without the lease time): SLAAC and stateless DHCPv6 on the
+    /64 of the gateway when the network is /64 or larger (SLAAC needs a /64); on a smaller
+    one, stateful DHCPv6 over the half of the network the gateway is not in."""
+    gw = ipaddress.IPv6Address(gateway) if gateway else net.network_address + 1
+    if net.prefixlen <= 64:
+        slaac = ipaddress.IPv6Network(f"{gw}/64", strict=False)
+        return f"{slaac.network_address},ra-stateless,ra-names,64"
+    lower, upper = net.subnets(prefixlen_diff=1)
+    half = upper if gw in lower else lower
+    first = max(half.network_address, net.network_address + 1)
+    last = min(half.broadcast_address, net.broadcast_address - 1)
+    return f"{first},{last},{net.prefixlen}"
 
 
 class Files:

@@ -342,3 +342,23 @@ def test_a_planned_handover_moves_the_services_between_nodes(site):
     wait_for(lambda: (store.get_json("network.lease", vni=VNI, mac=vm.mac) or {})
              .get("node") == "hv2", 10, 0.1, "the lease reported by hv2")
     assert vm.dhcp("vm") == got
+
+
+@pytest.mark.parametrize("fields", [
+    {"ip4_network": "10.235.1.0/24", "ip4_gateway": "10.235.1.1", "dhcp4": True,
+     "dhcp4_start": "10.235.1.100", "dhcp4_end": "10.235.1.199", "ip6_network": "fd35:1::/64",
+     "name_servers": ["10.0.0.53", "fd35::53"], "domain": "a.example"},
+    {"ip4_network": "10.235.1.0/24", "ip4_gateway": "10.235.1.1"},
+    {"ip6_network": "fd35:1::/48"},
+    {"ip6_network": "fd35:1::/112", "ip6_gateway": "fd35:1::ff00"},
+])
+def test_dnsmasq_accepts_the_command_line_of_every_kind_of_network(fields, tmp_path):
+    """The real dnsmasq's syntax check of what dhcp.arguments makes."""
+    from pvc_plugins.net_vxlan import dhcp
+
+    if shutil.which("dnsmasq") is None:
+        pytest.skip("dnsmasq is missing")
+    spec = model.build(VNI, "managed", {"description": "office", **fields}, ["managed"])
+    args = dhcp.arguments(spec, dhcp.Files(str(tmp_path), VNI), 3600)
+    proc = subprocess.run([*args, "--test"], capture_output=True, text=True, timeout=10)
+    assert proc.returncode == 0 and "syntax check OK" in proc.stderr, proc.stderr

@@ -41,6 +41,19 @@ def test_dnsmasq_serves_only_its_bridge_with_the_networks_settings(tmp_path):
         assert arg in args, arg
 
 
+def test_ipv6_gets_slaac_on_a_64_and_stateful_dhcpv6_on_a_smaller_network(tmp_path):
+    files = dhcp.Files(str(tmp_path), 100)
+
+    def range6(net: str, gw: str) -> str:
+        args = dhcp.arguments({**SPEC, "ip6_network": net, "ip6_gateway": gw}, files, 60)
+        return [a for a in args if a.startswith("--dhcp-range=") and ":" in a][0]
+
+    assert range6("fd00:1::/48", "fd00:1::1") == \
+        "--dhcp-range=fd00:1::,ra-stateless,ra-names,64,60"
+    assert range6("fd00:1::/112", "fd00:1::1") == "--dhcp-range=fd00:1::8000,fd00:1::fffe,112,60"
+    assert range6("fd00:1::/112", "fd00:1::ff00") == "--dhcp-range=fd00:1::1,fd00:1::7fff,112,60"
+
+
 def test_without_dhcp4_or_ipv6_there_is_no_range_or_ra(tmp_path):
     spec = {**SPEC, "dhcp4": False, "ip6_network": None, "name_servers": []}
     args = dhcp.arguments(spec, dhcp.Files(str(tmp_path), 100), 3600)

@@ -7,7 +7,8 @@ What is checked: a secondary serves nothing; ``pvc_become_primary`` raises the g
 MAC, before the VM sent anything), then dnsmasq; a VM gets an address from the range, a VM
 with a reservation (added through the API) gets the reserved address and host name, both
 leases reach ZooKeeper and ``GET /network/<vni>/lease``; the VMs ping the gateway and get
-SLAAC addresses from the router advertisements; a dnsmasq killed with SIGKILL is restarted
+SLAAC addresses from the router advertisements and resolve each other's names in the
+network's domain; a dnsmasq killed with SIGKILL is restarted
 and a fault raised, and keeps the leases; a removed reservation leaves dnsmasq; ``pvc_become
 _secondary`` drops the gateways and stops dnsmasq. The time from ``pvc_become_primary`` to
 the gateway answering a VM's ping is printed (the issue's goal: ≤ 2 s for a handover).
@@ -209,6 +210,12 @@ def test_the_primary_serves_gateways_dhcp_and_leases(site):
     assert got is not None and 100 <= int(got.rsplit(".", 1)[1]) <= 199
     for vm in (vm1, vm2):
         assert pings(vm.ns, f"{net4}.1")
+    # DNS for the network's domain: the reserved and the dynamic host by name.
+    for name, address in (("web1", f"{net4}.50"), ("vm2", got)):
+        answer = subprocess.run(["ip", "netns", "exec", vm1.ns, "busybox", "nslookup", "-type=a",
+                                 f"{name}.office.local", f"{net4}.1"],
+                                capture_output=True, text=True, timeout=10).stdout
+        assert f"Address: {address}" in answer, answer
     lease = wait_for(lambda: store.get_json("network.lease", vni=VNI, mac=vm2.mac), 10, 0.1,
                      "vm2's lease in ZooKeeper")
     assert (lease["ip4"], lease["hostname"], lease["node"]) == (got, "vm2", "hv1")

@@ -206,3 +206,12 @@ def info(net: str, fmt: str) -> None:
         p.echo(render_table(p, ["NODE", "STATE", "BRIDGE", "MTU", "ERROR"], [
             [node, state_cell(r.get("state")), r.get("bridge") or "", str(r.get("mtu") or ""),
              r.get("error") or ""] for node, r in sorted(nodes.items())]))
+
+
+def _add_subgroups() -> None:
+    from pvc_plugins.net_bridged.lease_cli import dhcp
+
+    network.add_command(dhcp)
+
+
+_add_subgroups()

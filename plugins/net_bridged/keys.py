@@ -6,8 +6,18 @@
     /networks/<vni>/nodes/<node>   JSON: what that node built (observed, written by that
                                    node only): {"bridge", "port", "mtu", "state": "up" |
                                    "error", "error"}
+    /networks/<vni>/reservations   DHCP reservations (desired, written by the API only under
+                                   the ``networks`` lock); its value changes with every
+                                   change of a child, so one data watch sees them all
+    /networks/<vni>/reservations/<mac>
+                                   JSON {"mac", "ip4", "hostname"}
+    /networks/<vni>/leases/<mac>   JSON {"mac", "ip4", "hostname", "expiry" (epoch; 0 =
+                                   never), "client_id", "node"}: a live DHCP lease (observed,
+                                   written by the node serving DHCP, the managed type's
+                                   plugin on the primary; the API only deletes one)
 
-Other network plugins read these keys by name (``network``, ``vni=``); they never write them.
+Other network plugins read these keys by name (``network``, ``vni=``); they never write them,
+except ``network.lease`` (see above).
 """
 
 from __future__ import annotations
@@ -22,6 +32,10 @@ KEYS = [
     Key("network", "/networks/{vni}", OWNER),
     Key("network.nodes", "/networks/{vni}/nodes", OWNER),
     Key("network.node", "/networks/{vni}/nodes/{node}", OWNER),
+    Key("network.reservations", "/networks/{vni}/reservations", OWNER),
+    Key("network.reservation", "/networks/{vni}/reservations/{mac}", OWNER),
+    Key("network.leases", "/networks/{vni}/leases", OWNER),
+    Key("network.lease", "/networks/{vni}/leases/{mac}", OWNER),
 ]
 
 

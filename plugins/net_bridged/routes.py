@@ -75,7 +75,9 @@ ROUTES = [
 
 
 def add_to(api: Any) -> None:
-    for name, schema in SCHEMAS.items():
+    from pvc_plugins.net_bridged import lease_routes
+
+    for name, schema in {**SCHEMAS, **lease_routes.SCHEMAS}.items():
         api.add_schema(name, schema)
-    for route in ROUTES:
+    for route in ROUTES + lease_routes.ROUTES:
         api.add_route(route)

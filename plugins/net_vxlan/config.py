@@ -44,6 +44,17 @@ SETTINGS = Settings(
                 "same)", minimum=1, maximum=4294967295),
         Setting("frr_dir", str, "/run/pvc/frr", "evpn: the directory of this node's FRR "
                 "daemons (configs, pid files, sockets, logs; owned by user frr)"),
+        # The primary's services of managed networks (services.py, dhcp.py, gateway.py).
+        Setting("run_dir", str, "/run/pvc/net_vxlan", "where the primary keeps each "
+                "network's dnsmasq files (pid, leases, reservations) and the lease socket, "
+                "in <run_dir>/<node>; dnsmasq (user nobody) must be able to read them"),
+        Setting("dhcp_lease_time", int, 172800, "DHCPv4 lease time in seconds (the "
+                "original's 48 h)", minimum=120),
+        Setting("retry_interval", float, 2.0, "seconds between tries to raise a managed "
+                "network's services that could not be raised (bridge not built yet, dnsmasq "
+                "failing)", minimum=0.2),
+        Setting("handover_timeout", float, 30.0, "the longest becoming primary or secondary "
+                "waits for the network services to be raised or dropped", minimum=1),
     ))
 
 

@@ -22,6 +22,7 @@ class NetVxlanPlugin:
     def __init__(self) -> None:
         self.frr: Any = None                 # frrd.Supervisor in evpn mode (pvcnoded only)
         self.watched: set[str] = set()
+        self.services: Any = None            # the primary's network services (pvcnoded only)
 
     @hookimpl
     def pvc_config_settings(self) -> Settings:
@@ -65,10 +66,14 @@ class NetVxlanPlugin:
 
     @hookimpl
     def pvc_node_start(self, daemon: Any) -> None:
-        """evpn: start (or adopt) FRR in this thread's namespace; static: end an FRR of
+        """Start the primary's network services' thread (it drops what a crashed pvcnoded
+        left); evpn: start (or adopt) FRR in this thread's namespace; static: end an FRR of
         ours left from evpn mode."""
         from pvc_plugins.net_vxlan import devices, frrd
+        from pvc_plugins.net_vxlan.services import Services
 
+        self.services = Services(daemon)
+        self.services.start()
         cfg = config.load(daemon.config)
         self.watched = set()                 # watches of an earlier bus are gone with it
         if cfg.mode != config.EVPN:
@@ -81,18 +86,37 @@ class NetVxlanPlugin:
 
     @hookimpl
     def pvc_node_stop(self, daemon: Any) -> None:
-        """Stop supervising; FRR keeps running so that a restart drops no EVPN route."""
+        """Stop the services (dropped if primary) and FRR's supervision; FRR keeps running
+        so that a restart drops no EVPN route."""
+        services, self.services = self.services, None
+        if services is not None:
+            services.stop()
         supervisor, self.frr = self.frr, None
         if supervisor is not None:
             supervisor.stop()
 
     @hookimpl
+    def pvc_become_primary(self, daemon: Any) -> None:
+        """Gateways, then dnsmasq, of every managed network; returns when they are up."""
+        if self.services is not None:
+            self.services.become_primary()
+
+    @hookimpl
+    def pvc_become_secondary(self, daemon: Any) -> None:
+        """Drop them (reverse order); returns when they are gone."""
+        if self.services is not None:
+            self.services.become_secondary()
+
+    @hookimpl
     def pvc_event(self, daemon: Any, event: Any) -> None:
-        """evpn: the nodes (net_bridged watches them and their static data), their
-        coordinator states (watched here) and the reconcile timer: check bgpd's peers."""
+        """Network changes (net_bridged's ``net:*`` watches) for the primary's services;
+        evpn: the nodes (net_bridged watches them and their static data), their coordinator
+        states (watched here) and the reconcile timer: check bgpd's peers."""
+        obj = event.obj
+        if self.services is not None and obj.startswith("net:"):
+            self.services.on_event(event)
         if self.frr is None:
             return
-        obj = event.obj
         if obj == "net:nodes":
             for node in getattr(event, "children", ()):
                 if node not in self.watched:

@@ -1,0 +1,369 @@
+"""The primary-only services of managed networks: gateway addresses, one dnsmasq per network
+(DHCP, DNS, RA) and, later, the firewall.
+
+On ``pvc_become_primary`` every managed network's gateways are raised on ``vmbr<vni>`` and
+announced (gratuitous ARP / unsolicited NA), then its dnsmasq is started; on
+``pvc_become_secondary`` (also on a shutdown while primary) they are dropped in reverse
+order. Both hooks return only when the work is done (or ``handover_timeout`` passed), so the
+election announces the new primary, or releases the lock, after the services moved: the old
+primary drops them before the new one raises them. A node that is not primary drops what a
+crashed pvcnoded of its own may have left (addresses on ``vmbr<vni>``, a dnsmasq found by
+its pid file).
+
+While primary the set is kept as ZooKeeper says: a network added, changed or removed (the
+``net:*`` bus events of net_bridged's watches) and a reservation added or removed (a data
+watch on ``/networks/<vni>/reservations``) trigger a reconcile; a network that cannot be
+served yet (its bridge not built) is retried every ``retry_interval``. A dnsmasq that ends
+without being asked is restarted (with a growing delay if it keeps failing) and a fault is
+raised. Lease events reach us from dnsmasq's script over a unix socket (``leasehook``) and
+are written to ``/networks/<vni>/leases/<mac>``.
+
+All work runs on one thread of this object, started in the namespace of the thread that
+calls ``start`` (pvcnoded's: the host's), so netlink sockets and dnsmasq live there.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from pvc_kernel.sdk import ConflictError, faults, schema
+from pvc_plugins.net_vxlan import dhcp, gateway
+from pvc_plugins.net_vxlan.config import NAME, SETTINGS
+
+log = logging.getLogger("pvc_plugins.net_vxlan")
+
+MANAGED = "managed"
+FAULT_DELTA = 10
+STABLE = 30.0       # seconds a restarted dnsmasq must run before its crash count resets
+_MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
+
+
+def fault_id(vni: int) -> str:
+    return f"net-dnsmasq-{vni}"
+
+
+class Services:
+    """The primary-only services of this node (``daemon``)."""
+
+    def __init__(self, daemon: Any) -> None:
+        values = SETTINGS.values(daemon.config, NAME)
+        self.daemon = daemon
+        self.store = daemon.store
+        self.node: str = daemon.node
+        self.run_dir = Path(values["run_dir"]) / self.node   # nodes may share a file system
+        self.lease_time: int = values["dhcp_lease_time"]
+        self.retry_interval: float = values["retry_interval"]
+        self.handover_timeout: float = values["handover_timeout"]
+        self.primary = False
+        self.dnsmasq: dict[int, dhcp.Dnsmasq] = {}
+        self.failures: dict[int, tuple[int, float]] = {}   # vni -> (crashes in a row, next try)
+        self.problems: dict[int, str] = {}
+        self.watched: set[int] = set()
+        self.wanted = threading.Event()
+        self.stopping = threading.Event()
+        self.done = threading.Condition()
+        self.asked = self.finished = 0
+        self.thread: threading.Thread | None = None
+        self.relay: socket.socket | None = None
+
+    # -- life cycle --------------------------------------------------------------------
+    def start(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        for path in (self.run_dir.parent, self.run_dir):
+            path.chmod(0o755)                # dnsmasq reads its files as user nobody
+        files = dhcp.Files(str(self.run_dir), 0)
+        files.socket.unlink(missing_ok=True)
+        self.relay = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.relay.bind(str(files.socket))
+        self.relay.settimeout(0.5)
+        dhcp.write_hook(files)
+        threading.Thread(target=self._relay_loop, name="net-leases", daemon=True).start()
+        self.thread = threading.Thread(target=self._loop, name="net-primary", daemon=True)
+        self.thread.start()
+        self.request()            # as a secondary: drop what a crashed pvcnoded left
+
+    def stop(self) -> None:
+        """Drop the services if still primary (or a drop is under way), then stop the
+        threads."""
+        if self.primary or self.dnsmasq:
+            self.become_secondary()
+        self.stopping.set()
+        self.wanted.set()
+        if self.thread is not None:
+            self.thread.join(self.handover_timeout)
+        if self.relay is not None:
+            self.relay.close()
+            dhcp.Files(str(self.run_dir), 0).socket.unlink(missing_ok=True)
+
+    def become_primary(self) -> bool:
+        """Raise every managed network's services; True when done within the time-out."""
+        started = time.monotonic()
+        self.primary = True
+        done = self.sync()
+        log.info("net_vxlan: primary services of %d network(s) up in %.2f s",
+                 len(self.dnsmasq), time.monotonic() - started)
+        return done
+
+    def become_secondary(self) -> bool:
+        """Drop every managed network's services; True when done within the time-out."""
+        self.primary = False
+        return self.sync()
+
+    def request(self) -> None:
+        """Ask for a reconcile soon."""
+        with self.done:
+            self.asked += 1
+        self.wanted.set()
+
+    def sync(self) -> bool:
+        """Ask for a reconcile and wait until one that started after the request ended."""
+        with self.done:
+            self.asked += 1
+            ticket = self.asked
+        self.wanted.set()
+        with self.done:
+            return self.done.wait_for(lambda: self.finished >= ticket, self.handover_timeout)
+
+    def on_event(self, event: Any) -> None:
+        """A network changed (net_bridged's watches): reconcile (a secondary too: its
+        bridges must not configure themselves from the primary's advertisements)."""
+        if not self.stopping.is_set():
+            self.request()
+
+    def _loop(self) -> None:
+        while True:
+            retry = self.retry_interval if self.problems or self.failures else None
+            self.wanted.wait(retry)
+            if self.stopping.is_set():
+                return
+            self.wanted.clear()            # before the ticket: no request is lost between
+            with self.done:
+                ticket = self.asked
+            try:
+                self.reconcile()
+            except Exception as exc:
+                log.exception("net_vxlan: primary services reconcile failed")
+                self.problems[0] = str(exc)   # retried every retry_interval
+            with self.done:
+                self.finished = max(self.finished, ticket)
+                self.done.notify_all()
+
+    # -- reconcile ---------------------------------------------------------------------
+    def managed(self) -> dict[int, dict[str, Any]]:
+        """Every managed network in ZooKeeper, by VNI."""
+        out = {}
+        for child in self.store.children("networks"):
+            if child.isdigit():
+                spec = self.store.get_json("network", vni=child)
+                if isinstance(spec, dict) and spec.get("nettype") == MANAGED:
+                    out[int(child)] = {**spec, "vni": int(child)}
+        return out
+
+    def reconcile(self) -> None:
+        specs = self.managed()
+        missing = {vni: f"{dhcp.bridge_name(vni)} does not exist (yet)" for vni in specs
+                   if not gateway.quiet(dhcp.bridge_name(vni))}
+        if not self.primary:
+            for vni in sorted(set(specs) | set(self.dnsmasq) | self._leftovers(), reverse=True):
+                self.drop(vni)
+            self.problems = missing          # retried until the bridge is there and quiet
+            self.failures.clear()
+            return
+        for vni in sorted(set(self.dnsmasq) - set(specs)):
+            self.drop(vni)
+        before, self.problems = self.problems, {}
+        for vni, spec in sorted(specs.items()):      # gateways first: guests ping at once
+            self._guard(vni, self.raise_gateways, spec, before)
+        for vni, spec in sorted(specs.items()):
+            for step in (self.raise_dhcp, self.firewall_apply):
+                if vni not in self.problems:
+                    self._guard(vni, step, spec, before)
+            if vni in before and vni not in self.problems:
+                log.info("net_vxlan: network %d: primary services up", vni)
+
+    def _guard(self, vni: int, step: Any, spec: dict[str, Any], before: dict[int, str]) -> None:
+        try:
+            step(vni, spec)
+        except Exception as exc:
+            text = str(exc) or type(exc).__name__
+            if before.get(vni) != text:
+                log.warning("net_vxlan: network %d: primary services not up yet: %s (retrying "
+                            "every %g s)", vni, text, self.retry_interval)
+            self.problems[vni] = text
+
+    def raise_gateways(self, vni: int, spec: dict[str, Any]) -> None:
+        bridge = dhcp.bridge_name(vni)
+        added, removed = gateway.ensure(bridge, gateway.wanted(spec))
+        if added:
+            gateway.announce(bridge, added)
+        if added or removed:
+            log.info("net_vxlan: network %d: gateway %s on %s%s", vni, ", ".join(added) or "-",
+                     bridge, f" (removed {', '.join(removed)})" if removed else "")
+
+    def raise_dhcp(self, vni: int, spec: dict[str, Any]) -> None:
+        """Start, restart or update the network's dnsmasq as ``spec`` and its reservations
+        say (stopped when the network has no addresses to serve)."""
+        self._watch(vni)
+        if not dhcp.serves(spec):
+            self._stop_dnsmasq(vni)
+            return
+        files = dhcp.Files(str(self.run_dir), vni)
+        _changed, removed = dhcp.sync_hosts(files, self._records("network.reservation",
+                                                                 "network.reservations", vni))
+        args = dhcp.arguments(spec, files, self.lease_time)
+        current = self.dnsmasq.get(vni)
+        if current is not None and current.running() and current.args == args:
+            if removed:
+                current.reload()
+            if time.monotonic() - current.started > STABLE:
+                self.failures.pop(vni, None)
+            return
+        if current is not None and not current.running() and not current.stopping:
+            crashes, not_before = self.failures.get(vni, (0, 0.0))
+            if time.monotonic() < not_before:
+                raise RuntimeError(f"dnsmasq ended ({current.exit_message()}); restarting "
+                                   f"in {not_before - time.monotonic():.0f} s")
+            message = (f"Network {vni}: dnsmasq on {self.node} ended unexpectedly "
+                       f"({current.exit_message()}); restarted")
+            log.error("net_vxlan: %s", message)
+            faults.report(self.store, fault_id(vni), message, FAULT_DELTA)
+            self.failures[vni] = (crashes + 1, time.monotonic() + min(60.0, 2.0 ** crashes))
+        if current is not None:
+            current.stop()
+        new = dhcp.Dnsmasq(files, vni, args, on_exit=self._exited)
+        new.start(self._live_leases(vni))
+        self.dnsmasq[vni] = new
+        log.info("net_vxlan: network %d: dnsmasq started (pid %d)", vni, new.pid)
+
+    def firewall_apply(self, vni: int, spec: dict[str, Any]) -> None:
+        """The place of the network's firewall (``firewall.apply``) among the primary's
+        services: after the gateways and dnsmasq. Not part of this module yet."""
+
+    def firewall_drop(self, vni: int) -> None:
+        """The firewall's counterpart of ``firewall_apply`` when the services drop."""
+
+    def drop(self, vni: int) -> None:
+        """Drop network ``vni``'s services here: firewall, dnsmasq, gateways."""
+        self.firewall_drop(vni)
+        self._stop_dnsmasq(vni)
+        removed = gateway.drop(dhcp.bridge_name(vni))
+        if removed:
+            log.info("net_vxlan: network %d: gateway %s dropped", vni, ", ".join(removed))
+        self.problems.pop(vni, None)
+
+    def _stop_dnsmasq(self, vni: int) -> None:
+        current = self.dnsmasq.pop(vni, None)
+        if current is not None:
+            current.stop()
+            log.info("net_vxlan: network %d: dnsmasq stopped", vni)
+        files = dhcp.Files(str(self.run_dir), vni)
+        old = dhcp.leftover(files)
+        if old is not None:
+            log.info("net_vxlan: network %d: stopping a leftover dnsmasq (pid %d)", vni, old)
+            dhcp.kill(old)
+
+    def _leftovers(self) -> set[int]:
+        """Networks whose dnsmasq pid file is in the run directory."""
+        found = set()
+        for path in self.run_dir.glob("dnsmasq-*.pid"):
+            vni = path.name[len("dnsmasq-"):-len(".pid")]
+            if vni.isdigit():
+                found.add(int(vni))
+        return found
+
+    def _exited(self, proc: dhcp.Dnsmasq) -> None:
+        if self.dnsmasq.get(proc.vni) is proc and self.primary:
+            log.warning("net_vxlan: network %d: dnsmasq (pid %s) ended: %s", proc.vni, proc.pid,
+                        proc.exit_message())
+            self.request()
+
+    def _watch(self, vni: int) -> None:
+        """Reconcile when the network's reservations change (the API sets the container's
+        value with every change; a data watch also sees it appear)."""
+        if vni in self.watched:
+            return
+        self.watched.add(vni)
+
+        def changed(_data: Any, _stat: Any) -> bool:
+            if self.primary and not self.stopping.is_set():
+                self.request()
+            return not self.stopping.is_set()
+
+        self.store.data_watch("network.reservations", changed, vni=vni)
+
+    def _live_leases(self, vni: int) -> list[dict[str, Any]]:
+        """The network's leases in ZooKeeper; expired ones are deleted (no dnsmasq will say
+        ``del`` for a lease it never knew)."""
+        live, now = [], time.time()
+        for record in self._records("network.lease", "network.leases", vni):
+            expiry = int(record.get("expiry") or 0)
+            if expiry and expiry <= now:
+                self.store.delete("network.lease", vni=vni, mac=record["mac"])
+            else:
+                live.append(record)
+        return live
+
+    def _records(self, item: str, container: str, vni: int) -> list[dict[str, Any]]:
+        out = []
+        for mac in self.store.children(container, vni=vni):
+            record = self.store.get_json(item, vni=vni, mac=mac)
+            if isinstance(record, dict) and record.get("mac"):
+                out.append(record)
+        return out
+
+    # -- leases --------------------------------------------------------------------------
+    def _relay_loop(self) -> None:
+        assert self.relay is not None
+        while not self.stopping.is_set():
+            try:
+                data = self.relay.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            try:
+                self.record_lease(json.loads(data))
+            except Exception:
+                log.exception("net_vxlan: cannot record a lease event %r", data[:200])
+
+    def record_lease(self, event: dict[str, Any]) -> None:
+        """Write (add, old) or delete (del) ``/networks/<vni>/leases/<mac>``, only while the
+        network exists."""
+        vni, mac = int(event["vni"]), str(event["mac"])
+        if not _MAC.match(mac):
+            return
+        current = self.store.get_json("network.lease", vni=vni, mac=mac)
+        if event["action"] == "del":
+            if isinstance(current, dict) and current.get("ip4") == event["ip4"]:
+                self.store.delete("network.lease", vni=vni, mac=mac)
+            return
+        record = {"mac": mac, "ip4": event["ip4"], "hostname": event.get("hostname"),
+                  "expiry": int(event.get("expiry") or 0), "client_id": event.get("client_id"),
+                  "node": self.node}
+        if current == record:
+            return
+        for _attempt in range(3):
+            txn = self.store.transaction()
+            txn.check(schema.path("network", vni=vni), -1)
+            if not self.store.exists("network.leases", vni=vni):
+                txn.create(schema.path("network.leases", vni=vni), b"")
+            path = schema.path("network.lease", vni=vni, mac=mac)
+            data = json.dumps(record, sort_keys=True).encode()
+            if self.store.exists("network.lease", vni=vni, mac=mac):
+                txn.set_data(path, data)
+            else:
+                txn.create(path, data)
+            try:
+                self.store.commit(txn)
+                return
+            except ConflictError:
+                if not self.store.exists("network", vni=vni):
+                    return
+        log.warning("net_vxlan: cannot record the lease of %s on network %d", mac, vni)

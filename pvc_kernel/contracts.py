@@ -132,6 +132,16 @@ class NetworkSpec(TypedDict, total=False):
     ip6_gateway: str | None
 
 
+class NetworkAcl(TypedDict):
+    """One firewall rule of a network (desired state, stored by the owner of ``/networks``
+    in order, per direction: ``in`` for traffic routed into the network, ``out`` out of
+    it). ``rule`` is nft rule text that loads as the line ``counter <rule>`` of a regular
+    chain jumped to from an ``inet`` filter forward chain; the API refuses any other."""
+
+    description: str
+    rule: str
+
+
 # -- what hooks answer ----------------------------------------------------------------------
 
 

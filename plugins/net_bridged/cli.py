@@ -20,6 +20,7 @@ from pvc_cli.sdk import (
     show_list,
     state_cell,
 )
+from pvc_plugins.net_bridged import acl_cli
 
 
 def _client() -> Any:
@@ -203,3 +204,6 @@ def info(net: str, fmt: str) -> None:
         p.echo(render_table(p, ["NODE", "STATE", "BRIDGE", "MTU", "ERROR"], [
             [node, state_cell(r.get("state")), r.get("bridge") or "", str(r.get("mtu") or ""),
              r.get("error") or ""] for node, r in sorted(nodes.items())]))
+
+
+network.add_command(acl_cli.acl)

@@ -6,6 +6,10 @@
     /networks/<vni>/nodes/<node>   JSON: what that node built (observed, written by that
                                    node only): {"bridge", "port", "mtu", "state": "up" |
                                    "error", "error"}
+    /networks/<vni>/acls           JSON: the network's ACLs (``acl`` module), written by the
+                                   API only: {"in": [NetworkAcl, ...], "out": [...]}; a
+                                   rule's ``order`` is its list position, so an insert or a
+                                   removal that renumbers the rest is one versioned write
 
 Other network plugins read these keys by name (``network``, ``vni=``); they never write them.
 """
@@ -22,6 +26,7 @@ KEYS = [
     Key("network", "/networks/{vni}", OWNER),
     Key("network.nodes", "/networks/{vni}/nodes", OWNER),
     Key("network.node", "/networks/{vni}/nodes/{node}", OWNER),
+    Key("network.acls", "/networks/{vni}/acls", OWNER),
 ]
 
 

@@ -32,7 +32,7 @@ def _acls(call: Call, vni: int) -> tuple[dict[str, list[dict[str, str]]], int]:
     """The network's ACLs and the version of their key (-1: none stored yet)."""
     ((text, version),) = zk.fetch(call.api.store, [zk.versioned("network.acls", vni=vni)],
                                   call.api.zk_timeout)
-    return acl.normalise(zk.load_json(text, None)), version
+    return acl.normalise(zk.load_json(text, {})), version
 
 
 def list_acls(call: Call) -> list[dict[str, Any]]:

@@ -135,8 +135,9 @@ class NetworkSpec(TypedDict, total=False):
 class NetworkAcl(TypedDict):
     """One firewall rule of a network (desired state, stored by the owner of ``/networks``
     in order, per direction: ``in`` for traffic routed into the network, ``out`` out of
-    it). ``rule`` is nft rule text that loads as the line ``counter <rule>`` of a regular
-    chain jumped to from an ``inet`` filter forward chain; the API refuses any other."""
+    it). ``rule`` is rule text for the firewall the managed-network plugin builds; the
+    owner of ``/networks`` stores only text that plugin's firewall loads (see
+    docs/networks.md)."""
 
     description: str
     rule: str

@@ -13,7 +13,7 @@ from typing import Any
 
 from pvc_api.sdk import ApiError, Call, Param, Route, array_of, params, ref, zk
 from pvc_kernel.sdk import LockBusy
-from pvc_plugins.net_bridged import acl
+from pvc_plugins.net_bridged import acl, model
 from pvc_plugins.net_bridged import api as net_api
 
 NOT_FOUND = "ACL not found."
@@ -58,7 +58,12 @@ def _change(call: Call, work: Any) -> dict[str, str]:
     """Run ``work(acls) -> (new acls, message)`` on the network's ACLs and store the result."""
     try:
         with call.api.store.locked(net_api.LOCK, "pvcapid", timeout=10, what="the networks"):
-            vni = _network(call)["vni"]
+            spec = _network(call)
+            if spec.get("nettype") != model.SERVICES_TYPE:
+                raise ApiError(400, f"Invalid parameter 'vni': network '{call.args['vni']}' "
+                                    f"is {spec.get('nettype')}: PVC does not route it, so "
+                                    f"ACLs apply to {model.SERVICES_TYPE} networks only")
+            vni = spec["vni"]
             acls, version = _acls(call, vni)
             new, message = work(acls)
             if not call.api.store.set_if_version("network.acls", json.dumps(new), version,

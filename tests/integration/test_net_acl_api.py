@@ -117,6 +117,12 @@ def test_duplicates_and_missing_networks_are_refused(office):
         assert r.status_code == 400, (method, path, r.text)
         assert r.json == {"message": "ERROR: Could not find network '999' in the cluster!"}
     assert c.simulate_post(ACL, params={"rule": "accept"}).status_code == 400   # description*
+    # a bridged network is not routed by PVC: its ACLs would do nothing
+    bridged = {"vni": 200, "description": "uplink", "nettype": "bridged"}
+    assert c.simulate_post(f"{V1}/network", params=bridged).status_code == 200
+    r = c.simulate_post(f"{V1}/network/uplink/acl", params={"description": "a", "rule": "accept"})
+    assert r.status_code == 400 and "'vni'" in r.json["message"]
+    assert "bridged" in r.json["message"]
 
 
 def test_concurrent_adds_keep_every_rule_once(office, store):

@@ -55,17 +55,14 @@ def get_acl(call: Call) -> list[dict[str, Any]]:
 
 
 def _change(call: Call, work: Any) -> dict[str, str]:
-    """Run ``work(acls) -> (new acls, message)`` on the network's ACLs and store the result."""
+    """Run ``work(network, acls) -> (new acls, message)`` on the network's ACLs and store
+    the result."""
     try:
         with call.api.store.locked(net_api.LOCK, "pvcapid", timeout=10, what="the networks"):
             spec = _network(call)
-            if spec.get("nettype") != model.SERVICES_TYPE:
-                raise ApiError(400, f"Invalid parameter 'vni': network '{call.args['vni']}' "
-                                    f"is {spec.get('nettype')}: PVC does not route it, so "
-                                    f"ACLs apply to {model.SERVICES_TYPE} networks only")
             vni = spec["vni"]
             acls, version = _acls(call, vni)
-            new, message = work(acls)
+            new, message = work(spec, acls)
             if not call.api.store.set_if_version("network.acls", json.dumps(new), version,
                                                  vni=vni):
                 raise ApiError(409, "The network's ACLs changed meanwhile; try again")
@@ -88,7 +85,11 @@ def add_acl(call: Call) -> dict[str, str]:
     except acl.CheckUnavailable as exc:
         raise ApiError(503, f"Cannot check the rule: {exc}") from None
 
-    def work(acls: dict[str, list[dict[str, str]]]) -> tuple[Any, str]:
+    def work(spec: dict[str, Any], acls: dict[str, list[dict[str, str]]]) -> tuple[Any, str]:
+        if spec.get("nettype") != model.SERVICES_TYPE:
+            raise ApiError(400, f"Invalid parameter 'vni': network '{call.args['vni']}' is "
+                                f"{spec.get('nettype')}: PVC does not route it, so ACLs "
+                                f"apply to {model.SERVICES_TYPE} networks only")
         new = acl.insert(acls, direction, description, rule, call.args.get("order"))
         return new, f"Firewall rule '{description}' added successfully!"
 
@@ -99,7 +100,7 @@ def remove_acl(call: Call) -> dict[str, str]:
     """Remove an ACL (exact description); the ones after it move up."""
     description = call.args["description"]
 
-    def work(acls: dict[str, list[dict[str, str]]]) -> tuple[Any, str]:
+    def work(_spec: dict[str, Any], acls: dict[str, list[dict[str, str]]]) -> tuple[Any, str]:
         return acl.remove(acls, description), \
             f"Firewall rule '{description}' removed successfully!"
 

@@ -132,6 +132,17 @@ class NetworkSpec(TypedDict, total=False):
     ip6_gateway: str | None
 
 
+class NetworkAcl(TypedDict):
+    """One firewall rule of a network (desired state, stored by the owner of ``/networks``
+    in order, per direction: ``in`` for traffic routed into the network, ``out`` out of
+    it). ``rule`` is rule text for the firewall the managed-network plugin builds; the
+    owner of ``/networks`` stores only text that plugin's firewall loads (see
+    docs/networks.md)."""
+
+    description: str
+    rule: str
+
+
 # -- what hooks answer ----------------------------------------------------------------------
 
 

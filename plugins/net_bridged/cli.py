@@ -209,9 +209,11 @@ def info(net: str, fmt: str) -> None:
 
 
 def _add_subgroups() -> None:
+    from pvc_plugins.net_bridged.acl_cli import acl
     from pvc_plugins.net_bridged.lease_cli import dhcp
 
     network.add_command(dhcp)
+    network.add_command(acl)
 
 
 _add_subgroups()

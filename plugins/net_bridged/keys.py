@@ -15,6 +15,10 @@
                                    never), "client_id", "node"}: a live DHCP lease (observed,
                                    written by the node serving DHCP, the managed type's
                                    plugin on the primary; the API only deletes one)
+    /networks/<vni>/acls           JSON: the network's ACLs (``acl`` module), written by the
+                                   API only: {"in": [NetworkAcl, ...], "out": [...]}; a
+                                   rule's ``order`` is its list position, so an insert or a
+                                   removal that renumbers the rest is one versioned write
 
 Other network plugins read these keys by name (``network``, ``vni=``); they never write them,
 except ``network.lease`` (see above).
@@ -36,6 +40,7 @@ KEYS = [
     Key("network.reservation", "/networks/{vni}/reservations/{mac}", OWNER),
     Key("network.leases", "/networks/{vni}/leases", OWNER),
     Key("network.lease", "/networks/{vni}/leases/{mac}", OWNER),
+    Key("network.acls", "/networks/{vni}/acls", OWNER),
 ]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from pvc_api.sdk import Param, Route, array_of, ref
+from pvc_plugins.net_bridged import acl_api
 from pvc_plugins.net_bridged import api as h
 
 TAG = "network"
@@ -81,3 +82,4 @@ def add_to(api: Any) -> None:
         api.add_schema(name, schema)
     for route in ROUTES + lease_routes.ROUTES:
         api.add_route(route)
+    acl_api.add_to(api)

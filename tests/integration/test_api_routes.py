@@ -595,9 +595,12 @@ def test_schemathesis_over_the_builtin_plugin_routes(store, zk_hosts, tmp_path):
     r = client.simulate_post(f"{V1}/network", params={"vni": 100, "description": "office",
                                                       "nettype": "managed"})
     assert r.status_code == 200, r.text
+    r = client.simulate_post(f"{V1}/network/office/acl", params={"description": "ssh",
+                                                                 "rule": "tcp dport 22 accept"})
+    assert r.status_code == 200, r.text
     known = {"path.vm": ["web1", "db1"], "path.node": ["hv1", "hv2"],
              "query.node": ["hv1", "hv2"], "path.osdid": ["0", "1"],
-             "path.vni": ["100", "office"]}
+             "path.vni": ["100", "office"], "path.description": ["ssh"]}
     started = time.monotonic()
     statuses, problems, operations = _fuzz(api.app, max_examples=15, max_time=60,
                                            allowed=("501",), known=known)

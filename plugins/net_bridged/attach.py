@@ -15,7 +15,7 @@ BRIDGE = re.compile(r"vmbr(\d+)")
 
 def describe(store: Any, devices: list[str]) -> dict[str, contracts.NetworkDevice]:
     """Every ``vmbr<vni>`` among ``devices``: its network, or an error when there is none,
-    and the nodes that report the bridge up."""
+    the nodes that report the bridge up, and its live DHCP leases."""
     out: dict[str, contracts.NetworkDevice] = {}
     for dev in devices:
         m = BRIDGE.fullmatch(dev)
@@ -31,8 +31,18 @@ def describe(store: Any, devices: list[str]) -> dict[str, contracts.NetworkDevic
               if (store.get_json("network.node", vni=vni, node=node) or {}).get("state")
               == keys.UP]
         out[dev] = {"network": spec["description"], "vni": vni,
-                    "nettype": spec.get("nettype"), "nodes": up, "leases": {},
+                    "nettype": spec.get("nettype"), "nodes": up, "leases": leases(store, vni),
                     "error": None}
+    return out
+
+
+def leases(store: Any, vni: int) -> dict[str, str]:
+    """MAC -> IPv4 address of the network's live DHCP leases (``network.lease``)."""
+    out = {}
+    for mac in store.children("network.leases", vni=vni):
+        record = store.get_json("network.lease", vni=vni, mac=mac)
+        if isinstance(record, dict) and record.get("ip4"):
+            out[mac.lower()] = str(record["ip4"])
     return out
 
 

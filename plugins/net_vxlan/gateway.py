@@ -34,6 +34,23 @@ NA_ROUTER_OVERRIDE = 0xA0000000
 ND_OPT_TARGET_LLADDR = 2
 
 
+FORWARDING = {4: "/proc/sys/net/ipv4/conf/all/forwarding",
+              6: "/proc/sys/net/ipv6/conf/all/forwarding"}
+
+
+def route(versions: set[int]) -> list[int]:
+    """Turn on IP forwarding (this namespace's) for the IP versions the gateways use: the
+    primary routes between the managed networks and out of them. Returns the versions it
+    turned on (it never turns forwarding off: other things on the node may route too)."""
+    turned = []
+    for version in sorted(versions):
+        path = Path(FORWARDING[version])
+        if path.read_text().strip() != "1":
+            path.write_text("1\n")
+            turned.append(version)
+    return turned
+
+
 def wanted(spec: dict[str, Any]) -> list[str]:
     """The network's gateway addresses as ``address/prefix`` (IPv4 first)."""
     out = []

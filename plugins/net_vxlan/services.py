@@ -1,5 +1,5 @@
 """The primary-only services of managed networks: gateway addresses, one dnsmasq per network
-(DHCP, DNS, RA) and, later, the firewall.
+(DHCP, DNS, RA) and the firewall (one nftables table for all of them, ``firewall``).
 
 On ``pvc_become_primary`` every managed network's gateways are raised on ``vmbr<vni>`` and
 announced (gratuitous ARP / unsolicited NA), then its dnsmasq is started; on
@@ -11,8 +11,9 @@ crashed pvcnoded of its own may have left (addresses on ``vmbr<vni>``, a dnsmasq
 its pid file).
 
 While primary the set is kept as ZooKeeper says: a network added, changed or removed (the
-``net:*`` bus events of net_bridged's watches) and a reservation added or removed (a data
-watch on ``/networks/<vni>/reservations``) trigger a reconcile; a network that cannot be
+``net:*`` bus events of net_bridged's watches), a reservation added or removed (a data
+watch on ``/networks/<vni>/reservations``) and a change of its ACLs (a data watch on
+``/networks/<vni>/acls``) trigger a reconcile; a network that cannot be
 served yet (its bridge not built) is retried every ``retry_interval``. A dnsmasq that ends
 without being asked is restarted (with a growing delay if it keeps failing) and a fault is
 raised. Lease events reach us from dnsmasq's script over a unix socket (``leasehook``) and
@@ -24,6 +25,7 @@ calls ``start`` (pvcnoded's: the host's), so netlink sockets and dnsmasq live th
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import re
@@ -34,13 +36,14 @@ from pathlib import Path
 from typing import Any
 
 from pvc_kernel.sdk import ConflictError, faults, schema
-from pvc_plugins.net_vxlan import dhcp, gateway
+from pvc_plugins.net_vxlan import dhcp, firewall, gateway
 from pvc_plugins.net_vxlan.config import NAME, SETTINGS
 
 log = logging.getLogger("pvc_plugins.net_vxlan")
 
 MANAGED = "managed"
 FAULT_DELTA = 10
+FIREWALL = -1       # the firewall's entry in ``problems`` (keyed by VNI otherwise)
 STABLE = 30.0       # seconds a restarted dnsmasq must run before its crash count resets
 _MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
 
@@ -62,6 +65,7 @@ class Services:
         self.retry_interval: float = values["retry_interval"]
         self.handover_timeout: float = values["handover_timeout"]
         self.primary = False
+        self.firewall_up: bool | None = None   # None: unknown (a crashed pvcnoded's table?)
         self.dnsmasq: dict[int, dhcp.Dnsmasq] = {}
         self.failures: dict[int, tuple[int, float]] = {}   # vni -> (crashes in a row, next try)
         self.problems: dict[int, str] = {}
@@ -171,6 +175,7 @@ class Services:
         missing = {vni: f"{dhcp.bridge_name(vni)} does not exist (yet)" for vni in specs
                    if not gateway.quiet(dhcp.bridge_name(vni))}
         if not self.primary:
+            self.firewall_drop()
             for vni in sorted(set(specs) | set(self.dnsmasq) | self._leftovers(), reverse=True):
                 self.drop(vni)
             self.problems = missing          # retried until the bridge is there and quiet
@@ -182,9 +187,17 @@ class Services:
         for vni, spec in sorted(specs.items()):      # gateways first: guests ping at once
             self._guard(vni, self.raise_gateways, spec, before)
         for vni, spec in sorted(specs.items()):
-            for step in (self.raise_dhcp, self.firewall_apply):
-                if vni not in self.problems:
-                    self._guard(vni, step, spec, before)
+            if vni not in self.problems:
+                self._guard(vni, self.raise_dhcp, spec, before)
+        try:
+            self.firewall_apply(specs)
+        except Exception as exc:
+            text = str(exc) or type(exc).__name__
+            if before.get(FIREWALL) != text:
+                log.warning("net_vxlan: firewall not loaded: %s (retrying every %g s)", text,
+                            self.retry_interval)
+            self.problems[FIREWALL] = text
+        for vni in sorted(specs):
             if vni in before and vni not in self.problems:
                 log.info("net_vxlan: network %d: primary services up", vni)
 
@@ -200,7 +213,11 @@ class Services:
 
     def raise_gateways(self, vni: int, spec: dict[str, Any]) -> None:
         bridge = dhcp.bridge_name(vni)
-        added, removed = gateway.ensure(bridge, gateway.wanted(spec))
+        addresses = gateway.wanted(spec)
+        for version in gateway.route({ipaddress.ip_interface(a).version for a in addresses}):
+            log.info("net_vxlan: IPv%d forwarding turned on (this node routes the managed "
+                     "networks)", version)
+        added, removed = gateway.ensure(bridge, addresses)
         if added:
             gateway.announce(bridge, added)
         if added or removed:
@@ -242,16 +259,31 @@ class Services:
         self.dnsmasq[vni] = new
         log.info("net_vxlan: network %d: dnsmasq started (pid %d)", vni, new.pid)
 
-    def firewall_apply(self, vni: int, spec: dict[str, Any]) -> None:
-        """The place of the network's firewall (``firewall.apply``) among the primary's
-        services: after the gateways and dnsmasq. Not part of this module yet."""
+    def firewall_apply(self, specs: dict[int, dict[str, Any]]) -> None:
+        """Make the firewall table what every managed network and its ACLs say (a no-op when
+        it already is); ACLs this node's nft refuses are left out, logged and a fault."""
+        for vni in specs:
+            self._watch(vni)
+        acls = {vni: self.store.get_json("network.acls", {}, vni=vni) or {} for vni in specs}
+        applied = firewall.apply(list(specs.values()), acls)
+        self.firewall_up = True
+        if applied.changed:
+            log.info("net_vxlan: firewall of %d network(s) loaded", len(specs))
+        for vni, direction, name, why in applied.skipped:
+            message = (f"Network {vni}: ACL {name!r} ({direction}) left out of the firewall "
+                       f"on {self.node}: {why}")
+            log.error("net_vxlan: %s", message)
+            faults.report(self.store, f"net-acl-{vni}-{name}", message, FAULT_DELTA)
 
-    def firewall_drop(self, vni: int) -> None:
-        """The firewall's counterpart of ``firewall_apply`` when the services drop."""
+    def firewall_drop(self) -> None:
+        """Remove the firewall table here (also one a crashed pvcnoded left: once at start)."""
+        if self.firewall_up is not False:
+            firewall.remove()
+            self.firewall_up = False
 
     def drop(self, vni: int) -> None:
-        """Drop network ``vni``'s services here: firewall, dnsmasq, gateways."""
-        self.firewall_drop(vni)
+        """Drop network ``vni``'s services here: dnsmasq, gateways (the firewall is dropped
+        for all networks at once, first)."""
         self._stop_dnsmasq(vni)
         removed = gateway.drop(dhcp.bridge_name(vni))
         if removed:
@@ -297,6 +329,7 @@ class Services:
             return not self.stopping.is_set()
 
         self.store.data_watch("network.reservations", changed, vni=vni)
+        self.store.data_watch("network.acls", changed, vni=vni)
 
     def _live_leases(self, vni: int) -> list[dict[str, Any]]:
         """The network's leases in ZooKeeper; expired ones are deleted (no dnsmasq will say

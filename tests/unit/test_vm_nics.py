@@ -41,6 +41,8 @@ def store() -> FakeStore:
     s.put("network.node", {"state": "up"}, vni=100, node="hv1")
     s.put("network.node", {"state": "error", "error": "no cluster_device"}, vni=100,
           node="hv2")
+    s.put("network.lease", {"mac": "52:54:00:00:00:00", "ip4": "10.100.0.150"}, vni=100,
+          mac="52:54:00:00:00:00")
     return s
 
 
@@ -49,6 +51,7 @@ def test_a_network_bridge_is_described_and_other_bridges_are_left_alone(host, st
     assert set(found) == {"vmbr100", "vmbr7"}
     assert found["vmbr100"]["network"] == "office" and found["vmbr100"]["nodes"] == ["hv1"]
     assert found["vmbr100"]["error"] is None
+    assert found["vmbr100"]["leases"] == {"52:54:00:00:00:00": "10.100.0.150"}
     assert "no network has VNI 7" in found["vmbr7"]["error"]
 
 

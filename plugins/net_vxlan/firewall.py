@@ -30,8 +30,11 @@ The ruleset, per managed network with bridge ``vmbr<vni>`` and chains ``vxlan<vn
   into the network, ``out``: traffic routed out of it). Each chain counts, then holds the
   network's ACLs in order, each as ``counter <rule>``: an ``accept`` lets the packet through
   at once, a ``drop`` drops it. What no ACL decided: replies of accepted connections pass
-  (``ct state established,related``); a new connection **between two managed networks is
-  dropped** (PVC's default: networks are isolated unless an ACL lets traffic in or out);
+  (``ct state established ct direction reply``, and ``related`` ICMP errors); any other
+  packet **between two managed networks is dropped** (PVC's default: networks are isolated
+  unless an ACL lets traffic in or out). Packets of a flow in its own direction meet the
+  ACLs every time, not only when it starts, so removing an ACL cuts the flows it let
+  through at once (the original's ``established`` rule kept them going);
   anything else (to or from outside the managed networks) passes (policy accept), as in the
   original.
 """
@@ -138,7 +141,8 @@ def _lines(networks: Sequence[Mapping[str, Any]], acls: Acls,
         for family, nets in (("ip", v4), ("ip6", v6)):
             body += [f"    {family} {match} {prefix} jump {chain(vni, direction)}"
                      for vni, prefix in sorted(nets)]
-    body.append("    ct state established,related accept")
+    body += ["    ct state established ct direction reply accept",
+             "    ct state related accept"]
     if v4:
         body.append("    ip saddr @nets4 ip daddr @nets4 counter drop")
     if v6:

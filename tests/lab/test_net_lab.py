@@ -200,3 +200,77 @@ def test_restarting_every_pvcnoded_flaps_no_link_and_loses_no_ping(netlab):
         lab.vm_names = []
         for vni in ("1003", "200"):
             pvc(lab, "network", "remove", vni, "--yes", "--force")
+
+
+def primary(lab) -> str:
+    name = lab.primary()
+    assert name, "no primary"
+    return name
+
+
+def chain_packets(lab, node: str, chain: str) -> int:
+    """Packets counted by the first rule (``counter``) of a chain of the firewall table."""
+    out = lab.exec(node, ["nft", "-j", "list", "chain", "inet", "pvc", chain],
+                   capture_output=True, text=True, check=True).stdout
+    for item in json.loads(out)["nftables"]:
+        for expr in (item.get("rule") or {}).get("expr", []):
+            if "counter" in expr:
+                return int(expr["counter"]["packets"])
+    return 0
+
+
+def test_dhcp_gateways_and_acls_between_two_managed_networks(vmlab):
+    """Networks 1011 and 1012 with DHCP on the primary; guest A (1011) pings guest B (1012)
+    through the primary's routing, B pings its gateway. The firewall keeps A out of B until
+    an ACL lets A in, and again once the ACL is removed."""
+    lab = vmlab
+    nets = {1011: "10.211.0", 1012: "10.212.0"}
+    for vni, net in nets.items():
+        ok(lab, "network", "add", str(vni), "-d", f"acl{vni}", "-p", "managed", "-i",
+           f"{net}.0/24", "-g", f"{net}.1", "--dhcp", "--dhcp-start", f"{net}.100",
+           "--dhcp-end", f"{net}.199")
+    try:
+        lab.wait_for(lambda: all(up_everywhere(lab, v) for v in nets), 30, "both networks up")
+        mac_a, mac_b = mac(), mac()
+        b = f"{nets[1012]}.50"
+        ok(lab, "network", "dhcp", "add", "1012", b, "guestb", mac_b)
+        start_booted(lab, "aclvm1", "hv1", cmdline=f"dhcp=1 pingtarget={b}",
+                     nics=(("vmbr1011", mac_a),))
+        start_booted(lab, "aclvm2", "hv2", cmdline=f"dhcp=1 pingtarget={nets[1012]}.1",
+                     nics=(("vmbr1012", mac_b),))
+        lab.wait_for(lambda: len(replies_from(lab, "aclvm2", f"{nets[1012]}.1")) >= 3, BOOT,
+                     "guest B to get its reserved lease and ping its gateway")
+        lab.wait_for(lambda: f"DHCP-bound {nets[1011]}." in console(lab, "aclvm1"), 60,
+                     "guest A's lease")
+        leases = json.loads(ok(lab, "network", "dhcp", "list", "1012", "-f", "json"))
+        assert any(entry["mac_address"] == mac_b and entry["ip4_address"] == b
+                   for entry in leases), leases
+        lab.wait_for(lambda: info(lab, "aclvm2")["networks"][0]["address"] == b, 30,
+                     "pvc vm info to show guest B's lease")
+
+        router = primary(lab)
+        seen = chain_packets(lab, router, "vxlan1012-in")
+        lab.wait_for(lambda: chain_packets(lab, router, "vxlan1012-in") >= seen + 10, 30,
+                     "A's pings to reach B's network's firewall chain")
+        assert replies_from(lab, "aclvm1", b) == [], "A reached B without an ACL"
+
+        ok(lab, "network", "acl", "add", "1012", "--in", "-d", "from-a", "-r",
+           f"ip saddr {nets[1011]}.0/24 accept")
+        lab.wait_for(lambda: len(replies_from(lab, "aclvm1", b)) >= 3, 30,
+                     "A to reach B through the ACL")
+
+        ok(lab, "network", "acl", "remove", "1012", "from-a", "--yes")
+        lab.wait_for(lambda: "from-a" not in lab.exec(
+            router, ["nft", "list", "chain", "inet", "pvc", "vxlan1012-in"],
+            capture_output=True, text=True).stdout, 30, "the ACL to leave the firewall")
+        got = len(replies_from(lab, "aclvm1", b))
+        seen = chain_packets(lab, router, "vxlan1012-in")
+        lab.wait_for(lambda: chain_packets(lab, router, "vxlan1012-in") >= seen + 10, 30,
+                     "more of A's pings at B's chain")
+        assert len(replies_from(lab, "aclvm1", b)) <= got + 1, "A still reaches B"
+    finally:
+        for name in lab.vm_names:
+            pvc(lab, "vm", "remove", name, "--yes")
+        lab.vm_names = []
+        for vni in nets:
+            pvc(lab, "network", "remove", str(vni), "--yes", "--force")

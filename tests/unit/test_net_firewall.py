@@ -61,7 +61,8 @@ def test_forward_jumps_out_then_in_and_isolates_managed_networks():
         "ip daddr 10.100.0.0/24 jump vxlan100-in",
         "ip daddr 10.200.0.0/24 jump vxlan200-in",
         "ip6 daddr fd00:100::/64 jump vxlan100-in",
-        "ct state established,related accept",
+        "ct state established ct direction reply accept",
+            "ct state related accept",
         "ip saddr @nets4 ip daddr @nets4 counter drop",
         "ip6 saddr @nets6 ip6 daddr @nets6 counter drop"]
 

@@ -71,12 +71,14 @@ def node_config(spec: LabSpec, node: NodeSpec) -> dict[str, Any]:
                       **({"session_timeout": SESSION_TIMEOUT} if short else {})},
         **timings,
         "log": {"level": "info"},
-        "api": {"enabled": node.coordinator, "listen_address": node.address,
+        "api": {"enabled": node.coordinator, "listen_address": "0.0.0.0",  # + floating IP
                 "port": API_PORT, "keys": [spec.api_key]},
         "plugins": {"vm_kvm": vm_kvm_config(spec, node), **ceph_plugin_section(spec, node),
                     **bmc_plugin_section(spec, node),
                     "net_vxlan": {"cluster_device": NODE_IFNAME, "mode": "evpn",  # FRR
-                                  "frr_dir": os.path.join(spec.node_dir(node.name), "frr")},
+                                  "frr_dir": os.path.join(spec.node_dir(node.name), "frr"),
+                                  "floating_ips": [f"{spec.floating_address}/"
+                                                   f"{spec.prefixlen} {NODE_IFNAME}"]},
                     "net_bridged": {"bridge_device": NODE_IFNAME}},    # VLANs: spec.VLANS
     }
 

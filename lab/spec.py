@@ -21,6 +21,7 @@ STATE_ROOT_ENV = "PVC_LAB_STATE_ROOT"
 DEFAULT_STATE_ROOT = "/var/tmp/pvc-lab"
 DEFAULT_SUBNET = "10.250.0.0/24"
 ADMIN_HOST = 254
+FLOATING_HOST = 253     # the cluster's floating IP: on the primary only
 MAX_NODES = 32
 ZK_CLIENT_PORT = 2181
 ZK_QUORUM_PORT = 2888
@@ -112,6 +113,12 @@ class LabSpec:
     @property
     def admin_address(self) -> str:
         return str(ipaddress.ip_network(self.subnet).network_address + ADMIN_HOST)
+
+    @property
+    def floating_address(self) -> str:
+        """The cluster's floating IP (net_vxlan's ``floating_ips``): the primary holds it on
+        its ``eth0``, and pvcapid answers there."""
+        return str(ipaddress.ip_network(self.subnet).network_address + FLOATING_HOST)
 
     @property
     def coordinators(self) -> list[NodeSpec]:

@@ -15,6 +15,26 @@ EVPN = "evpn"
 VXLAN_OVERHEAD = 50
 
 
+def floating(entry: str) -> tuple[str, str]:
+    """``"A.B.C.D/NN DEVICE"`` (or IPv6) as (address/prefix, device); ValueError if bad."""
+    parts = str(entry).split()
+    if len(parts) != 2:
+        raise ValueError(f"{entry!r} is not 'ADDRESS/PREFIX DEVICE'")
+    iface = ipaddress.ip_interface(parts[0])
+    if "/" not in parts[0]:
+        raise ValueError(f"{entry!r} has no prefix length")
+    return f"{iface.ip}/{iface.network.prefixlen}", parts[1]
+
+
+def _floating_ips(value: list) -> str | None:
+    for entry in value:
+        try:
+            floating(entry)
+        except ValueError as exc:
+            return f"must be a list of 'ADDRESS/PREFIX DEVICE': {exc}"
+    return None
+
+
 def _ipv4(value: str) -> str | None:
     try:
         ipaddress.IPv4Address(value)
@@ -55,6 +75,12 @@ SETTINGS = Settings(
                 "failing)", minimum=0.2),
         Setting("handover_timeout", float, 30.0, "the longest becoming primary or secondary "
                 "waits for the network services to be raised or dropped", minimum=1),
+        Setting("floating_ips", list, [], "addresses only the primary holds, each "
+                "'ADDRESS/PREFIX DEVICE' (e.g. '10.0.0.250/24 eth0'): the cluster's and the "
+                "upstream floating IPs. They move with the primary (dropped by the old one "
+                "first, then raised and announced by gratuitous ARP / unsolicited NA), so "
+                "anything listening on every address (pvcapid with listen_address 0.0.0.0) "
+                "answers on them", check=_floating_ips),
     ))
 
 

@@ -25,7 +25,9 @@ The ruleset, per managed network with bridge ``vmbr<vni>`` and chains ``vxlan<vn
   DHCP (67), DHCPv6 (547), NTP (123), the metadata API (TCP 80) and replies to connections
   the node opened are accepted; everything else from the networks is dropped. Other
   interfaces are not touched (policy accept).
-* **forward** (routed traffic): a packet from a network's addresses jumps to its ``-out``
+* **forward** (routed traffic; traffic bridged within one network, which passes here when
+  the host has ``br_netfilter`` loaded, is accepted first): a packet from a network's
+  addresses jumps to its ``-out``
   chain, then a packet to a network's addresses to its ``-in`` chain (``in``: traffic routed
   into the network, ``out``: traffic routed out of it). Each chain counts, then holds the
   network's ACLs in order, each as ``counter <rule>``: an ``accept`` lets the packet through
@@ -137,6 +139,9 @@ def _lines(networks: Sequence[Mapping[str, Any]], acls: Acls,
              f"    udp dport {{ {', '.join(map(str, ROUTER_UDP))} }} accept",
              "    counter drop", "  }",
              "  chain forward {", "    type filter hook forward priority filter; policy accept;"]
+    if vnis:   # bridged within one network (seen here when br_netfilter is loaded): not ours
+        pairs = ", ".join(f'"{bridge(v)}" . "{bridge(v)}"' for v in vnis)
+        body.append(f"    iifname . oifname {{ {pairs} }} accept")
     for direction, match in (("out", "saddr"), ("in", "daddr")):
         for family, nets in (("ip", v4), ("ip6", v6)):
             body += [f"    {family} {match} {prefix} jump {chain(vni, direction)}"

@@ -90,6 +90,23 @@ def ensure(bridge: str, addresses: list[str], ipr: Any = None) -> tuple[list[str
     return added, removed
 
 
+def hold(device: str, cidr: str, present: bool, ipr: Any = None) -> bool:
+    """Add (``present``) or remove one address of ``device`` (a floating IP: the device's
+    other addresses are left alone); True if that changed anything."""
+    address, prefix = cidr.split("/")
+    with netlink(ipr) as ipr:
+        index = _index(ipr, device)
+        has = cidr in _present(ipr, index)
+        if has == present:
+            return False
+        if present:
+            flags = IFA_F_NODAD if ":" in address else 0
+            ipr.addr("add", index=index, address=address, prefixlen=int(prefix), flags=flags)
+        else:
+            ipr.addr("del", index=index, address=address, prefixlen=int(prefix))
+    return True
+
+
 def drop(bridge: str, ipr: Any = None) -> list[str]:
     """Remove every global address of ``bridge`` (absent bridge: nothing to do)."""
     with netlink(ipr) as ipr:

@@ -37,13 +37,14 @@ from typing import Any
 
 from pvc_kernel.sdk import ConflictError, faults, schema
 from pvc_plugins.net_vxlan import dhcp, firewall, gateway
-from pvc_plugins.net_vxlan.config import NAME, SETTINGS
+from pvc_plugins.net_vxlan.config import NAME, SETTINGS, floating
 
 log = logging.getLogger("pvc_plugins.net_vxlan")
 
 MANAGED = "managed"
 FAULT_DELTA = 10
 FIREWALL = -1       # the firewall's entry in ``problems`` (keyed by VNI otherwise)
+FLOATING = -2       # the floating IPs' entry
 STABLE = 30.0       # seconds a restarted dnsmasq must run before its crash count resets
 _MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
 
@@ -64,6 +65,8 @@ class Services:
         self.lease_time: int = values["dhcp_lease_time"]
         self.retry_interval: float = values["retry_interval"]
         self.handover_timeout: float = values["handover_timeout"]
+        self.floating = [floating(entry) for entry in values["floating_ips"] or []]
+        self.floating_problem: str | None = None
         self.primary = False
         self.firewall_up: bool | None = None   # None: unknown (a crashed pvcnoded's table?)
         self.dnsmasq: dict[int, dhcp.Dnsmasq] = {}
@@ -175,6 +178,7 @@ class Services:
         missing = {vni: f"{dhcp.bridge_name(vni)} does not exist (yet)" for vni in specs
                    if not gateway.quiet(dhcp.bridge_name(vni))}
         if not self.primary:
+            self.hold_floating(False)
             self.firewall_drop()
             for vni in sorted(set(specs) | set(self.dnsmasq) | self._leftovers(), reverse=True):
                 self.drop(vni)
@@ -184,6 +188,7 @@ class Services:
         for vni in sorted(set(self.dnsmasq) - set(specs)):
             self.drop(vni)
         before, self.problems = self.problems, {}
+        self.hold_floating(True)
         for vni, spec in sorted(specs.items()):      # gateways first: guests ping at once
             self._guard(vni, self.raise_gateways, spec, before)
         for vni, spec in sorted(specs.items()):
@@ -258,6 +263,24 @@ class Services:
         new.start(self._live_leases(vni))
         self.dnsmasq[vni] = new
         log.info("net_vxlan: network %d: dnsmasq started (pid %d)", vni, new.pid)
+
+    def hold_floating(self, primary: bool) -> None:
+        """Raise (and announce) or drop the floating IPs; a device that is missing is a
+        problem retried like a network's."""
+        for cidr, device in self.floating:
+            try:
+                if gateway.hold(device, cidr, primary):
+                    if primary:
+                        gateway.announce(device, [cidr])
+                    log.info("net_vxlan: floating IP %s %s %s", cidr,
+                             "raised on" if primary else "dropped from", device)
+                self.floating_problem = None
+            except Exception as exc:
+                text = f"floating IP {cidr} on {device}: {exc}"
+                if self.floating_problem != text:
+                    log.warning("net_vxlan: %s (retrying every %g s)", text,
+                                self.retry_interval)
+                self.floating_problem = self.problems[FLOATING] = text
 
     def firewall_apply(self, specs: dict[int, dict[str, Any]]) -> None:
         """Make the firewall table what every managed network and its ACLs say (a no-op when

@@ -11,6 +11,7 @@ import json
 import os
 import random
 import signal
+import subprocess
 
 import pytest
 
@@ -153,6 +154,10 @@ def test_guests_on_a_bridged_network_talk_over_the_vlan_stand_in(vmlab):
                      "vlanvm1 (hv1) to get replies from vlanvm2 (hv4) over VLAN 200")
         lab.wait_for(lambda: len(replies_from(lab, "vlanvm2", a)) >= 3, 30,
                      "vlanvm2 to get replies from vlanvm1")
+        router = primary(lab)               # no PVC service on a bridged network
+        assert {a for a in addresses_on(lab, router, "vmbr200") if not a.startswith("fe80")} \
+            == set()
+        assert subprocess.run(["pgrep", "-f", "interface=vmbr200"]).returncode == 1
     finally:
         for name in lab.vm_names:
             pvc(lab, "vm", "remove", name, "--yes")
@@ -274,3 +279,87 @@ def test_dhcp_gateways_and_acls_between_two_managed_networks(vmlab):
         lab.vm_names = []
         for vni in nets:
             pvc(lab, "network", "remove", str(vni), "--yes", "--force")
+
+
+def addresses_on(lab, node: str, device: str) -> set[str]:
+    proc = lab.exec(node, ["ip", "-j", "addr", "show", "dev", device], capture_output=True,
+                    text=True)
+    if proc.returncode != 0:
+        return set()
+    return {a["local"] for link in json.loads(proc.stdout or "[]")
+            for a in link.get("addr_info", [])}
+
+
+def api_on(lab, address: str) -> int | None:
+    """The status of a keyed API request to ``address`` from the admin namespace."""
+    import http.client
+
+    from pvc_lab import netns
+    from pvc_lab.spec import API_PORT
+
+    def ask() -> int | None:
+        conn = http.client.HTTPConnection(address, API_PORT, timeout=3)
+        try:
+            conn.request("GET", "/api/v1/status/primary_node",
+                         headers={"X-Api-Key": lab.spec.api_key})
+            return conn.getresponse().status
+        except OSError:
+            return None
+        finally:
+            conn.close()
+
+    return netns.call_in(lab.spec.admin_netns, ask)
+
+
+def test_gateway_dhcp_and_floating_ip_follow_the_primary(vmlab):
+    """A guest on client node hv4 pings its managed network's gateway every 0.2 s through a
+    planned handover and a crash of the primary (its whole node killed); the gateway, DHCP
+    and the cluster's floating IP come back on the new primary. The gaps are printed."""
+    lab = vmlab
+    net, vni, bridge = "10.221.0", 1021, "vmbr1021"
+    gw, floating = f"{net}.1", lab.spec.floating_address
+    ok(lab, "network", "add", str(vni), "-d", "hanet", "-p", "managed", "-i", f"{net}.0/24",
+       "-g", gw, "--dhcp", "--dhcp-start", f"{net}.100", "--dhcp-end", f"{net}.199")
+    try:
+        lab.wait_for(lambda: up_everywhere(lab, vni), 30, "network 1021 up")
+        start_booted(lab, "havm1", "hv4", cmdline=f"dhcp=1 pingtarget={gw}",
+                     nics=((bridge, mac()),))
+        lab.wait_for(lambda: len(replies_from(lab, "havm1", gw)) >= 3, BOOT,
+                     "the guest's DHCP lease and replies from its gateway")
+        old = primary(lab)
+        holders = lambda addr, dev: {n for n in lab.nodes if addr in addresses_on(lab, n, dev)}  # noqa: E731
+        assert holders(gw, bridge) == {old} and holders(floating, "eth0") == {old}
+        assert api_on(lab, floating) == 200
+
+        new = next(c for c in lab.coordinators if c != old)
+        before = len(replies_from(lab, "havm1", gw))
+        ok(lab, "node", "primary", new, "--wait")
+        lab.wait_for(lambda: len(replies_from(lab, "havm1", gw)) >= before + 10, 30,
+                     "replies from the gateway on the new primary")
+        gap = largest_gap(replies_from(lab, "havm1", gw)[before - 1:])
+        print(f"\nplanned handover {old}->{new}: {gap} gateway pings lost "
+              f"(~{gap * PING_INTERVAL:.1f} s)")
+        assert holders(gw, bridge) == {new} and holders(floating, "eth0") == {new}
+        assert api_on(lab, floating) == 200
+        start_booted(lab, "havm2", "hv4", cmdline=f"dhcp=1 pingtarget={gw}",
+                     nics=((bridge, mac()),))
+        lab.wait_for(lambda: f"DHCP-bound {net}." in console(lab, "havm2"), 60,
+                     "a lease from the new primary's dnsmasq")
+
+        before = len(replies_from(lab, "havm1", gw))
+        lab.kill(new)
+        lab.wait_for(lambda: lab.primary() not in (None, new), 60, "a new primary")
+        lab.wait_for(lambda: len(replies_from(lab, "havm1", gw)) >= before + 10, 60,
+                     "replies from the gateway after the primary crashed")
+        gap = largest_gap(replies_from(lab, "havm1", gw)[before - 1:])
+        third = primary(lab)
+        print(f"primary {new} killed, {third} took over: {gap} gateway pings lost "
+              f"(~{gap * PING_INTERVAL:.1f} s)")
+        assert gw in addresses_on(lab, third, bridge)
+        assert floating in addresses_on(lab, third, "eth0")
+        lab.wait_for(lambda: api_on(lab, floating) == 200, 30, "the API on the floating IP")
+    finally:
+        for name in lab.vm_names:
+            pvc(lab, "vm", "remove", name, "--yes")
+        lab.vm_names = []
+        pvc(lab, "network", "remove", str(vni), "--yes", "--force")

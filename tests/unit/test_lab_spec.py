@@ -76,7 +76,8 @@ def test_pvcnoded_config_is_valid_for_the_kernel():
     s = spec.build("pvc", nodes=4)
     coord = node_config_mod.parse(node_config(s, s.node("hv1")), "hv1.yaml")
     assert coord.coordinator and coord.api.enabled and coord.api.keys == [s.api_key]
-    assert coord.api.listen_address == "10.250.0.1"
+    assert coord.api.listen_address == "0.0.0.0"        # its own address and the floating IP
+    assert coord.plugin_sections["net_vxlan"]["floating_ips"] == ["10.250.0.253/24 eth0"]
     assert coord.zookeeper_hosts == s.zk_hosts
     assert coord.zookeeper_session_timeout == 4 and coord.keepalive_interval == 2
     client = node_config_mod.parse(node_config(s, s.node("hv4")), "hv4.yaml")

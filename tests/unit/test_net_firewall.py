@@ -55,6 +55,8 @@ def test_forward_jumps_out_then_in_and_isolates_managed_networks():
     forward = _chain(firewall.render(NETS, ACLS), "forward")
     assert forward == [
         "type filter hook forward priority filter; policy accept;",
+        'iifname . oifname { "vmbr100" . "vmbr100", "vmbr200" . "vmbr200", '
+        '"vmbr300" . "vmbr300" } accept',
         "ip saddr 10.100.0.0/24 jump vxlan100-out",
         "ip saddr 10.200.0.0/24 jump vxlan200-out",
         "ip6 saddr fd00:100::/64 jump vxlan100-out",

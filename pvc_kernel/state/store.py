@@ -33,6 +33,8 @@ StateListener = Callable[[str], None]
 """Called with "connected", "suspended" or "lost" when the session state changes."""
 
 
+RECURSIVE_DELETE_TRIES = 10
+
 class ConflictError(Exception):
     """A version-checked write lost a race more times than it was allowed to retry."""
 
@@ -286,7 +288,10 @@ class Store:
 
     def delete(self, name: str, recursive: bool = True, **kw: Any) -> bool:
         """Delete the key, and its children unless not ``recursive`` (then a key with
-        children raises kazoo's NotEmptyError); False if it did not exist."""
+        children raises kazoo's NotEmptyError); False if it did not exist.
+
+        A recursive delete is not atomic: a child written meanwhile (a node's report under
+        the key) makes the last step fail, so it is tried again a few times."""
         p = schema.path(name, **kw)
         try:
             self.client.delete(p)
@@ -295,7 +300,13 @@ class Store:
         except NotEmptyError:
             if not recursive:
                 raise
-            self.client.delete(p, recursive=True)
+            for attempt in range(RECURSIVE_DELETE_TRIES):
+                try:
+                    self.client.delete(p, recursive=True)
+                    break
+                except NotEmptyError:
+                    if attempt == RECURSIVE_DELETE_TRIES - 1:
+                        raise
         return True
 
     def create(self, name: str, value: Any = "", ephemeral: bool = False,

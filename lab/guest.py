@@ -14,7 +14,7 @@
   alive and that a live migration did not reboot it;
 * takes ``guestip=A.B.C.D/NN`` or ``dhcp=1`` (udhcpc keeps trying in the background and
   renews; ``DHCP-bound <address>`` on the console) from the kernel command line, and with
-  ``pingtarget=A.B.C.D`` pings that address every 0.2 s for good, busybox's reply lines
+  ``pingtarget=A.B.C.D[,E.F.G.H...]`` pings each address every 0.2 s for good, busybox's reply lines
   (``64 bytes from A.B.C.D: seq=N ...``) on the console: a missing ``seq`` is a lost ping
   (``ping_replies()`` reads them back);
 * answers ping on its addresses (the kernel does).
@@ -67,7 +67,7 @@ for w in $(cat /proc/cmdline); do
     pingtarget=*) target=${{w#pingtarget=}};;
   esac
 done
-[ -n "$target" ] && ( while true; do ping -i 0.2 $target; sleep 1; done ) &
+for t in $(echo "$target" | tr , ' '); do ( while true; do ping -i 0.2 $t; sleep 1; done ) & done
 i=0
 while true; do
   i=$((i+1))

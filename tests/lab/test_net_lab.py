@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 
@@ -42,13 +43,28 @@ def netlab(vmlab):
     """The lab with managed network ``VNI`` up on every node; removed afterwards."""
     lab = vmlab
     ok(lab, "network", "add", str(VNI), "-d", "labnet", "-p", "managed", "-i",
-       f"{NET4}.0/24", "-g", f"{NET4}.1")
+       f"{NET4}.0/24", "-g", f"{NET4}.1", "--dhcp", "--dhcp-start", f"{NET4}.100",
+       "--dhcp-end", f"{NET4}.199")
     lab.wait_for(lambda: up_everywhere(lab, VNI), 30, f"network {VNI} up on every node")
     yield lab
     for name in lab.vm_names:          # before the network: it refuses to go while used
         pvc(lab, "vm", "remove", name, "--yes")
     lab.vm_names = []
     pvc(lab, "network", "remove", str(VNI), "--yes", "--force")
+
+
+def live_macs(lab, node: str, vm: str) -> list[str]:
+    """The MACs of the running domain's NICs, from its node's libvirtd (live XML)."""
+    import libvirt
+
+    from pvc_lab.libvirt import Libvirtd
+
+    conn = libvirt.open(Libvirtd().uri(lab.spec, lab.spec.node(node)))
+    try:
+        xml = conn.lookupByName(vm).XMLDesc(0)
+    finally:
+        conn.close()
+    return [m.lower() for m in re.findall(r"<mac address='([0-9a-fA-F:]+)'", xml)]
 
 
 def evpn_remote(lab, node: str, mac: str) -> str | None:
@@ -82,18 +98,34 @@ def largest_gap(seqs: list[int]) -> int:
 
 
 def test_guests_on_a_managed_network_ping_across_nodes_and_through_a_live_migration(netlab):
+    """Two guests on different nodes get their addresses from the primary's dnsmasq (one
+    reserved, one from the range), ping each other and the gateway, and keep pinging
+    through a live migration; their NICs can be added and removed live."""
     lab = netlab
-    a, b = f"{NET4}.11", f"{NET4}.12"
+    a, b, gw = f"{NET4}.11", f"{NET4}.12", f"{NET4}.1"
     bridge = f"vmbr{VNI}"
-    for name, node, own, other in (("netvm1", "hv1", a, b), ("netvm2", "hv2", b, a)):
-        start_booted(lab, name, node, cmdline=f"guestip={own}/24 pingtarget={other}",
-                     nics=((bridge, mac()),))
+    mac_a, mac_b = mac(), mac()
+    ok(lab, "network", "dhcp", "add", str(VNI), a, "netvm1", mac_a)
+    ok(lab, "network", "dhcp", "add", str(VNI), b, "netvm2", mac_b)
+    for name, node, own_mac, other in (("netvm1", "hv1", mac_a, b), ("netvm2", "hv2", mac_b, a)):
+        start_booted(lab, name, node, cmdline=f"dhcp=1 pingtarget={other},{gw}",
+                     nics=((bridge, own_mac),))
     lab.wait_for(lambda: len(replies_from(lab, "netvm1", b)) >= 3, BOOT,
                  "netvm1 (hv1) to get replies from netvm2 (hv2) over VXLAN")
     lab.wait_for(lambda: len(replies_from(lab, "netvm2", a)) >= 3, 30,
                  "netvm2 to get replies from netvm1")
+    for vm in ("netvm1", "netvm2"):
+        lab.wait_for(lambda vm=vm: len(replies_from(lab, vm, gw)) >= 3, 30,
+                     f"{vm} to get replies from the gateway")
+    def live() -> set[tuple[str, str]]:
+        leases = json.loads(ok(lab, "network", "dhcp", "list", str(VNI), "-f", "json"))
+        return {(e["mac_address"], e["ip4_address"]) for e in leases
+                if e["timestamp"] != "static"}
+
+    lab.wait_for(lambda: {(mac_a, a), (mac_b, b)} <= live(), 30,
+                 "both live leases in pvc network dhcp list")
     nic = info(lab, "netvm1")["networks"][0]
-    assert (nic["network"], nic["source"]) == ("labnet", bridge)
+    assert (nic["network"], nic["source"], nic["address"]) == ("labnet", bridge, a)
     assert "network labnet" in ok(lab, "vm", "info", "netvm1")
 
     mac2 = info(lab, "netvm2")["networks"][0]["mac"]
@@ -112,6 +144,14 @@ def test_guests_on_a_managed_network_ping_across_nodes_and_through_a_live_migrat
                  "netvm2's MAC route to move to hv3 (MAC mobility)")
     lab.wait_for(lambda: evpn_mac(lab, "hv3", mac2).get("type") == "local", 30,
                  "hv3's EVPN route of netvm2's MAC to be local")
+
+    extra = mac()                       # a NIC plugged in and out of the running guest
+    ok(lab, "vm", "network", "add", "netvm1", str(VNI), "--mac", extra, "--live")
+    assert extra in live_macs(lab, "hv1", "netvm1")
+    assert [n["mac"] for n in info(lab, "netvm1")["networks"]] == [mac_a, extra]
+    ok(lab, "vm", "network", "remove", "netvm1", extra, "--live")
+    assert extra not in live_macs(lab, "hv1", "netvm1")
+    assert [n["mac"] for n in info(lab, "netvm1")["networks"]] == [mac_a]
 
 
 def test_nics_on_missing_or_unbuilt_networks_are_refused(netlab, tmp_path):

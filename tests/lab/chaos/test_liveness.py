@@ -140,6 +140,9 @@ def test_pvcnoded_stalls_shorter_than_the_fence_delay_cost_no_vm_anything(cluste
 def test_dead_or_hung_libvirtd_is_seen_restarted_and_reconciled(cluster, tmp_path, how):
     lab = cluster
     consoles = start_guests(lab, VICTIM, [f"lv{how}"], str(tmp_path))
+    # started before the kill: booting it can outlast libvirtd_restart_after (10 s)
+    other = start_guests(lab, "hv3", [f"lvmove{how}"], str(tmp_path))
+    ok(lab, "vm", "meta", f"lvmove{how}", "--limit", f"hv3,{VICTIM}")
     before = pids(lab, VICTIM)
     old = service_pid(lab, VICTIM, "libvirtd")
     with Invariant(lab):
@@ -150,8 +153,6 @@ def test_dead_or_hung_libvirtd_is_seen_restarted_and_reconciled(cluster, tmp_pat
         assert seen["health_delta"] == 50 and "libvirtd does not answer" in seen["message"]
         assert libvirt_facts(lab, VICTIM).get("libvirt") == "down"
         # no target while it is down: a VM that may only go to hv4 finds no node
-        other = start_guests(lab, "hv3", [f"lvmove{how}"], str(tmp_path))
-        ok(lab, "vm", "meta", f"lvmove{how}", "--limit", f"hv3,{VICTIM}")
         out = pvc(lab, "vm", "migrate", f"lvmove{how}")
         assert out.returncode != 0, out.stdout
         # pvcnoded restarts it (the lab's command SIGKILLs a hung one first)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from kazoo.client import KazooClient, KazooState
 from kazoo.exceptions import (
@@ -23,8 +24,11 @@ from kazoo.recipe.watchers import ChildrenWatch, DataWatch
 from kazoo.security import ACL, make_digest_acl
 
 from pvc_kernel.state import schema
+from pvc_kernel.state.view import View, subtree_depths
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 SECRET_USER = "pvcnoded"
 """The digest identity of node daemons: ``pvcnoded:<zookeeper.secret>``."""
@@ -127,6 +131,11 @@ class Store:
         """Wall-clock time the connection was last (re)established (0: never)."""
         self._listeners: list[StateListener] = [listener] if listener else []
         self.client.add_listener(self._on_state)
+        self.view: View | None = None
+        """The watch-maintained copy reads come from, once ``use_view`` made one."""
+        self._writes = 0
+        self._local = threading.local()
+        self._memos: dict[tuple[str, str], dict[str, tuple[Any, Any]]] = {}
 
     # -- connection -------------------------------------------------------
     def _on_state(self, state: str) -> None:
@@ -147,6 +156,84 @@ class Store:
         if fn in self._listeners:
             self._listeners.remove(fn)
 
+    def use_view(self, names: Iterable[str]) -> View:
+        """Keep the subtrees of these schema keys (no placeholders) in a watch-maintained
+        ``View`` and answer reads under them from it (see ``view.py``): for a process that
+        reads whole subtrees often (pvcapid). Call before ``start``."""
+        if self.view is not None:
+            raise RuntimeError("this store has a view already")
+        self.view = View(self.client, subtree_depths(names))
+        self.add_listener(self.view.on_state)
+        if self.client.connected:
+            self.view.on_state("connected")
+        return self.view
+
+    def _viewed(self, path: str, children: bool = False) -> View | None:
+        """The view, caught up, if it answers reads of ``path``; else None (read ZooKeeper)."""
+        view = self.view
+        if view is None or not view.ready or not view.covers(path, children):
+            return None
+        return view if self._caught_up(view) else None
+
+    def _caught_up(self, view: View) -> bool:
+        local = self._local
+        if getattr(local, "snapshot", False) and local.writes == self._writes:
+            return True             # caught up in this snapshot, and nothing written since
+        writes = self._writes
+        if not view.catch_up():
+            return False
+        local.writes = writes
+        return True
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Reads from the view in this block (this thread) share one catch-up, done again
+        only after this process writes: for a handler that reads many keys one by one.
+        They see the cluster as it was when the block began (plus this process' writes),
+        so never wait inside it for another process' write."""
+        local = self._local
+        if getattr(local, "snapshot", False):
+            yield
+            return
+        local.snapshot, local.writes = True, -1
+        try:
+            yield
+        finally:
+            local.snapshot = False
+
+    def per_child(self, memo: str, name: str, build: Callable[[list[str]], dict[str, T]],
+                  depends: Any = None, **kw: Any) -> dict[str, T] | None:
+        """``{child: value}`` for every child of key ``name``, where ``build(children)``
+        makes the values of those children (reading what it needs through this store).
+        Values are kept (under ``memo``, a name for what ``build`` makes) and built again only
+        for children whose subtree changed, or all of them when ``depends`` changed. The
+        values are shared between callers: never change one. None without a ready view of
+        ``name``: then read directly."""
+        p = schema.path(name, **kw)
+        view = self._viewed(p, children=True)
+        if view is None or p not in view.roots:
+            return None
+        stamps = view.stamps(p)
+        kept = self._memos.get((memo, p), {})
+        fresh = {c: kept[c] for c, stamp in stamps.items()
+                 if c in kept and kept[c][0] == (stamp, depends)}
+        missing = [c for c in stamps if c not in fresh]
+        if missing:
+            built = build(missing)
+            fresh.update({c: ((stamps[c], depends), built[c]) for c in missing if c in built})
+        self._memos[(memo, p)] = fresh
+        return {c: value for c, (_stamp, value) in fresh.items()}
+
+    def generation(self, name: str, **kw: Any) -> int | None:
+        """A number that changes whenever anything under key ``name`` (a viewed root)
+        changes; None without a ready view of it."""
+        p = schema.path(name, **kw)
+        view = self._viewed(p)
+        return view.generation(p) if view is not None and p in view.roots else None
+
+    def _wrote(self) -> None:
+        self._writes += 1
+
     def start(self, timeout: float = 30.0) -> None:
         """Connect, waiting at most ``timeout`` seconds for a session."""
         self.client.start(timeout=timeout)
@@ -157,6 +244,8 @@ class Store:
         self.client.start_async()
 
     def stop(self) -> None:
+        if self.view is not None:
+            self.view.stop()
         try:
             self.client.stop()
         finally:
@@ -178,16 +267,25 @@ class Store:
 
     # -- plain access -----------------------------------------------------
     def get(self, name: str, default: str | None = None, **kw: Any) -> str | None:
+        p = schema.path(name, **kw)
+        view = self._viewed(p)
+        if view is not None:
+            text, _ = view.versioned(p)
+            return default if text is None else text
         try:
-            data, _ = self.client.get(schema.path(name, **kw))
+            data, _ = self.client.get(p)
         except NoNodeError:
             return default
         return data.decode() if data is not None else default
 
     def get_versioned(self, name: str, **kw: Any) -> tuple[str | None, int]:
         """(value, version); version is -1 when the key does not exist."""
+        p = schema.path(name, **kw)
+        view = self._viewed(p)
+        if view is not None:
+            return view.versioned(p)
         try:
-            data, stat = self.client.get(schema.path(name, **kw))
+            data, stat = self.client.get(p)
         except NoNodeError:
             return None, -1
         return (data.decode() if data is not None else None), stat.version
@@ -220,9 +318,16 @@ class Store:
                    else [watch] * len(requests))
         if len(watches) != len(requests):
             raise ValueError("fetch: one watch per request, or one for all")
+        paths = [schema.path(name, **kw) for _kind, name, kw in requests]
+        view = self.view
+        if (view is not None and view.ready and not any(watches)
+                and all(view.covers(p, kind == "children")
+                        for p, (kind, _n, _kw) in zip(paths, requests, strict=True))
+                and self._caught_up(view)):
+            return [self._from_view(view, kind, p, missing_as_none)
+                    for p, (kind, _n, _kw) in zip(paths, requests, strict=True)]
         pending = []
-        for (kind, name, kw), w in zip(requests, watches, strict=True):
-            p = schema.path(name, **kw)
+        for (kind, _name, _kw), w, p in zip(requests, watches, paths, strict=True):
             if kind == "children":
                 pending.append((kind, self.client.get_children_async(p, watch=w)))
             elif kind in _MISSING:
@@ -244,6 +349,18 @@ class Store:
             out.append((text, stat.version) if kind == "versioned" else text)
         return out
 
+    @staticmethod
+    def _from_view(view: View, kind: str, path: str, missing_as_none: bool) -> Any:
+        if kind == "children":
+            found = view.children(path)
+            return found if found is not None else (None if missing_as_none else [])
+        if kind not in _MISSING:
+            raise ValueError(f"fetch: unknown kind of read {kind!r}")
+        text, version = view.versioned(path)
+        if text is None:
+            return None if missing_as_none else _MISSING[kind]
+        return (text, version) if kind == "versioned" else text
+
     def get_json(self, name: str, default: Any = None, **kw: Any) -> Any:
         text = self.get(name, **kw)
         if text in (None, ""):
@@ -255,11 +372,19 @@ class Store:
             return default
 
     def exists(self, name: str, **kw: Any) -> bool:
-        return self.client.exists(schema.path(name, **kw)) is not None
+        p = schema.path(name, **kw)
+        view = self._viewed(p)
+        if view is not None:
+            return view.exists(p)
+        return self.client.exists(p) is not None
 
     def children(self, name: str, **kw: Any) -> list[str]:
+        p = schema.path(name, **kw)
+        view = self._viewed(p, children=True)
+        if view is not None:
+            return view.children(p) or []
         try:
-            return sorted(self.client.get_children(schema.path(name, **kw)))
+            return sorted(self.client.get_children(p))
         except NoNodeError:
             return []
 
@@ -268,6 +393,7 @@ class Store:
         p = schema.path(name, **kw)
         data = _encode(value)
         self._protect(name, p)
+        self._wrote()
         try:
             self.client.set(p, data)
         except NoNodeError:
@@ -280,6 +406,7 @@ class Store:
         """Create the key with ``value`` unless it exists; True if created."""
         p = schema.path(name, **kw)
         self._protect(name, p)
+        self._wrote()
         try:
             self._create(name, p, _encode(value))
             return True
@@ -293,6 +420,7 @@ class Store:
         A recursive delete is not atomic: a child written meanwhile (a node's report under
         the key) makes the last step fail, so it is tried again a few times."""
         p = schema.path(name, **kw)
+        self._wrote()
         try:
             self.client.delete(p)
         except NoNodeError:
@@ -316,11 +444,13 @@ class Store:
         ``sequence``: ZooKeeper appends a counter to the name. Returns the path created."""
         p = schema.path(name, **kw)
         self._protect(name, p)
+        self._wrote()
         return self._create(name, p, _encode(value), ephemeral=ephemeral, sequence=sequence)
 
     def create_ephemeral(self, name: str, value: Any = "", **kw: Any) -> None:
         """Create an ephemeral key, replacing one left by an expired session of ours."""
         p = schema.path(name, **kw)
+        self._wrote()
         try:
             self.client.create(p, _encode(value), ephemeral=True, makepath=True)
         except NodeExistsError:
@@ -397,6 +527,7 @@ class Store:
 
     def commit(self, txn) -> None:
         """Commit a transaction, raising ConflictError if any operation failed."""
+        self._wrote()
         results = txn.commit()
         failed = [r for r in results if isinstance(r, Exception)]
         if failed:
@@ -406,6 +537,7 @@ class Store:
         """Write only if the key is still at ``version`` (-1: must not exist). True on success."""
         p = schema.path(name, **kw)
         self._protect(name, p)
+        self._wrote()
         try:
             if version == -1:
                 self._create(name, p, _encode(value))
@@ -464,6 +596,7 @@ class Store:
             except NoNodeError:
                 continue
             if stat.ephemeralOwner == session:
+                self._wrote()
                 log.info("removing orphaned entry %s of %s", child, base)
                 self.client.delete(f"{base}/{child}")
                 dropped.append(child)

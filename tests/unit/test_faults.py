@@ -53,6 +53,7 @@ class FakeStore:
     update = Store.update
     get_many = Store.get_many
     fetch = Store.fetch
+    view = None
 
     def __init__(self) -> None:
         self.data: dict[str, tuple[str, int]] = {}

@@ -5,17 +5,18 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from contextlib import nullcontext
 from functools import partial
 from typing import Any
 
 import falcon
 import falcon.media
 
-from pvc_api import auth, errors, params, zk
+from pvc_api import auth, errors, params
 from pvc_api.errors import ApiError
 from pvc_api.routes import CORE_ROUTES
 from pvc_api.schemas import COMPONENTS
-from pvc_api.spec import Call, Reply, Route
+from pvc_api.spec import Call, RawJson, Reply, Route
 from pvc_kernel.config import NodeConfig
 from pvc_kernel.plugins import PluginHost
 from pvc_kernel.state import Store
@@ -42,8 +43,6 @@ class Api:
         self.stopping = threading.Event()
         """Set at shutdown: handlers that wait (``wait=true``) return at once."""
         self.zk_timeout = float(config.zookeeper_session_timeout)
-        self.cache = zk.Cache(store)
-        """Node keys for the read routes (watch-invalidated; mutations read fresh)."""
         self.wait_timeout = float(config.api.wait_timeout)
         self._keys = [key.encode() for key in config.api.keys]
         self.app: falcon.App | None = None
@@ -99,12 +98,17 @@ class Api:
             raise ApiError(503, errors.UNAVAILABLE_MESSAGE)
         args = params.parse(req, route.params)
         args.update(path)
-        result = route.handler(Call(self, req, args))
+        # a read shares one catch-up of the view (a GET never waits for others' writes)
+        with self.store.snapshot() if route.method == "GET" else nullcontext():
+            result = route.handler(Call(self, req, args))
         reply = result if isinstance(result, Reply) else Reply(result)
         resp.status = reply.status
         for name, value in reply.headers.items():
             resp.set_header(name, value)
-        if reply.status != 204 and reply.body is not None:
+        if isinstance(reply.body, RawJson):
+            resp.text = reply.body
+            resp.content_type = falcon.MEDIA_JSON
+        elif reply.status != 204 and reply.body is not None:
             resp.media = reply.body
 
 
@@ -160,8 +164,22 @@ class _Redirect:
         raise falcon.HTTPPermanentRedirect(f"{req.scheme}://{req.netloc}{self.target}")
 
 
+KERNEL_VIEW_KEYS = ("nodes", "config", "faults")
+"""The kernel's subtrees in pvcapid's view (plugins add theirs by ``pvc_api_view_keys``)."""
+
+
+def view_keys(plugins: PluginHost | None) -> list[str]:
+    """Every schema key whose subtree pvcapid keeps in its view."""
+    names = list(KERNEL_VIEW_KEYS)
+    for _plugin, keys in plugins.call_each("pvc_api_view_keys") if plugins else ():
+        names += [k for k in keys or () if k not in names]
+    return names
+
+
 def create_app(store: Store, config: NodeConfig, plugins: PluginHost | None = None) -> Api:
     """The API with the core routes and every plugin's routes; the WSGI app is ``api.app``."""
+    if store.view is None:
+        store.use_view(view_keys(plugins))
     api = Api(store, config, plugins)
     for route in CORE_ROUTES:
         api.add_route(route)

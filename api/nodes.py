@@ -1,7 +1,7 @@
 """Node objects (the reference's Node schema) built from the keys a node daemon writes.
 
-Every key of every node asked for is read in one pipelined batch, through the API's watch-
-invalidated cache unless ``fresh`` (mutations decide on fresh values); see ``pvc_api.zk``.
+Every key of every node asked for is read in one pipelined batch (from the API's view when
+it is loaded, which answers with every completed write); see ``pvc_api.zk``.
 """
 
 from __future__ import annotations
@@ -28,25 +28,18 @@ ACTING = ("primary", "takeover", "relinquish")
 """Coordinator states of the primary in office (or entering / leaving it)."""
 
 
-def _fetch(api: Api, requests: list[zk.Request], fresh: bool) -> list[Any]:
-    if fresh:
-        return zk.fetch(api.store, requests, api.zk_timeout)
-    return api.cache.fetch(requests, api.zk_timeout)
-
-
-def names(api: Api, fresh: bool = False) -> list[str]:
+def names(api: Api) -> list[str]:
     """Every registered node name, sorted."""
-    (found,) = _fetch(api, [zk.children("nodes")], fresh)
+    (found,) = zk.fetch(api.store, [zk.children("nodes")], api.zk_timeout)
     return found
 
 
-def read(api: Api, wanted: Iterable[str],
-         fresh: bool = False) -> dict[str, dict[str, str | None]]:
+def read(api: Api, wanted: Iterable[str]) -> dict[str, dict[str, str | None]]:
     """Raw values by short key name (``static``, ``daemon_state``...) of the existing nodes
     among ``wanted``, read in one round trip; ``primary`` is the cluster's primary node."""
     wanted = [n for n in wanted if schema.valid_segment(n)]
-    values = _fetch(api, [zk.get(key, node=n) for n in wanted for key in KEYS]
-                    + [zk.get("config.primary_node")], fresh)
+    values = zk.fetch(api.store, [zk.get(key, node=n) for n in wanted for key in KEYS]
+                      + [zk.get("config.primary_node")], api.zk_timeout)
     primary = values.pop()
     raw = {}
     for i, name in enumerate(wanted):
@@ -145,9 +138,9 @@ def _core(name: str, raw: dict[str, str | None]) -> dict[str, Any]:
     }
 
 
-def get(api: Api, name: str, fresh: bool = False) -> dict[str, Any] | None:
+def get(api: Api, name: str) -> dict[str, Any] | None:
     """One Node object, or None if there is no such node."""
-    raw = read(api, [name], fresh).get(name)
+    raw = read(api, [name]).get(name)
     return build(api, name, raw) if raw is not None else None
 
 

@@ -105,6 +105,11 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+class RawJson(str):
+    """A body already serialized as JSON: sent as it is (for handlers that keep the JSON of
+    the parts of a big answer between requests)."""
+
+
 @dataclass
 class Call:
     """What a handler gets: the API, the Falcon request and the parsed arguments."""

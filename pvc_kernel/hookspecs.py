@@ -391,6 +391,15 @@ def pvc_network_devices(store: Store, devices: list[str]) -> dict[str, NetworkDe
 
 
 @hookspec
+def pvc_network_devices_stamp(store: Store) -> Any:
+    """Return a value that changes whenever this plugin's ``pvc_network_devices`` answers
+    may change (e.g. ``store.generation`` of its viewed networks key), or None when it
+    cannot tell. Callers that keep NIC descriptions across requests (the VM list in
+    pvcapid) build them again when any plugin's stamp changes, and every time on a None.
+    """
+
+
+@hookspec
 def pvc_network_users(store: Store, devices: list[str]) -> dict[str, list[str]]:
     """Name the VMs this plugin runs that use any of ``devices``: ``{device: [vm name]}``
     (only devices with users). Every plugin's answer is merged. Called by the plugin that
@@ -406,6 +415,17 @@ def pvc_api_routes(api: ApiFace) -> None:
     """Add this plugin's REST routes to the API (``api.add_route(...)``, see ``pvc_api``).
 
     Called once in every pvcapid process at start.
+    """
+
+
+@hookspec
+def pvc_api_view_keys() -> list[str]:
+    """Return schema key names (without placeholders) whose whole subtrees pvcapid keeps in
+    its watch-maintained view (``Store.use_view``), e.g. ``["vms", "vm_names"]``.
+
+    Called once in every pvcapid process at start. Reads under these keys are then answered
+    from memory, still seeing every write completed before them; name the subtrees the API
+    lists or scans, not ones written many times a second that it rarely reads.
     """
 
 

@@ -87,7 +87,7 @@ def set_coordinator_state(call: Call) -> dict[str, str]:
     with ``GET /node/<node>`` (coordinator_state).
     """
     api, name, want = call.api, call.args["node"], call.args["state"]
-    node = nodes.get(api, name, fresh=True)
+    node = nodes.get(api, name)
     if node is None:
         raise nodes.missing(name)
     if node["coordinator_state"] in ("client", nodes.UNKNOWN):
@@ -101,7 +101,7 @@ def set_coordinator_state(call: Call) -> dict[str, str]:
         return {"message": f"Node {name} is already in {want} coordinator state."}
     target = name
     if want == "secondary":
-        others = nodes.read(api, [n for n in nodes.names(api, True) if n != name], fresh=True)
+        others = nodes.read(api, [n for n in nodes.names(api) if n != name])
         ready = [n for n, raw in sorted(others.items())
                  if raw["coordinator_state"] == "secondary" and raw["daemon_state"] == "run"]
         if not ready:

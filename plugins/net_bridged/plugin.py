@@ -88,6 +88,16 @@ class NetBridgedPlugin:
         return attach.describe(store, devices)
 
     @hookimpl
+    def pvc_network_devices_stamp(self, store: Any) -> Any:
+        """Every answer comes from the networks subtree: its generation in the view."""
+        return store.generation("networks")
+
+    @hookimpl
+    def pvc_api_view_keys(self) -> list[str]:
+        """Networks with their per-node state, reservations, leases and ACLs."""
+        return ["networks"]
+
+    @hookimpl
     def pvc_api_routes(self, api: Any) -> None:
         """``/network`` and ``/network/{vni}``."""
         from pvc_plugins.net_bridged import routes

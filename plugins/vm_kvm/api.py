@@ -6,10 +6,11 @@ arrays for "get one"); see docs/vms.md for the deliberate differences.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
-from pvc_api.sdk import ApiError, Call, Reply, params, zk
+from pvc_api.sdk import ApiError, Call, RawJson, Reply, params, zk
 from pvc_kernel.sdk import schema, tasks
 from pvc_plugins.vm_kvm import domxml, keys, nics, records, vminfo, vms
 from pvc_plugins.vm_kvm import flush_locks as locks_task
@@ -37,11 +38,6 @@ def read_many(call: Call, uuids: list[str]) -> list[Record]:
     return [r for r in found if r is not None]
 
 
-def _all(call: Call) -> list[Record]:
-    (uuids,) = zk.fetch(call.api.store, [zk.children("vms")], call.api.zk_timeout)
-    return read_many(call, uuids)
-
-
 def _one(call: Call) -> Record:
     """The VM named by the path (name or UUID); 404 if there is none."""
     uuid = records.find(call.api.store, call.args["vm"])
@@ -60,7 +56,32 @@ def _object(rec: Record, networks: nics.Lookup | None = None) -> dict[str, Any] 
 
 # -- list / get / define / modify / remove ------------------------------------------------
 
-def list_vms(call: Call) -> list[dict[str, Any]]:
+Listed = tuple[Record, "dict[str, Any] | None", "str | None"]
+"""A VM as the list shows it: its record, its object (None: unreadable XML), its JSON."""
+
+
+def _listing(call: Call) -> list[Listed]:
+    """Every VM's record, object and JSON; kept in pvcapid's view between requests and made
+    again only for VMs whose keys changed (or all when a network plugin's answers did)."""
+    store = call.api.store
+    networks = nics.Lookup(call.api.plugins, store)
+
+    def build(uuids: list[str]) -> dict[str, Listed]:
+        out = {}
+        for rec in read_many(call, uuids):
+            obj = _object(rec, networks)
+            out[rec.uuid] = (rec, obj, None if obj is None else json.dumps(obj))
+        return out
+
+    kept = store.per_child("vm_kvm.listing", "vms", build,
+                           depends=nics.devices_stamp(call.api.plugins, store))
+    if kept is None:          # no view (yet): read everything
+        (uuids,) = zk.fetch(store, [zk.children("vms")], call.api.zk_timeout)
+        kept = build(uuids)
+    return list(kept.values())
+
+
+def list_vms(call: Call) -> RawJson:
     """List VMs sorted by name; ``negate`` inverts the node/state/tag filters. 404 if none."""
     a = call.args
     if a["state"] and a["state"] not in keys.LIST_STATES:
@@ -70,11 +91,9 @@ def list_vms(call: Call) -> list[dict[str, Any]]:
         raise ApiError(400, f'Specified node "{node}" is invalid.')
     match = params.name_filter(a["limit"])
     out = []
-    networks = nics.Lookup(call.api.plugins, call.api.store)
-    for rec in _all(call):
+    for rec, obj, text in _listing(call):
         if a["limit"] and not (match(rec.name) or rec.uuid == a["limit"]):
             continue
-        obj = _object(rec, networks)
         if obj is None:
             continue
         checks = []
@@ -86,10 +105,10 @@ def list_vms(call: Call) -> list[dict[str, Any]]:
             checks.append(any(t["name"] == a["tag"] for t in obj["tags"]))
         if checks and (all(checks) == bool(a["negate"])):
             continue
-        out.append(obj)
+        out.append((rec.name, text))
     if not out:
         raise ApiError(404, NOT_FOUND)
-    return sorted(out, key=lambda o: o["name"])
+    return RawJson("[" + ", ".join(text for _name, text in sorted(out)) + "]")
 
 
 def get_vm(call: Call) -> list[dict[str, Any]]:
@@ -109,11 +128,13 @@ def define_vm(call: Call) -> dict[str, str]:
     a = call.args
     limit = [n.strip() for n in (a["limit"] or "").split(",") if n.strip()] or None
     try:
-        rec = vms.define(call.api.store, a["xml"], node=a["node"], limit=limit,
-                         selector=a["selector"], autostart=a["autostart"],
-                         migration_method=a["migration_method"],
-                         max_downtime=a["migration_max_downtime"], user_tags=a["user_tags"],
-                         protected_tags=a["protected_tags"], plugins=call.api.plugins)
+        with call.api.store.snapshot():   # many reads (placement), one catch-up
+            rec = vms.define(call.api.store, a["xml"], node=a["node"], limit=limit,
+                             selector=a["selector"], autostart=a["autostart"],
+                             migration_method=a["migration_method"],
+                             max_downtime=a["migration_max_downtime"],
+                             user_tags=a["user_tags"], protected_tags=a["protected_tags"],
+                             plugins=call.api.plugins)
     except vms.VmError as exc:
         raise _fail(exc) from None
     return {"message": f"Added new VM with Name '{rec.name}' and UUID '{rec.uuid}' to "
@@ -306,18 +327,24 @@ def flush_locks(call: Call) -> Reply:
 
 def status(api: Any) -> dict[str, Any]:
     """``vms`` counts by state and ``detail.vm`` for ``GET /status``."""
-    (uuids,) = zk.fetch(api.store, [zk.children("vms")], api.zk_timeout)
-    reqs = [r for u in uuids for r in (zk.get("vm", uuid=u), zk.versioned("vm.state", uuid=u),
-                                        zk.get("vm.observed", uuid=u))]
-    values = zk.fetch(api.store, reqs, api.zk_timeout)
-    counts: dict[str, int] = {"total": 0}
-    detail = []
-    for i, u in enumerate(uuids):
-        name, (state, version), observed = values[i * 3:(i + 1) * 3]
-        if name is None:
-            continue
-        shown = records.display_state(state or keys.STOP, version, keys.loads(observed, {}))
-        counts["total"] += 1
+    def build(uuids: list[str]) -> dict[str, tuple[str, str]]:
+        reqs = [r for u in uuids for r in (zk.get("vm", uuid=u), zk.versioned("vm.state", uuid=u),
+                                            zk.get("vm.observed", uuid=u))]
+        values = zk.fetch(api.store, reqs, api.zk_timeout)
+        out = {}
+        for i, u in enumerate(uuids):
+            name, (state, version), observed = values[i * 3:(i + 1) * 3]
+            if name is not None:
+                out[u] = (name, records.display_state(state or keys.STOP, version,
+                                                      keys.loads(observed, {})))
+        return out
+
+    kept = api.store.per_child("vm_kvm.status", "vms", build)
+    if kept is None:          # no view (yet): read everything
+        (uuids,) = zk.fetch(api.store, [zk.children("vms")], api.zk_timeout)
+        kept = build(uuids)
+    counts: dict[str, int] = {"total": len(kept)}
+    for _name, shown in kept.values():
         counts[shown] = counts.get(shown, 0) + 1
-        detail.append({"uuid": u, "name": name, "state": shown})
+    detail = [{"uuid": u, "name": name, "state": shown} for u, (name, shown) in kept.items()]
     return {"vms": counts, "detail": {"vm": sorted(detail, key=lambda d: d["name"])}}

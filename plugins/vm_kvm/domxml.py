@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid as uuidlib
 import xml.etree.ElementTree as ET
@@ -78,6 +79,13 @@ def memory_mib(el: ET.Element | None) -> int:
 def _text(root: ET.Element, path: str) -> str:
     el = root.find(path)
     return (el.text or "").strip() if el is not None else ""
+
+
+@functools.lru_cache(maxsize=8192)
+def parse_cached(text: str) -> Domain:
+    """``parse``, remembered by the document's text: for readers that leave the Domain as it
+    is (a VM list reads the same thousand documents on every request)."""
+    return parse(text)
 
 
 def parse(text: str) -> Domain:

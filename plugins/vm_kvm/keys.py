@@ -19,6 +19,8 @@ Layout::
         crashes                 JSON {count, recent, last, node, reason, failed}: its
                                 crashes (written by the node running it; see crashes.py)
     /vm_names/<name>            the VM's uuid (makes names unique, atomically)
+    /vm_kvm/placement           the uuid of the last VM a define placed (its version
+                                orders concurrent defines)
     /vm_kvm/nodes/<node>        JSON the node publishes: {virt_type, migration_uri, ...}
     /locks/vm-<uuid>            the per-VM lock (starts, migrations, observed transitions)
 """
@@ -48,6 +50,7 @@ KEYS = [
     Key("vm.crashes", "/vms/{uuid}/crashes", OWNER),
     Key("vm_names", "/vm_names", OWNER),
     Key("vm_name", "/vm_names/{vm_name}", OWNER),
+    Key("vm_kvm.placement", "/vm_kvm/placement", OWNER),
     Key("vm_kvm.nodes", "/vm_kvm/nodes", OWNER),
     Key("vm_kvm.node", "/vm_kvm/nodes/{node}", OWNER),
 ]

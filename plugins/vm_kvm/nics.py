@@ -39,6 +39,17 @@ def describe(plugins: Any, store: Any, devs: list[str]) -> dict[str, dict[str, A
     return found
 
 
+def devices_stamp(plugins: Any, store: Any) -> Any:
+    """What changes whenever ``describe``'s answers may (every network plugin's
+    ``pvc_network_devices_stamp``); a new object each call when one cannot tell."""
+    if plugins is None:
+        return ()
+    stamps = plugins.call_each("pvc_network_devices_stamp", obj="vm-nics", store=store)
+    if any(stamp is None for _name, stamp in stamps):
+        return object()
+    return tuple(sorted(stamps))
+
+
 class Lookup:
     """``describe`` with a cache, for one request that shows many VMs."""
 

@@ -116,6 +116,12 @@ class VmKvmPlugin:
         return nics.users(records.all_records(store), devices)
 
     @hookimpl
+    def pvc_api_view_keys(self) -> list[str]:
+        """VM records and names, and the nodes' hypervisor facts: every VM list, status
+        and placement scans them."""
+        return ["vms", "vm_names", "vm_kvm.nodes", "vm_kvm.placement"]
+
+    @hookimpl
     def pvc_api_routes(self, api: Any) -> None:
         """``/vm``, ``/vm/{vm}`` and its ``state``, ``node``, ``meta``, ``tags``,
         ``console``, ``rename`` and ``device`` routes."""

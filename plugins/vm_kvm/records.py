@@ -52,31 +52,43 @@ def display_state(state: str, version: int, observed: dict[str, Any]) -> str:
     return state
 
 
+_READS = (("get", "vm"), ("get", "vm.xml"), ("versioned", "vm.state"), ("versioned", "vm.node"),
+          ("get", "vm.last_node"), ("get", "vm.meta"), ("get", "vm.tags"), ("get", "vm.request"),
+          ("get", "vm.observed"), ("get", "vm.stats"))
+
+
 def read(store: Store, uuid: str, with_stats: bool = False) -> Record | None:
     """The VM's record, or None if it is not defined."""
     if not schema.valid_segment(uuid):
         return None
-    name = store.get("vm", uuid=uuid)
-    if name is None:
-        return None
-    state, version = store.get_versioned("vm.state", uuid=uuid)
-    node, node_version = store.get_versioned("vm.node", uuid=uuid)
-    xml = store.get("vm.xml", uuid=uuid) or ""
-    rec = Record(uuid=uuid, name=name, xml=xml, state=state or keys.STOP,
-                 state_version=version, node=node or "", node_version=node_version,
-                 last_node=store.get("vm.last_node", uuid=uuid) or "",
-                 meta=keys.meta(store.get("vm.meta", uuid=uuid)),
-                 tags=keys.loads(store.get("vm.tags", uuid=uuid), []),
-                 request=keys.loads(store.get("vm.request", uuid=uuid), {}),
-                 observed=keys.loads(store.get("vm.observed", uuid=uuid), {}))
-    if with_stats:
-        rec.stats = keys.loads(store.get("vm.stats", uuid=uuid), {})
-    try:
-        dom = domxml.parse(xml)
-        rec.memory, rec.vcpus = dom.memory_mib, dom.vcpus
-    except domxml.XmlError:
-        pass
-    return rec
+    found = read_many(store, [uuid], with_stats)
+    return found[0] if found else None
+
+
+def read_many(store: Store, uuids: list[str], with_stats: bool = False) -> list[Record]:
+    """The records of those of ``uuids`` that are defined, in one pipelined read."""
+    reads = _READS if with_stats else _READS[:-1]
+    values = store.fetch([(kind, key, {"uuid": u}) for u in uuids for kind, key in reads])
+    out = []
+    for i, uuid in enumerate(uuids):
+        name, xml, (state, version), (node, node_version), last_node, meta, tags, request, \
+            observed, *stats = values[i * len(reads):(i + 1) * len(reads)]
+        if name is None:
+            continue
+        rec = Record(uuid=uuid, name=name, xml=xml or "", state=state or keys.STOP,
+                     state_version=version, node=node or "", node_version=node_version,
+                     last_node=last_node or "", meta=keys.meta(meta),
+                     tags=keys.loads(tags, []), request=keys.loads(request, {}),
+                     observed=keys.loads(observed, {}))
+        if stats:
+            rec.stats = keys.loads(stats[0], {})
+        try:
+            dom = domxml.parse_cached(rec.xml)
+            rec.memory, rec.vcpus = dom.memory_mib, dom.vcpus
+        except domxml.XmlError:
+            pass
+        out.append(rec)
+    return out
 
 
 def uuids(store: Store) -> list[str]:
@@ -93,7 +105,11 @@ def find(store: Store, name_or_uuid: str) -> str | None:
 
 
 def all_records(store: Store) -> list[Record]:
-    return [r for r in (read(store, u) for u in uuids(store)) if r is not None]
+    """Every VM's record; with a view (pvcapid) kept between calls and read again only for
+    VMs whose keys changed, so the records are shared: never change one."""
+    kept = store.per_child("vm_kvm.records", "vms",
+                           lambda found: {r.uuid: r for r in read_many(store, found)})
+    return list(kept.values()) if kept is not None else read_many(store, uuids(store))
 
 
 def loads_of(records: list[Record]) -> list[VmLoad]:

@@ -89,7 +89,7 @@ def build(rec: Record, networks: Callable[[list[str]], dict[str, dict[str, Any]]
     """The VM object; raises domxml.XmlError when the stored XML cannot be read.
     ``networks`` describes the devices of its NICs (``nics.Lookup``): each NIC shows its
     network's name and its live DHCP lease address."""
-    dom = domxml.parse(rec.xml)
+    dom = domxml.parse_cached(rec.xml)
     meta = rec.meta
     running = rec.observed.get("state") in keys.LIVE
     stats = rec.stats if running else {}

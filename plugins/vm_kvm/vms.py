@@ -70,6 +70,28 @@ def _check_fit(store: Store, dom: domxml.Domain, node: str | None) -> list[place
     return nodes
 
 
+PLACEMENT_TRIES = 20
+"""Defines placed again after a concurrent define changed the VMs first, before a 409."""
+
+
+def _place(store: Store, dom: domxml.Domain, nodes: list[placement.NodeInfo],
+           lacking: set[str], selector: str | None, limit: list[str] | None) -> str:
+    """The node the selector picks for a new VM, counting every defined VM's load."""
+    loads = records.loads_of(records.all_records(store))
+    with_nets = [n for n in nodes if n.name not in lacking]
+    if not any(n.hypervisor for n in with_nets):
+        raise VmError(400, f"ERROR: No node has every network of VM '{dom.name}' up "
+                           f"({', '.join(nics.devices(dom))}).")
+    node = (placement.choose(with_nets, loads, dom.memory_mib, dom.vcpus, selector, limit)
+            or placement.choose(with_nets, [], dom.memory_mib, dom.vcpus, selector, limit)
+            or next((n.name for n in with_nets if n.hypervisor
+                     and placement.could_ever_fit([n], dom.memory_mib, dom.vcpus)), None))
+    if node is None:
+        raise VmError(400, f"ERROR: No node with every network of VM '{dom.name}' can "
+                           "hold it.")
+    return node
+
+
 def define(store: Store, xml: str, node: str | None = None, limit: list[str] | None = None,
            selector: str | None = None, autostart: bool = False,
            migration_method: str | None = None, max_downtime: int | None = None,
@@ -86,19 +108,6 @@ def define(store: Store, xml: str, node: str | None = None, limit: list[str] | N
     if records.find(store, dom.uuid) or store.exists("vm_name", vm_name=dom.name):
         raise VmError(400, f"ERROR: A VM with the name '{dom.name}' or UUID '{dom.uuid}' "
                            "already exists.")
-    if node is None:
-        loads = records.loads_of(records.all_records(store))
-        with_nets = [n for n in nodes if n.name not in lacking]
-        if not any(n.hypervisor for n in with_nets):
-            raise VmError(400, f"ERROR: No node has every network of VM '{dom.name}' up "
-                               f"({', '.join(nics.devices(dom))}).")
-        node = (placement.choose(with_nets, loads, dom.memory_mib, dom.vcpus, selector, limit)
-                or placement.choose(with_nets, [], dom.memory_mib, dom.vcpus, selector, limit)
-                or next((n.name for n in with_nets if n.hypervisor
-                         and placement.could_ever_fit([n], dom.memory_mib, dom.vcpus)), None))
-        if node is None:
-            raise VmError(400, f"ERROR: No node with every network of VM '{dom.name}' can "
-                               "hold it.")
     meta = {**keys.DEFAULT_META, "node_limit": limit or None,
             "node_selector": selector if selector in keys.SELECTORS else None,
             "node_autostart": bool(autostart),
@@ -106,23 +115,40 @@ def define(store: Store, xml: str, node: str | None = None, limit: list[str] | N
             else None,
             "migration_max_downtime": int(max_downtime or keys.DEFAULT_MAX_DOWNTIME),
             "profile": profile}
-    store.ensure("vms")
-    store.ensure("vm_names")
+    for parent in ("vms", "vm_names"):
+        if not store.exists(parent):
+            store.ensure(parent)
     u = dom.uuid
-    txn = store.transaction()
-    txn.create(schema.path("vm", uuid=u), dom.name.encode())
-    for key, value in (("vm.xml", xml), ("vm.state", state), ("vm.node", node),
-                       ("vm.last_node", ""), ("vm.meta", json.dumps(meta)),
-                       ("vm.tags", json.dumps(_tags(user_tags, protected_tags))),
-                       ("vm.request", json.dumps({"action": "define", "at": time.time()})),
-                       ("vm.observed", "{}"), ("vm.stats", "{}"), ("vm.console", "")):
-        txn.create(schema.path(key, uuid=u), value.encode())
-    txn.create(schema.path("vm_name", vm_name=dom.name), u.encode())
-    try:
-        store.commit(txn)
-    except ConflictError:
-        raise VmError(400, f"ERROR: A VM with the name '{dom.name}' or UUID '{u}' already "
-                           "exists.") from None
+    for _attempt in range(PLACEMENT_TRIES):
+        # every placed define bumps this key: of two defines placed on the same view of
+        # the VMs, the second fails its version check and places again (with the first's VM)
+        _, placed_version = store.get_versioned("vm_kvm.placement")
+        target = node or _place(store, dom, nodes, lacking, selector, limit)
+        txn = store.transaction()
+        txn.create(schema.path("vm", uuid=u), dom.name.encode())
+        for key, value in (("vm.xml", xml), ("vm.state", state), ("vm.node", target),
+                           ("vm.last_node", ""), ("vm.meta", json.dumps(meta)),
+                           ("vm.tags", json.dumps(_tags(user_tags, protected_tags))),
+                           ("vm.request", json.dumps({"action": "define", "at": time.time()})),
+                           ("vm.observed", "{}"), ("vm.stats", "{}"), ("vm.console", "")):
+            txn.create(schema.path(key, uuid=u), value.encode())
+        txn.create(schema.path("vm_name", vm_name=dom.name), u.encode())
+        if node is None:
+            mark, where = u.encode(), schema.path("vm_kvm.placement")
+            if placed_version < 0:
+                txn.create(where, mark)
+            else:
+                txn.set_data(where, mark, version=placed_version)
+        try:
+            store.commit(txn)
+            break
+        except ConflictError:
+            if records.find(store, u) or store.exists("vm_name", vm_name=dom.name):
+                raise VmError(400, f"ERROR: A VM with the name '{dom.name}' or UUID '{u}' "
+                                   "already exists.") from None
+    else:
+        raise VmError(409, f"ERROR: VM '{dom.name}' could not be placed: other defines kept "
+                           "changing the cluster; try again.")
     rec = records.read(store, u)
     assert rec is not None
     return rec

@@ -77,6 +77,12 @@ class FakeStore:
         p = schema.path(name, **kw)
         return (self.data[p], 1) if p in self.data else (None, -1)
 
+    def fetch(self, requests: list[tuple[str, str, dict[str, Any]]], *_a: Any,
+              **_kw: Any) -> list[Any]:
+        """``Store.fetch``'s answers (how records.read reads a record)."""
+        return [self.get_versioned(name, **kw) if kind == "versioned" else self.get(name, **kw)
+                for kind, name, kw in requests]
+
     def write(self, name: str, value: str | None, **kw: Any) -> None:
         p = schema.path(name, **kw)
         if value is None:

@@ -53,6 +53,7 @@ POWER_BUTTON_EVERY = 5.0  # s between presses while waiting for an ACPI shutdown
 SECRETS_REFRESH = 300.0  # s between storage secret syncs to libvirtd (at polls)
 SECRETS_AT_START = 60.0  # a VM start re-syncs them when the last sync is older than this
 CHECK = "vm_kvm.check"
+REPORT = "vm_kvm.report"
 
 
 class Agent:
@@ -77,6 +78,12 @@ class Agent:
         self.watched: set[str] = set()
         self.assigned: dict[str, str] = {}      # uuid -> desired node (from watches)
         self.observed_here: set[str] = set()    # uuids whose observed node is us
+        self.desired: dict[str, str] = {}       # uuid -> desired state (from watches)
+        self.observed: dict[str, dict[str, Any]] = {}   # uuid -> observed (from watches)
+        self.reported: dict[str, float] = {}    # uuid -> monotonic time of its last report
+        self.console_paths: dict[str, str | None] = {}  # uuid -> its console log (from XML)
+        self.console_tails: dict[str, str] = {}  # uuid -> the tail last written
+        self.last_sweep = 0.0                   # monotonic time of the last full check
         self.domains: dict[str, Any] = {}       # last poll: uuid -> DomInfo
         self.memory: dict[str, int] = {}        # uuid -> MiB (from its XML)
         self.lock = threading.Lock()
@@ -164,7 +171,13 @@ class Agent:
             uuid = event.obj[3:]
             if isinstance(event, DataChanged):
                 self._note(uuid, event)
-            if not self.hv.down:      # libvirtd down: the poll after its return catches up
+                if self._unconcerned(uuid):
+                    return            # another node's VM that never touched this one
+            if self.hv.down:          # libvirtd down: the poll after its return catches up
+                return
+            if isinstance(event, TimerFired) and event.name == REPORT:
+                self.report_running(uuid)
+            else:
                 self.reconcile(uuid, report=isinstance(event, TimerFired))
 
     def _on_stop(self, uuid: str, name: str, detail: int) -> None:
@@ -180,18 +193,31 @@ class Agent:
             self.watched.add(uuid)
             for key in ("vm.node", "vm.state", "vm.observed"):
                 bus.watch_data(key, obj=f"vm:{uuid}", uuid=uuid)
+        gone = set(self.watched) - set(children)
         for uuid in set(self.assigned) - set(children):
             self.assigned.pop(uuid, None)
+        for uuid in gone:
+            for kept in (self.reported, self.console_paths, self.console_tails):
+                kept.pop(uuid, None)
 
     def _note(self, uuid: str, event: DataChanged) -> None:
         with self.lock:
-            if event.key == "vm.node":
+            if event.key == "vm.state":
+                if event.value is None:
+                    self.desired.pop(uuid, None)
+                else:
+                    self.desired[uuid] = event.value
+            elif event.key == "vm.node":
                 if event.value is None:
                     self.assigned.pop(uuid, None)
                 else:
                     self.assigned[uuid] = event.value
             elif event.key == "vm.observed":
                 obs = keys.loads(event.value, {})
+                if event.value is None:
+                    self.observed.pop(uuid, None)
+                else:
+                    self.observed[uuid] = obs if isinstance(obs, dict) else {}
                 if obs.get("node") == self.node:
                     self.observed_here.add(uuid)
                 else:
@@ -222,8 +248,43 @@ class Agent:
         with self.lock:
             mine = {u for u, n in self.assigned.items() if n == self.node}
             mine |= self.observed_here
+        now = time.monotonic()
+        sweep = now - self.last_sweep >= self.cfg.resync_interval
+        if sweep:
+            self.last_sweep = now
         for uuid in mine | set(self.domains):
-            self.daemon.bus.publish(TimerFired(obj=f"vm:{uuid}", name=CHECK))
+            if sweep or not self._settled(uuid):
+                self.daemon.bus.publish(TimerFired(obj=f"vm:{uuid}", name=CHECK))
+            elif (uuid in self.domains
+                  and now - self.reported.get(uuid, 0.0) >= self.cfg.stats_interval):
+                self.daemon.bus.publish(TimerFired(obj=f"vm:{uuid}", name=REPORT))
+
+    def _settled(self, uuid: str) -> bool:
+        """True if this poll has nothing to check about the VM (no ZooKeeper read): what
+        libvirt shows here agrees with its watched desired state and observed record, and
+        nothing about it is pending (a stop event, a crash, a held start, a stray QEMU)."""
+        with self.lock:
+            desired, node = self.desired.get(uuid), self.assigned.get(uuid)
+            obs = self.observed.get(uuid)
+        if (desired is None or obs is None or uuid in self.stops or uuid in self.crash_faults
+                or uuid in self.hold_until or uuid in self.intentional):
+            return False
+        info = self.domains.get(uuid)
+        if info is None:            # not running here: fine if it should not, and never did
+            return (desired in (keys.STOP, keys.DISABLE) and uuid not in self.known_guests
+                    and not (obs.get("node") == self.node and obs.get("state") in keys.LIVE))
+        return (desired == keys.START and node == self.node and not info.incoming
+                and obs.get("node") == self.node and obs.get("state") == keys.RUNNING
+                and obs.get("libvirt_state") == info.state_name)
+
+    def _unconcerned(self, uuid: str) -> bool:
+        """True if a change of the VM's keys cannot concern this node: it is neither assigned
+        here nor observed here, and neither libvirt nor a QEMU process runs it here."""
+        with self.lock:
+            node, obs = self.assigned.get(uuid), self.observed.get(uuid)
+        return (node is not None and node != self.node and obs is not None
+                and obs.get("node") != self.node and uuid not in self.domains
+                and uuid not in self.known_guests and uuid not in self.stops)
 
     def _note_guests(self) -> None:
         """Remember the QEMU process of every guest here (a self-fence kills them by PID
@@ -683,20 +744,35 @@ class Agent:
 
         return disks.prepare(self.daemon, rec, purpose)
 
-    def report(self, rec: Record, info: Any) -> None:
-        """Write the running VM's stats and console tail (only the node running it)."""
+    def report_running(self, uuid: str) -> None:
+        """A settled running VM's stats and console tail, without reading its record."""
+        if uuid not in self.console_paths or self.hv.info(uuid) is None:
+            self.reconcile(uuid, report=True)      # not known well enough: a full check
+            return
+        self._write_report(uuid, uuid, self.console_paths[uuid])
+
+    def _write_report(self, uuid: str, name: str, path: str | None) -> None:
+        self.reported[uuid] = time.monotonic()
         try:
-            self.store.set("vm.stats", self.hv.stats(rec.uuid), uuid=rec.uuid)
+            self.store.set("vm.stats", self.hv.stats(uuid), uuid=uuid)
         except Exception as exc:
-            log.debug("stats of %s: %s", rec.name, message(exc))
-        try:
-            path = domxml.parse(rec.xml).console_log
-        except domxml.XmlError:
-            path = None
+            log.debug("stats of %s: %s", name, message(exc))
         if path:
             tail = console.tail(path, self.cfg.console_lines)
-            if tail is not None and tail != self.store.get("vm.console", uuid=rec.uuid):
-                self.store.set("vm.console", tail, uuid=rec.uuid)
+            if tail is not None and tail != self.console_tails.get(uuid):
+                self.store.set("vm.console", tail, uuid=uuid)
+                self.console_tails[uuid] = tail
+
+    def report(self, rec: Record, info: Any) -> None:
+        """Write the running VM's stats and console tail (only the node running it), at
+        most every ``stats_interval``; note its libvirt state in ``observed``."""
+        try:
+            path = domxml.parse_cached(rec.xml).console_log
+        except domxml.XmlError:
+            path = None
+        self.console_paths[rec.uuid] = path
+        if time.monotonic() - self.reported.get(rec.uuid, 0.0) >= self.cfg.stats_interval:
+            self._write_report(rec.uuid, rec.name, path)
         obs = rec.observed
         if obs.get("node") == self.node and obs.get("libvirt_state") != info.state_name \
                 and obs.get("state") == keys.RUNNING:

@@ -45,6 +45,13 @@ SETTINGS = Settings(about="KVM virtual machines through this node's libvirtd.", 
     Setting("poll_interval", float, 2.0,
             "seconds between looks at libvirt (states, stats, console)",
             minimum=0.2, maximum=60),
+    Setting("stats_interval", float, 10.0,
+            "seconds between writes of a running VM's stats and console tail to ZooKeeper",
+            minimum=0.2, maximum=600),
+    Setting("resync_interval", float, 300.0,
+            "seconds between full checks of every VM of this node against ZooKeeper (in "
+            "between, a poll reads a VM only when libvirt or its watched keys disagree with "
+            "its desired state)", minimum=1, maximum=86400),
     Setting("console_lines", int, 1000, "serial console lines kept in ZooKeeper",
             minimum=10, maximum=10000),
     Setting("memory_total", int, None, "MiB offered to VMs (default: the host's memory)",
@@ -88,6 +95,8 @@ class VmConfig:
     shutdown_timeout: float = 180.0
     migrate_timeout: float = 300.0
     poll_interval: float = 2.0
+    stats_interval: float = 10.0
+    resync_interval: float = 300.0
     console_lines: int = 1000
     memory_total: int | None = None
     unsafe_migration: bool = False

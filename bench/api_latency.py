@@ -94,8 +94,10 @@ def start_api(workdir: str, zk_hosts: str, port: int, threads: int) -> subproces
     raise RuntimeError(f"pvcapid did not come up; see {workdir}/pvcapid.log")
 
 
-def run(url: str, total: int, clients: int) -> tuple[list[float], float, int]:
-    """(latencies in ms, wall seconds, errors) for ``total`` GETs shared by ``clients``."""
+def run(url: str, total: int, clients: int,
+        seconds: float = 0.0) -> tuple[list[float], float, int]:
+    """(latencies in ms, wall seconds, errors) for ``total`` GETs shared by ``clients``;
+    with ``seconds`` > 0 no client starts a request after that long (fewer may be done)."""
     latencies: list[float] = []
     errors = 0
     lock = threading.Lock()
@@ -107,6 +109,8 @@ def run(url: str, total: int, clients: int) -> tuple[list[float], float, int]:
         session.headers["X-Api-Key"] = KEY
         mine, bad = [], 0
         for _ in range(count):
+            if seconds > 0 and time.perf_counter() - start > seconds:
+                break
             t0 = time.perf_counter()
             r = session.get(url, timeout=30)
             mine.append((time.perf_counter() - t0) * 1000)

@@ -37,6 +37,9 @@ from pvc_plugins.vm_kvm import keys, records, vms  # noqa: E402
 from tests.support.daemons import DaemonProcess, wait_for  # noqa: E402
 from tests.support.zookeeper import ZooKeeperServer  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from scale import zk_packets  # noqa: E402
+
 
 class ArrivalWatch:
     """Arrival times (host clock) of tick lines on a console log."""
@@ -196,12 +199,15 @@ def flushes(b: Bench, count: int, levels: list[int]) -> None:
     print(f"{count} VMs booted in parallel on hv1 in {time.monotonic() - t0:.1f} s")
     for level in levels:
         b.start_daemon("hv1", level)
+        packets = zk_packets(b.zk.port)
         flush = b.node_task("hv1", "node.flush")
+        flush_ops = zk_packets(b.zk.port) - packets
         assert all(b.running_on(n) == "hv2" for n in names)
         ready = b.node_task("hv1", "node.unflush")
         assert all(b.running_on(n) == "hv1" for n in names)
         print(f"flush of {count} VMs, concurrency {level}: {flush:.1f} s "
-              f"({flush / count:.2f} s/VM); ready: {ready:.1f} s")
+              f"({flush / count:.2f} s/VM); ready: {ready:.1f} s; ZooKeeper during the "
+              f"flush: {flush_ops / flush:.0f} req/s, {flush_ops / count:.0f} per VM")
     boots = {n: _read(b.console(n)).count("GUEST-BOOTED") for n in names}
     print(f"reboots during the flushes: {sum(boots.values()) - count}")
     for node, d in b.daemons.items():

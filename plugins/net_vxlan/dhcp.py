@@ -134,6 +134,20 @@ def lease_lines(leases: list[dict[str, Any]], now: float | None = None) -> str:
     return "".join(line + "\n" for line in lines)
 
 
+def read_leases(text: str, vni: int) -> list[dict[str, Any]]:
+    """The IPv4 leases of a dnsmasq lease file (``lease_lines``' format) as lease events
+    (``leasehook.event``'s shape, action ``old``); other lines are left out."""
+    out = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) < 5 or not parts[0].isdigit() or parts[1].count(":") != 5:
+            continue
+        out.append({"vni": vni, "action": "old", "mac": parts[1].lower(), "ip4": parts[2],
+                    "hostname": None if parts[3] == "*" else parts[3],
+                    "expiry": int(parts[0]), "client_id": None if parts[4] == "*" else parts[4]})
+    return out
+
+
 def write_hook(files: Files) -> None:
     """The ``--dhcp-script``: this interpreter running ``leasehook.main``."""
     text = (f"#!{sys.executable}\nfrom pvc_plugins.net_vxlan.leasehook import main\n"

@@ -46,6 +46,7 @@ FAULT_DELTA = 10
 FIREWALL = -1       # the firewall's entry in ``problems`` (keyed by VNI otherwise)
 FLOATING = -2       # the floating IPs' entry
 STABLE = 30.0       # seconds a restarted dnsmasq must run before its crash count resets
+LEASE_RESYNC = 10.0  # seconds between looks at dnsmasq's lease files for lost events
 _MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
 
 
@@ -79,6 +80,7 @@ class Services:
         self.asked = self.finished = 0
         self.thread: threading.Thread | None = None
         self.relay: socket.socket | None = None
+        self.lease_files: dict[int, float] = {}   # vni -> mtime of its lease file last read
 
     # -- life cycle --------------------------------------------------------------------
     def start(self) -> None:
@@ -377,17 +379,37 @@ class Services:
     # -- leases --------------------------------------------------------------------------
     def _relay_loop(self) -> None:
         assert self.relay is not None
+        resynced = time.monotonic()
         while not self.stopping.is_set():
             try:
                 data = self.relay.recv(65536)
             except TimeoutError:
-                continue
+                data = b""
             except OSError:
                 return
+            if data:
+                try:
+                    self.record_lease(json.loads(data))
+                except Exception:
+                    log.exception("net_vxlan: cannot record a lease event %r", data[:200])
+            if time.monotonic() - resynced >= LEASE_RESYNC:
+                resynced = time.monotonic()
+                self.resync_leases()
+
+    def resync_leases(self) -> None:
+        """Record what each running dnsmasq's lease file holds, when the file changed since
+        the last look: a lease whose event the hook could not deliver is written anyway
+        (``record_lease`` leaves an unchanged lease alone)."""
+        for vni, server in list(self.dnsmasq.items()):
             try:
-                self.record_lease(json.loads(data))
-            except Exception:
-                log.exception("net_vxlan: cannot record a lease event %r", data[:200])
+                mtime = server.files.leases.stat().st_mtime
+                if not server.running() or self.lease_files.get(vni) == mtime:
+                    continue
+                for event in dhcp.read_leases(server.files.leases.read_text(), vni):
+                    self.record_lease(event)
+                self.lease_files[vni] = mtime
+            except Exception as exc:      # retried at the next look
+                log.warning("net_vxlan: network %d: cannot read its lease file: %s", vni, exc)
 
     def record_lease(self, event: dict[str, Any]) -> None:
         """Write (add, old) or delete (del) ``/networks/<vni>/leases/<mac>``, only while the

@@ -16,7 +16,6 @@ import subprocess
 
 import pytest
 
-from pvc_lab.errors import LabError
 from pvc_lab.guest import ping_replies
 from tests.lab.vmtools import BOOT, console, define, info, ok, pvc, start_booted
 
@@ -150,14 +149,8 @@ def test_guests_on_a_managed_network_ping_across_nodes_and_through_a_live_migrat
     assert extra not in live_macs(lab, "hv1", "netvm1")
     assert [n["mac"] for n in info(lab, "netvm1")["networks"]] == [mac_a]
 
-    # last: in full-suite runs (never alone) the relayed leases have been missing three
-    # times out of three, with both guests holding their addresses: a known defect of the
-    # lease relay (issue 12's closing note), recorded as such until it is found
-    try:
-        lab.wait_for(lambda: {(mac_a, a), (mac_b, b)} <= live(), 30,
-                     "both live leases in pvc network dhcp list")
-    except LabError:
-        pytest.xfail("known defect: lease events lost by the relay in full-suite runs")
+    lab.wait_for(lambda: {(mac_a, a), (mac_b, b)} <= live(), 30,
+                 "both live leases in pvc network dhcp list")
     nic = info(lab, "netvm1")["networks"][0]
     assert (nic["network"], nic["source"], nic["address"]) == ("labnet", bridge, a)
 

@@ -86,6 +86,17 @@ def test_the_lease_file_holds_unexpired_leases():
                     "2000 52:54:00:00:00:02 10.100.0.6 * 01:52:54:00:00:00:02\n")
 
 
+def test_a_lease_file_reads_back_as_lease_events():
+    text = ("0 52:54:00:00:00:01 10.100.0.5 web *\n"
+            "2000 52:54:00:00:00:02 10.100.0.6 * 01:52:54:00:00:00:02\n"
+            "duid 00:01:00:01:2c:aa:bb:cc\n")                    # IPv6 part: left out
+    assert dhcp.read_leases(text, 100) == [
+        {"vni": 100, "action": "old", "mac": "52:54:00:00:00:01", "ip4": "10.100.0.5",
+         "hostname": "web", "expiry": 0, "client_id": None},
+        {"vni": 100, "action": "old", "mac": "52:54:00:00:00:02", "ip4": "10.100.0.6",
+         "hostname": None, "expiry": 2000, "client_id": "01:52:54:00:00:00:02"}]
+
+
 def test_a_leftover_is_only_a_dnsmasq_of_this_pid_file(tmp_path):
     files = dhcp.Files(str(tmp_path), 100)
     assert dhcp.leftover(files) is None

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -22,6 +23,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import requests
@@ -94,6 +98,45 @@ def start_api(workdir: str, zk_hosts: str, port: int, threads: int) -> subproces
     raise RuntimeError(f"pvcapid did not come up; see {workdir}/pvcapid.log")
 
 
+@dataclass
+class Bench:
+    """A private ZooKeeper with N seeded nodes (keepalives running) and pvcapid on it."""
+
+    zk: ZooKeeperServer
+    store: Store
+    base: str
+    workdir: str
+
+
+@contextmanager
+def running_api(nodes: int, keepalive: float, threads: int, prefix: str) -> Iterator[Bench]:
+    """Start all of it; stop it all (by PID) at the end. ``workdir`` (pvcapid.log) is the
+    caller's to remove."""
+    zk = ZooKeeperServer()
+    zk.start()
+    workdir = tempfile.mkdtemp(prefix=prefix)
+    proc = None
+    stop = threading.Event()
+    store = Store(zk.hosts)
+    try:
+        store.start()
+        migrate(store)
+        seed(store, nodes)
+        if keepalive > 0:
+            threading.Thread(target=keepalives, args=(store, nodes, keepalive, stop),
+                             daemon=True).start()
+        port = free_port()
+        proc = start_api(workdir, zk.hosts, port, threads)
+        yield Bench(zk, store, f"http://127.0.0.1:{port}/api/v1", workdir)
+    finally:
+        stop.set()
+        store.stop()
+        if proc is not None:
+            proc.terminate()
+            proc.wait(10)
+        zk.cleanup()
+
+
 def run(url: str, total: int, clients: int,
         seconds: float = 0.0) -> tuple[list[float], float, int]:
     """(latencies in ms, wall seconds, errors) for ``total`` GETs shared by ``clients``;
@@ -144,39 +187,18 @@ def main() -> int:
     args = ap.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
 
-    zk = ZooKeeperServer()
-    zk.start()
-    workdir = tempfile.mkdtemp(prefix="pvc-bench-api-")
-    proc = None
-    stop = threading.Event()
-    store = Store(zk.hosts)
-    try:
-        store.start()
-        migrate(store)
-        seed(store, args.nodes)
-        if args.keepalive > 0:
-            threading.Thread(target=keepalives, args=(store, args.nodes, args.keepalive, stop),
-                             daemon=True).start()
-        port = free_port()
-        proc = start_api(workdir, zk.hosts, port, args.threads)
-        base = f"http://127.0.0.1:{port}/api/v1"
-        run(f"{base}/node", 100, 2)  # warm-up
+    with running_api(args.nodes, args.keepalive, args.threads, "pvc-bench-api-") as b:
+        run(f"{b.base}/node", 100, 2)  # warm-up
         print(f"pvcapid, {args.nodes} nodes (keepalive every {args.keepalive:g} s), "
               f"{args.threads} waitress threads, {args.requests} requests per row")
         print(f"{'route':<14}{'clients':>8}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}"
               f"{'req/s':>9}{'errors':>8}")
         rows = [("/node", c) for c in levels] + [("/status", levels[-1])]
         for path, clients in rows:
-            lat, wall, errors = run(base + path, args.requests, clients)
+            lat, wall, errors = run(b.base + path, args.requests, clients)
             print(f"GET {path:<10}{clients:>8}{statistics.median(lat):>9.2f}{pct(lat, .9):>9.2f}"
                   f"{pct(lat, .99):>9.2f}{len(lat) / wall:>9.0f}{errors:>8}")
-    finally:
-        stop.set()
-        store.stop()
-        if proc is not None:
-            proc.terminate()
-            proc.wait(10)
-        zk.cleanup()
+    shutil.rmtree(b.workdir, ignore_errors=True)
     return 0
 
 

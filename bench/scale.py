@@ -31,8 +31,6 @@ import os
 import shutil
 import statistics
 import sys
-import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -45,14 +43,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import api_latency  # noqa: E402
-from api_latency import KEY, free_port, keepalives, pct, seed, start_api  # noqa: E402
+from api_latency import KEY, pct, running_api  # noqa: E402
 
 from pvc_kernel.state import Store, schema  # noqa: E402
-from pvc_kernel.state.migrations import migrate  # noqa: E402
 from pvc_lab.zookeeper import parse_mntr  # noqa: E402
 from pvc_plugins.net_bridged import keys as net_keys  # noqa: E402
 from pvc_plugins.vm_kvm import keys as vm_keys  # noqa: E402
-from tests.support.zookeeper import ZooKeeperServer, four_letter  # noqa: E402
+from tests.support.zookeeper import four_letter  # noqa: E402
 
 VNI = 100
 TAG = "web"
@@ -228,23 +225,9 @@ def main() -> int:
     checkpoints = sorted({int(c) for c in args.checkpoints.split(",") if 0 < int(c) <= args.vms}
                          | {args.vms})
 
-    zk = ZooKeeperServer()
-    zk.start()
-    workdir = tempfile.mkdtemp(prefix="pvc-bench-scale-")
-    proc = None
-    stop = threading.Event()
-    store = Store(zk.hosts)
-    failed = False
-    try:
-        store.start()
-        migrate(store)
-        seed(store, args.nodes)
-        if args.keepalive > 0:
-            threading.Thread(target=keepalives, args=(store, args.nodes, args.keepalive, stop),
-                             daemon=True).start()
-        port = free_port()
-        proc = start_api(workdir, zk.hosts, port, args.threads)
-        base = f"http://127.0.0.1:{port}/api/v1"
+    failed = True
+    with running_api(args.nodes, args.keepalive, args.threads, "pvc-bench-scale-") as b:
+        base, store, zk = b.base, b.store, b.zk
         r = session().post(f"{base}/network", data={"vni": VNI, "description": "bench",
                                                      "nettype": "bridged"}, timeout=30)
         if r.status_code != 200:
@@ -265,20 +248,13 @@ def main() -> int:
               f"keepalive {args.keepalive:g} s\n")
         print(markdown(rows))
         failed = any(row.get("errors") for row in rows)
-    finally:
-        stop.set()
-        store.stop()
-        if proc is not None:
-            proc.terminate()
-            proc.wait(10)
-        zk.cleanup()
-        log = os.path.join(workdir, "pvcapid.log")
-        if os.path.exists(log) and "Traceback" in Path(log).read_text(errors="replace"):
-            failed = True
-        if failed:
-            print(f"\nSome requests failed; pvcapid's log is kept: {log}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+    log = os.path.join(b.workdir, "pvcapid.log")
+    if os.path.exists(log) and "Traceback" in Path(log).read_text(errors="replace"):
+        failed = True
+    if failed:
+        print(f"\nSome requests failed; pvcapid's log is kept: {log}")
+    else:
+        shutil.rmtree(b.workdir, ignore_errors=True)
     return 0
 
 

@@ -24,18 +24,8 @@ def _fail(exc: vms.VmError) -> ApiError:
 
 
 def read_many(call: Call, uuids: list[str]) -> list[Record]:
-    """Every VM record of ``uuids`` in one pipelined round trip."""
-    reqs = []
-    for u in uuids:
-        reqs += [zk.get("vm", uuid=u), zk.get("vm.xml", uuid=u), zk.versioned("vm.state", uuid=u),
-                 zk.get("vm.node", uuid=u), zk.get("vm.last_node", uuid=u),
-                 zk.get("vm.meta", uuid=u), zk.get("vm.tags", uuid=u),
-                 zk.get("vm.observed", uuid=u), zk.get("vm.stats", uuid=u),
-                 zk.get("vm.crashes", uuid=u)]
-    values = zk.fetch(call.api.store, reqs, call.api.zk_timeout)
-    n = len(vminfo.FIELDS) - 1
-    found = [vminfo.from_values(u, values[i * n:(i + 1) * n]) for i, u in enumerate(uuids)]
-    return [r for r in found if r is not None]
+    """The records of ``uuids`` with what the API shows, in one pipelined round trip."""
+    return records.read_many(call.api.store, uuids, shown=True, timeout=call.api.zk_timeout)
 
 
 def _one(call: Call) -> Record:

@@ -54,34 +54,39 @@ def display_state(state: str, version: int, observed: dict[str, Any]) -> str:
 
 _READS = (("get", "vm"), ("get", "vm.xml"), ("versioned", "vm.state"), ("versioned", "vm.node"),
           ("get", "vm.last_node"), ("get", "vm.meta"), ("get", "vm.tags"), ("get", "vm.request"),
-          ("get", "vm.observed"), ("get", "vm.stats"))
+          ("get", "vm.observed"))
+_SHOWN = (("get", "vm.stats"), ("get", "vm.crashes"))
+"""Read too for what the API shows."""
 
 
-def read(store: Store, uuid: str, with_stats: bool = False) -> Record | None:
+def read(store: Store, uuid: str) -> Record | None:
     """The VM's record, or None if it is not defined."""
     if not schema.valid_segment(uuid):
         return None
-    found = read_many(store, [uuid], with_stats)
+    found = read_many(store, [uuid])
     return found[0] if found else None
 
 
-def read_many(store: Store, uuids: list[str], with_stats: bool = False) -> list[Record]:
-    """The records of those of ``uuids`` that are defined, in one pipelined read."""
-    reads = _READS if with_stats else _READS[:-1]
-    values = store.fetch([(kind, key, {"uuid": u}) for u in uuids for kind, key in reads])
+def read_many(store: Store, uuids: list[str], shown: bool = False,
+              timeout: float = 10.0) -> list[Record]:
+    """The records of those of ``uuids`` that are defined, in one pipelined read; with
+    ``shown`` their stats and crashes too (what the API shows)."""
+    reads = _READS + _SHOWN if shown else _READS
+    values = store.fetch([(kind, key, {"uuid": u}) for u in uuids for kind, key in reads],
+                         timeout)
     out = []
     for i, uuid in enumerate(uuids):
         name, xml, (state, version), (node, node_version), last_node, meta, tags, request, \
-            observed, *stats = values[i * len(reads):(i + 1) * len(reads)]
+            observed, *more = values[i * len(reads):(i + 1) * len(reads)]
         if name is None:
             continue
         rec = Record(uuid=uuid, name=name, xml=xml or "", state=state or keys.STOP,
                      state_version=version, node=node or "", node_version=node_version,
                      last_node=last_node or "", meta=keys.meta(meta),
-                     tags=keys.loads(tags, []), request=keys.loads(request, {}),
-                     observed=keys.loads(observed, {}))
-        if stats:
-            rec.stats = keys.loads(stats[0], {})
+                     tags=_typed(tags, []), request=_typed(request, {}),
+                     observed=_typed(observed, {}))
+        if more:
+            rec.stats, rec.crashes = _typed(more[0], {}), _typed(more[1], {})
         try:
             dom = domxml.parse_cached(rec.xml)
             rec.memory, rec.vcpus = dom.memory_mib, dom.vcpus
@@ -89,6 +94,12 @@ def read_many(store: Store, uuids: list[str], with_stats: bool = False) -> list[
             pass
         out.append(rec)
     return out
+
+
+def _typed(text: str | None, default: Any) -> Any:
+    """A stored JSON value, ``default`` when absent, invalid or not of its type."""
+    value = keys.loads(text, default)
+    return value if isinstance(value, type(default)) else default
 
 
 def uuids(store: Store) -> list[str]:

@@ -8,23 +8,6 @@ from typing import Any
 from pvc_plugins.vm_kvm import domxml, keys, nics
 from pvc_plugins.vm_kvm.records import Record, display_state
 
-FIELDS = ("uuid", "name", "xml", "state", "node", "last_node", "meta", "tags", "observed",
-          "stats", "crashes")
-"""The keys read per VM, in this order (``vm`` = name first)."""
-
-
-def from_values(uuid: str, values: list[Any]) -> Record | None:
-    """A record from the pipelined reads of ``FIELDS`` (state read with its version)."""
-    name, xml, (state, version), node, last_node, meta, tags, observed, stats, crashed = values
-    if name is None:
-        return None
-    rec = Record(uuid=uuid, name=name, xml=xml or "", state=state or keys.STOP,
-                 state_version=version, node=node or "", last_node=last_node or "",
-                 meta=keys.meta(meta), tags=_list(keys.loads(tags, [])), request={},
-                 observed=_dict(keys.loads(observed, {})), stats=_dict(keys.loads(stats, {})),
-                 crashes=_dict(keys.loads(crashed, {})))
-    return rec
-
 
 def crashes_object(found: dict[str, Any]) -> dict[str, Any]:
     """``crashes``: count (in all), recent (within the crash window when last counted),
@@ -32,14 +15,6 @@ def crashes_object(found: dict[str, Any]) -> dict[str, Any]:
     return {"count": int(found.get("count") or 0), "recent": len(found.get("recent") or []),
             "last": found.get("last"), "node": found.get("node") or "",
             "reason": found.get("reason") or ""}
-
-
-def _list(v: Any) -> list:
-    return v if isinstance(v, list) else []
-
-
-def _dict(v: Any) -> dict:
-    return v if isinstance(v, dict) else {}
 
 
 def _vni(source: str) -> str:

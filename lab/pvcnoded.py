@@ -77,6 +77,9 @@ def node_config(spec: LabSpec, node: NodeSpec) -> dict[str, Any]:
                     **bmc_plugin_section(spec, node),
                     "net_vxlan": {"cluster_device": NODE_IFNAME, "mode": "evpn",  # FRR
                                   "frr_dir": os.path.join(spec.node_dir(node.name), "frr"),
+                                  # per lab: two labs' nodes share names (hv1...)
+                                  "run_dir": os.path.join(spec.node_dir(node.name),
+                                                          "net_vxlan"),
                                   "floating_ips": [f"{spec.floating_address}/"
                                                    f"{spec.prefixlen} {NODE_IFNAME}"]},
                     "net_bridged": {"bridge_device": NODE_IFNAME}},    # VLANs: spec.VLANS

@@ -81,6 +81,7 @@ class Services:
         self.thread: threading.Thread | None = None
         self.relay: socket.socket | None = None
         self.lease_files: dict[int, float] = {}   # vni -> mtime of its lease file last read
+        self.relay_inode = 0                        # of the lease socket we bound
 
     # -- life cycle --------------------------------------------------------------------
     def start(self) -> None:
@@ -88,10 +89,7 @@ class Services:
         for path in (self.run_dir.parent, self.run_dir):
             path.chmod(0o755)                # dnsmasq reads its files as user nobody
         files = dhcp.Files(str(self.run_dir), 0)
-        files.socket.unlink(missing_ok=True)
-        self.relay = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.relay.bind(str(files.socket))
-        self.relay.settimeout(0.5)
+        self._bind_relay()
         dhcp.write_hook(files)
         threading.Thread(target=self._relay_loop, name="net-leases", daemon=True).start()
         self.thread = threading.Thread(target=self._loop, name="net-primary", daemon=True)
@@ -109,7 +107,12 @@ class Services:
             self.thread.join(self.handover_timeout)
         if self.relay is not None:
             self.relay.close()
-            dhcp.Files(str(self.run_dir), 0).socket.unlink(missing_ok=True)
+            path = dhcp.Files(str(self.run_dir), 0).socket
+            try:
+                if path.stat().st_ino == self.relay_inode:   # not another daemon's
+                    path.unlink()
+            except FileNotFoundError:
+                pass
 
     def become_primary(self) -> bool:
         """Raise every managed network's services; True when done within the time-out."""
@@ -377,16 +380,46 @@ class Services:
         return out
 
     # -- leases --------------------------------------------------------------------------
+    def _bind_relay(self) -> None:
+        """Bind the lease socket afresh (whatever file is at its path goes)."""
+        path = dhcp.Files(str(self.run_dir), 0).socket
+        path.unlink(missing_ok=True)
+        relay = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        relay.bind(str(path))
+        relay.settimeout(0.5)
+        self.relay_inode = path.stat().st_ino
+        old, self.relay = self.relay, relay
+        if old is not None:
+            old.close()
+
+    def _check_relay(self) -> None:
+        """Bind the lease socket again when its file was removed, so that the hook's events
+        reach us again; warn when another process bound its path (two daemons sharing one
+        ``run_dir`` under the same node name: only one of them gets the events)."""
+        path = dhcp.Files(str(self.run_dir), 0).socket
+        try:
+            inode = path.stat().st_ino
+        except FileNotFoundError:
+            log.warning("net_vxlan: the lease socket %s was removed; binding it again", path)
+            self._bind_relay()
+            return
+        if inode != self.relay_inode:
+            log.warning("net_vxlan: another process bound the lease socket %s (is run_dir "
+                        "shared by two daemons named %s?); binding it again", path, self.node)
+            self._bind_relay()
+
     def _relay_loop(self) -> None:
-        assert self.relay is not None
         resynced = time.monotonic()
         while not self.stopping.is_set():
+            assert self.relay is not None
             try:
                 data = self.relay.recv(65536)
             except TimeoutError:
                 data = b""
             except OSError:
-                return
+                if self.stopping.wait(0.5):
+                    return
+                data = b""
             if data:
                 try:
                     self.record_lease(json.loads(data))
@@ -394,6 +427,10 @@ class Services:
                     log.exception("net_vxlan: cannot record a lease event %r", data[:200])
             if time.monotonic() - resynced >= LEASE_RESYNC:
                 resynced = time.monotonic()
+                try:
+                    self._check_relay()
+                except OSError as exc:
+                    log.warning("net_vxlan: cannot bind the lease socket: %s", exc)
                 self.resync_leases()
 
     def resync_leases(self) -> None:

@@ -80,6 +80,9 @@ def test_pvcnoded_config_is_valid_for_the_kernel():
     assert coord.plugin_sections["net_vxlan"]["floating_ips"] == ["10.250.0.253/24 eth0"]
     assert coord.zookeeper_hosts == s.zk_hosts
     assert coord.zookeeper_session_timeout == 4 and coord.keepalive_interval == 2
+    other = spec.build("other", nodes=1, state_dir="/tmp/other")   # a second lab's hv1
+    assert {node_config(x, x.node("hv1"))["plugins"]["net_vxlan"]["run_dir"]
+            for x in (s, other)} == {s.node_dir("hv1") + "/net_vxlan", "/tmp/other/hv1/net_vxlan"}
     client = node_config_mod.parse(node_config(s, s.node("hv4")), "hv4.yaml")
     assert not client.coordinator and not client.api.enabled and client.cluster == "pvc"
 

@@ -226,3 +226,38 @@ def test_dnsmasq_is_restarted_with_a_fault_and_a_growing_delay(tmp_path, monkeyp
     store.reservations.clear()
     svc.raise_dhcp(100, {**SPEC, "dhcp4_end": "10.100.0.150"})
     assert FakeDnsmasq.made[-1].reloads == 1 and len(FakeDnsmasq.made) == 4
+
+
+def test_a_removed_or_taken_lease_socket_is_bound_again(tmp_path):
+    """A second daemon under the same node name and run_dir (two labs' hv1) took the lease
+    socket and removed it on its way out: the relay binds it again and gets events again."""
+    from pvc_kernel.config import NodeConfig
+    from pvc_plugins.net_vxlan import services
+
+    daemon = SimpleNamespace(node="hv1", store=ReservationStore(), config=NodeConfig(
+        node="hv1", cluster="c", zookeeper_hosts=["x"],
+        plugin_sections={"net_vxlan": {"run_dir": str(tmp_path)}}))
+    svc = services.Services(daemon)
+    svc.run_dir.mkdir(parents=True)
+    svc._bind_relay()
+    path = str(dhcp.Files(str(svc.run_dir), 0).socket)
+    env = {"PVC_LEASE_SOCKET": path, "PVC_LEASE_VNI": "100"}
+
+    def relayed() -> bool:
+        assert leasehook.main(["add", "52:54:00:aa:00:01", "10.100.0.5"], env) == 0
+        return json.loads(svc.relay.recv(4096))["ip4"] == "10.100.0.5"
+
+    assert relayed()
+    svc._check_relay()                                  # intact: nothing changes
+    assert relayed()
+    os.unlink(path)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as other:
+        other.bind(path)                                # the other daemon's socket
+        svc._check_relay()
+        assert relayed()
+    os.unlink(path)                                     # ... removed when it stopped
+    svc._check_relay()
+    assert relayed()
+    svc.stopping.set()
+    svc.stop()
+    assert not os.path.exists(path)

@@ -46,12 +46,14 @@ SCHEMA_VERSION = 2
 @dataclass(frozen=True)
 class Key:
     """A named key whose path may hold ``{placeholders}``; ``secret``: readable by pvcnoded
-    only (see the module docstring)."""
+    only (see the module docstring); ``volatile``: rewritten every few seconds (stats), so a
+    ``View`` reads it again only when a read needs it, not at every write."""
 
     name: str
     template: str
     owner: str = "kernel"
     secret: bool = False
+    volatile: bool = False
 
     def fields(self) -> list[str]:
         return [f for _, f, _, _ in string.Formatter().parse(self.template) if f]
@@ -76,8 +78,8 @@ _KERNEL_KEYS = [
     Key("node.coordinator_state", "/nodes/{node}/coordinator_state"),
     Key("node.domain_state", "/nodes/{node}/domain_state"),
     Key("node.desired_domain_state", "/nodes/{node}/desired_domain_state"),
-    Key("node.keepalive", "/nodes/{node}/keepalive"),
-    Key("node.stats", "/nodes/{node}/stats"),
+    Key("node.keepalive", "/nodes/{node}/keepalive", volatile=True),
+    Key("node.stats", "/nodes/{node}/stats", volatile=True),
     Key("logs", "/logs"),
     Key("node.log", "/logs/{node}"),
     Key("tasks", "/tasks"),

@@ -15,6 +15,10 @@ How it stays right:
   events kazoo has queued by then; the read waits until the worker has re-read everything
   those events named. So a read sees every write that completed before it started, from this
   process or any other, in one round trip however many keys it covers.
+- A ``volatile`` key (see ``schema.Key``: stats rewritten every few seconds) is not read
+  again when its watch fires, only marked stale; the next catch-up reads every stale key
+  (re-arming its watch). A process that does not read pays nothing for keys rewritten by
+  others, and one that does reads each at most once per write.
 - Until the first full load ends, and from a connection loss until the reload after the
   reconnect ends, the view is not ``ready`` and reads go to ZooKeeper directly.
 """
@@ -22,6 +26,7 @@ How it stays right:
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections import deque
 from collections.abc import Iterable
@@ -51,6 +56,13 @@ class _Marker:
     ok: bool = False
 
 
+def volatile_paths() -> re.Pattern[str] | None:
+    """What matches the path of every registered volatile key (None if there is none)."""
+    found = [re.sub(r"\\\{[^/]*?\\\}", "[^/]+", re.escape(k.template))
+             for k in schema.keys().values() if k.volatile]
+    return re.compile("(?:" + "|".join(found) + ")\\Z") if found else None
+
+
 def subtree_depths(names: Iterable[str]) -> dict[str, int]:
     """Root path → depth of the deepest registered key below it, for schema key names
     without placeholders (``"vms"`` → ``{"/vms": 2}`` for ``/vms/{uuid}/xml``)."""
@@ -76,6 +88,9 @@ class View:
         self._stamps: dict[str, int] = {}
         """Root's child path → the clock when something under it last changed."""
         self._generations: dict[str, int] = dict.fromkeys(self.roots, 0)
+        self._volatile = volatile_paths()
+        self._stale: set[str] = set()
+        """Volatile keys whose watch fired since they were last read."""
         self._queue: deque[tuple[str, Any]] = deque()
         self._cv = threading.Condition()
         self._reload = False
@@ -205,9 +220,10 @@ class View:
                 self._data.clear()
                 self._children.clear()
                 self._stamps.clear()
+                self._stale.clear()
                 work += [("node", root) for root in self.roots]
             try:
-                self._refresh([w for w in work if w[0] != "mark"])
+                self._refresh(self._reads(work, reload))
             except Exception as exc:  # noqa: BLE001 - the worker must survive anything
                 log.warning("view: reading ZooKeeper failed (%s); direct reads until it "
                             "is loaded again", type(exc).__name__)
@@ -223,6 +239,24 @@ class View:
                 log.info("view: %d keys under %s loaded", len(self._data),
                          ", ".join(self.roots))
             self._release(work, True)
+
+    def _reads(self, work: list[tuple[str, Any]], reload: bool) -> list[tuple[str, str]]:
+        """The keys to read for ``work``: a volatile key's change only marks it stale, and a
+        reader waiting in ``work`` (a marker) has every stale key read."""
+        reading = reload or any(kind == "mark" for kind, _ in work)
+        reads = []
+        for kind, path in work:
+            if kind == "mark":
+                continue
+            if (kind == "data" and not reading and self._volatile is not None
+                    and self._volatile.match(path)):
+                self._stale.add(path)
+            else:
+                reads.append((kind, path))
+        if reading and self._stale:
+            reads += [("data", path) for path in self._stale]
+            self._stale.clear()
+        return reads
 
     @staticmethod
     def _release(work: list[tuple[str, Any]], ok: bool) -> None:

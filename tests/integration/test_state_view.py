@@ -246,3 +246,25 @@ def test_leader_restart_of_an_ensemble_keeps_reads_right():
     finally:
         for server in servers:
             server.cleanup()
+
+
+def test_a_volatile_key_is_read_again_only_when_a_read_needs_it(stores):
+    """node.stats is volatile: its rewrites are not read by a view nobody reads, and a read
+    still sees the last one."""
+    writer = stores(view=False)
+    writer.set("node.stats", "0", node="hv1")
+    store = stores()
+    view = store.view
+    path = schema.path("node.stats", node="hv1")
+    assert store.get("node.stats", node="hv1") == "0"
+    for i in range(1, 51):
+        writer.set("node.stats", str(i), node="hv1")
+    deadline = time.monotonic() + 10
+    while path not in view._stale:          # the watch fired once and was not re-armed
+        assert time.monotonic() < deadline, "the stats' watch did not fire"
+        time.sleep(0.02)
+    assert view.versioned(path) == ("0", 0)  # not read again by itself
+    assert store.get("node.stats", node="hv1") == "50"
+    assert not view._stale
+    writer.delete("node.stats", node="hv1")
+    assert store.get("node.stats", node="hv1") is None

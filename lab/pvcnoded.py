@@ -82,8 +82,25 @@ def node_config(spec: LabSpec, node: NodeSpec) -> dict[str, Any]:
                                                           "net_vxlan"),
                                   "floating_ips": [f"{spec.floating_address}/"
                                                    f"{spec.prefixlen} {NODE_IFNAME}"]},
-                    "net_bridged": {"bridge_device": NODE_IFNAME}},    # VLANs: spec.VLANS
+                    "net_bridged": {"bridge_device": NODE_IFNAME},     # VLANs: spec.VLANS
+                    "health": health_config(spec, node)},
     }
+
+
+HEALTH_INTERVAL = 2.0
+
+
+def health_data_path(spec: LabSpec, node: NodeSpec) -> str:
+    """A data path of the node's disk check that the lab itself does not create (a test
+    mounts a small file system there to fill it)."""
+    return os.path.join(spec.node_dir(node.name), "data")
+
+
+def health_config(spec: LabSpec, node: NodeSpec) -> dict[str, Any]:
+    """Checks every 2 s; no load check: the lab's nodes share the host's CPUs, so its load
+    says nothing about one node."""
+    return {"interval": HEALTH_INTERVAL, "load_delta": 0,
+            "disk_paths": ["/", health_data_path(spec, node)]}
 
 
 def api_answers(spec: LabSpec, node: NodeSpec) -> bool:

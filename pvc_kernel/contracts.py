@@ -1,8 +1,9 @@
 """The types of the hook contracts: what hooks receive and what they answer.
 
 ``hookspecs.py`` names these in its signatures; they cost nothing at run time (Protocols and
-TypedDicts are checked by type checkers and read by people). A plugin may import them to type
-its implementations. The dictionaries stay plain dicts on the wire (ZooKeeper records, API
+TypedDicts are checked by type checkers and read by people), except the health check base
+class and its result, which plugins subclass and build. A plugin may import them to type its
+implementations. The dictionaries stay plain dicts on the wire (ZooKeeper records, API
 answers), so ``total=False`` marks what may be left out.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypedDict
 
 # -- what hooks receive ---------------------------------------------------------------------
@@ -212,3 +214,47 @@ class HypervisorSecret(TypedDict):
     usage_type: str
     usage_name: str
     value: str
+
+
+# -- health checks (``pvc_health_checks``) ---------------------------------------------------
+# Unlike the types above, these two are used at run time: a check subclasses HealthCheck.
+
+@dataclass
+class CheckResult:
+    """One run of a health check.
+
+    ``delta``: what it takes off the node's health (0: healthy); ``message``: one line for
+    ``pvc node info``; ``data``: details (JSON-serialisable) shown on request; ``fault``: the
+    ID of a fault the plugin itself raises for this condition, so that the health plugin does
+    not raise a second one for it.
+    """
+
+    delta: int = 0
+    message: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+    fault: str | None = None
+
+
+class HealthCheck:
+    """A node health check, run by the health plugin on every node every interval.
+
+    Set ``name`` (short, lower case, unique among all checks: it names the check in ``pvc
+    node info`` and its fault ``NODE_PLUGIN_<NAME>_<NODE>``) and override ``run``. ``timeout``:
+    seconds a run may take (None: the health plugin's ``check_timeout``); a run that takes
+    longer or raises is reported as such, with the health plugin's ``error_delta``.
+    """
+
+    name: str = ""
+    timeout: float | None = None
+
+    def setup(self, daemon: NodeDaemonFace) -> str | None:
+        """Once, before the first run: None if the check applies to this node, else why not
+        (no such hardware or service); it is then shown as not applicable and never run."""
+        return None
+
+    def run(self, daemon: NodeDaemonFace) -> CheckResult:
+        """Look at the node once (from a worker thread; may block up to ``timeout``)."""
+        raise NotImplementedError
+
+    def cleanup(self, daemon: NodeDaemonFace) -> None:
+        """Once, when the daemon stops."""

@@ -31,6 +31,7 @@ if TYPE_CHECKING:   # the contract types cost nothing at run time (pvc_kernel.co
         DiskAnswer,
         DiskInfo,
         FenceInfo,
+        HealthCheck,
         HypervisorSecret,
         NetworkDevice,
         NetworkPort,
@@ -405,6 +406,18 @@ def pvc_network_users(store: Store, devices: list[str]) -> dict[str, list[str]]:
     (only devices with users). Every plugin's answer is merged. Called by the plugin that
     stores networks before removing one (a network in use is refused unless forced). Must be
     quick: ZooKeeper reads only.
+    """
+
+
+# -- health (pvcnoded, every node) --------------------------------------------------------
+
+@hookspec
+def pvc_health_checks(daemon: NodeDaemonFace) -> list[HealthCheck]:
+    """Return this plugin's node health checks (``contracts.HealthCheck`` instances; may be []).
+
+    Called once on every node when the health plugin starts, after ``pvc_node_start``. The
+    health plugin sets each check up, runs it every interval in a bounded pool with a time-out,
+    and sums the deltas into the node's health (100 − Σ deltas); see docs/health.md.
     """
 
 

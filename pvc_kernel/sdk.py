@@ -17,6 +17,7 @@ so that pvcnoded, which imports plugins, never loads the API or CLI.
   None, for work skipped when busy or that checks the lock while it runs). Its kazoo client is
   the kernel's own: a plugin never uses ``store.client`` or ``store.lock``.
   ``ConflictError``/``LockBusy`` are what it raises when a race is lost or a lock stays busy.
+* health: ``HealthCheck`` (subclass it) and ``CheckResult``, for ``pvc_health_checks``.
 * work: ``tasks`` (long work with progress, ``pvc_task_handlers``), ``faults`` (cluster
   faults a plugin reports and clears), bus ``events`` (``Event``, ``TimerFired``,
   ``DataChanged``, ``ChildrenChanged``), coordinator states ``PRIMARY``/``TAKEOVER``.
@@ -25,6 +26,7 @@ so that pvcnoded, which imports plugins, never loads the API or CLI.
 from __future__ import annotations
 
 from pvc_kernel import contracts, faults, tasks
+from pvc_kernel.contracts import CheckResult, HealthCheck
 from pvc_kernel.election import PRIMARY, TAKEOVER
 from pvc_kernel.events import ChildrenChanged, DataChanged, Event, TimerFired
 from pvc_kernel.hookspecs import hookimpl
@@ -33,6 +35,7 @@ from pvc_kernel.state import ConflictError, LockBusy, schema
 from pvc_kernel.state.schema import Key
 from pvc_kernel.state.store import HeldLock, Store
 
-__all__ = ["ChildrenChanged", "ConflictError", "DataChanged", "Event", "HeldLock", "Key",
+__all__ = ["CheckResult", "ChildrenChanged", "ConflictError", "DataChanged", "Event",
+           "HealthCheck", "HeldLock", "Key",
            "LockBusy", "PRIMARY", "Setting", "Settings", "Store", "TAKEOVER", "TimerFired",
            "contracts", "faults", "hookimpl", "schema", "tasks"]

@@ -30,6 +30,13 @@ def _health(fault_list: list[dict[str, Any]]) -> dict[str, Any]:
                          for f in active]}
 
 
+def _node_health(node: dict[str, Any]) -> dict[str, Any]:
+    """A node's health and the messages of its checks that take something off it."""
+    return {"health": node["health"],
+            "messages": [f"'{d['name']}': {d['message']}" for d in node["health_details"]
+                         if d.get("health_delta")]}
+
+
 def _percent(part: float, whole: float) -> float:
     return round(part / whole * 100, 2) if whole else 0.0
 
@@ -69,7 +76,7 @@ def status(call: Call) -> dict[str, Any]:
     result: dict[str, Any] = {
         "cluster_name": name or api.config.cluster,
         "cluster_health": _health(fault_list),
-        "node_health": {},
+        "node_health": {n["name"]: _node_health(n) for n in node_list},
         "maintenance": "true" if maintenance == "true" else "false",
         "primary_node": primary or "none",
         "pvc_version": pvc_version,

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from kazoo.exceptions import NoAuthError
 
-from pvc_kernel.sdk import faults, schema
+from pvc_kernel.sdk import CheckResult, HealthCheck, faults, schema
 from pvc_plugins.fencing_ipmi.config import FenceConfig
 from pvc_plugins.fencing_ipmi.fence import DONE
 from pvc_plugins.fencing_ipmi.ipmi import IpmiClient
@@ -99,3 +100,24 @@ def rejoin_wait(daemon: Any) -> str | None:
             store.set("fencing.rejoin", f"{time.time():.3f}", node=node)
         return "waiting for the primary to give this node its storage access back"
     return None
+
+
+class BmcCheck(HealthCheck):
+    """Node health check ``ipmi``: the BMC answered at the plugin's last self-check
+    (``last_check()``); FAULT_DELTA_BMC otherwise, standing for the fault ``bmc-<node>``."""
+
+    name = "ipmi"
+
+    def __init__(self, last_check: Callable[[], dict[str, Any] | None]) -> None:
+        self.last_check = last_check
+
+    def run(self, daemon: Any) -> CheckResult:
+        info = self.last_check()
+        if info is None:
+            return CheckResult(0, "BMC not checked yet")
+        data = {k: info.get(k) for k in ("host", "port", "power", "checked")}
+        if not info.get("reachable"):
+            return CheckResult(FAULT_DELTA_BMC, f"BMC does not answer: {info.get('error')}",
+                               data, fault=bmc_fault_id(daemon.node))
+        return CheckResult(0, f"BMC at {info.get('host')} answers (power "
+                           f"{info.get('power')})", data)

@@ -46,6 +46,11 @@ class FencingIpmiPlugin:
             log.warning("BMC self-check of %s failed: %s", daemon.node, exc)
 
     @hookimpl
+    def pvc_health_checks(self, daemon: Any) -> list[Any]:
+        """``ipmi``: this node's BMC answers (``agent.BmcCheck``)."""
+        return [agent.BmcCheck(lambda: self.last_check)]
+
+    @hookimpl
     def pvc_node_start(self, daemon: Any) -> None:
         """Publish this node's BMC and check it now (in the background) and periodically."""
         cfg = fconfig.load(daemon.config)

@@ -87,6 +87,13 @@ class StorageCephPlugin:
         return list(keys.KEYS)
 
     @hookimpl
+    def pvc_health_checks(self, daemon: Any) -> list[Any]:
+        """``ceph``: this node's OSDs and monitor (``health.CephCheck``)."""
+        from pvc_plugins.storage_ceph.health import CephCheck
+
+        return [CephCheck(lambda: self._runtime)]
+
+    @hookimpl
     def pvc_node_start(self, daemon: Any) -> None:
         rt = self.runtime(daemon)
         if not rt.settings.enabled:

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from pvc_kernel.sdk import faults
+from pvc_kernel.sdk import CheckResult, HealthCheck, faults
 
 log = logging.getLogger("pvc_plugins.vm_kvm")
 FAULT_DELTA = 50
@@ -119,3 +119,28 @@ class LibvirtHealth:
         if out.returncode != 0:
             log.error("vm_kvm: restarting libvirtd failed (exit %d): %s", out.returncode,
                       (out.stderr or out.stdout).strip()[-500:])
+
+
+class LibvirtCheck(HealthCheck):
+    """Node health check ``libvirt``: takes FAULT_DELTA while ``LibvirtHealth`` finds libvirtd
+    not answering (its fault ``libvirt-<node>`` stands for it); data: this node's domains."""
+
+    name = "libvirt"
+
+    def __init__(self, agent: Callable[[], Any]) -> None:
+        self.agent = agent
+
+    def setup(self, daemon: Any) -> str | None:
+        return None if self.agent() is not None else "the VM agent is not running"
+
+    def run(self, daemon: Any) -> CheckResult:
+        agent = self.agent()
+        if agent is None:
+            return CheckResult(0, "the VM agent is stopping")
+        watch = agent.health
+        data = {"domains": len(agent.domains), "libvirtd_restarts": watch.restarts}
+        if watch.down_since is not None:
+            down = time.monotonic() - watch.down_since
+            return CheckResult(FAULT_DELTA, f"libvirtd does not answer ({watch.last_error}) "
+                               f"for {down:.0f} s", data, fault=fault_id(agent.node))
+        return CheckResult(0, f"libvirtd answers; {data['domains']} domain(s)", data)

@@ -35,6 +35,13 @@ class VmKvmPlugin:
         return list(keys.KEYS)
 
     @hookimpl
+    def pvc_health_checks(self, daemon: Any) -> list[Any]:
+        """``libvirt``: libvirtd answering (``health.LibvirtCheck``)."""
+        from pvc_plugins.vm_kvm.health import LibvirtCheck
+
+        return [LibvirtCheck(lambda: self.agent)]
+
+    @hookimpl
     def pvc_node_start(self, daemon: Any) -> None:
         """Connect to this node's libvirtd, probe KVM, publish the node's facts, watch the
         VMs."""

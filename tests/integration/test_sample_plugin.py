@@ -71,3 +71,65 @@ def test_sample_plugin_config_hook_route_and_command(pvc):
         "Parameter 'text' must be at most 12 characters long.")
     assert "Traceback" not in refused.output
     assert pvc("sample", "note").output.strip() == "shelf 2 out"    # nothing changed
+
+
+def test_third_party_health_checks_run_and_a_hung_one_is_reported(daemons, monkeypatch,
+                                                                   tmp_path):
+    """The health plugin runs the sample plugin's checks (loaded by entry point) beside its
+    own: ``sample`` is healthy, ``sample_hang`` never returns and is reported as timed out
+    (10 off the node's health, a fault of half that) while the others keep running."""
+    import json
+
+    from pvc_kernel.plugins import available
+
+    port = _free_port()
+    others = [p for p in available() if p not in {"hoststats", "sample", "health"}]
+    daemon = daemons("hv1", api={"enabled": True, "port": port, "keys": [KEY]},
+                     plugins={"disabled": others, "sample": {"hang_check": True},
+                              "health": {"interval": 1, "load_delta": 0,
+                                         "disk_paths": [str(tmp_path)]}})
+    for var in ENV_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("PVC_CLI_CONFIG", str(tmp_path / "pvc.json"))
+    monkeypatch.setenv("PVC_API_HOSTS", f"127.0.0.1:{port}")
+    monkeypatch.setenv("PVC_API_KEY", KEY)
+
+    def pvc(*args: str):
+        return CliRunner().invoke(cli, list(args))
+
+    def node() -> dict | None:
+        out = pvc("node", "info", "hv1", "-f", "json")
+        if out.exit_code != 0:
+            return None
+        found = json.loads(out.output)
+        found = found[0] if isinstance(found, list) else found
+        names = {d["name"] for d in found["health_details"]}
+        return found if {"sample", "sample_hang", "load", "disk"} <= names else None
+
+    hv1 = wait_for(node, 60, 0.3, "hv1's health checks in the API")
+    details = {d["name"]: d for d in hv1["health_details"]}
+    assert details["sample"]["health_delta"] == 0
+    assert details["sample"]["message"] == "sample says 0"
+    assert details["sample"]["data"] == {"node": "hv1"}
+    hung = details["sample_hang"]
+    assert hung["health_delta"] == 10 and hung["message"].startswith("timed out")
+    assert details["disk"]["health_delta"] == 0 and str(tmp_path) in details["disk"]["data"]
+    assert details["smart"]["message"].startswith("not applicable")  # no such hardware here
+    assert hv1["health"] == 100 - sum(d["health_delta"] for d in details.values())
+    assert hv1["health"] <= 90
+
+    # the others keep running: the sample check's last run moves on while the hang stays
+    first = details["sample"]["last_run"]
+    wait_for(lambda: {d["name"]: d for d in node()["health_details"]}["sample"]["last_run"]
+             > first, 20, 0.3, "another round of the sample check")
+    faults = json.loads(pvc("cluster", "fault", "list", "-f", "json").output)
+    by_id = {f["id"]: f for f in faults}
+    assert by_id["NODE_PLUGIN_SAMPLE_HANG_hv1"]["health_delta"] == 5
+    assert "sample_hang" in by_id["NODE_PLUGIN_SAMPLE_HANG_hv1"]["message"]
+    status = json.loads(pvc("cluster", "status", "-f", "json").output)
+    assert status["node_health"]["hv1"]["health"] <= 90
+    assert any(m.startswith("'sample_hang': timed out")
+               for m in status["node_health"]["hv1"]["messages"])
+    table = pvc("node", "info", "hv1").output
+    assert "sample_hang" in table and "timed out" in table
+    assert daemon.terminate(10) < 6                      # the hung check does not hold it

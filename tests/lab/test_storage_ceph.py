@@ -160,6 +160,35 @@ def test_osd_out_keeps_io_going_and_in_returns_to_health_ok(lab):
     print(f"\nwrites during out: {count}; OSD in → HEALTH_OK: {time.monotonic() - t0:.1f} s")
 
 
+def test_a_stopped_osd_takes_the_ceph_checks_delta_off_its_nodes_health(lab):
+    """The node health check ``ceph`` (storage_ceph's) sees hv2's OSD down: hv2's health falls
+    by 50 and its fault appears; once the OSD is back, so are the health and Ceph."""
+    def hv2() -> tuple[int, dict]:
+        node = as_json(lab, "node", "info", "hv2")
+        node = node[0] if isinstance(node, list) else node
+        return node["health"], {d["name"]: d for d in node["health_details"]}
+
+    def ceph_check(delta: int) -> tuple[int, dict] | None:
+        health, checks = hv2()
+        return (health, checks["ceph"]) if checks.get("ceph", {}).get(
+            "health_delta") == delta else None
+
+    base, entry = lab.wait_for(lambda: ceph_check(0), 60, "hv2's ceph check healthy")
+    assert "1 OSD(s) up and in" in entry["message"]
+    lab.stop_service("hv2", "ceph-osd", "SIGTERM")
+    try:
+        health, entry = lab.wait_for(lambda: ceph_check(50), 60, "hv2's ceph check to fail")
+        assert health == max(base - 50, 0) and "down" in entry["message"]
+        faults = lab.wait_for(lambda: [f for f in as_json(lab, "cluster", "fault", "list")
+                                       if f["id"] == "NODE_PLUGIN_CEPH_hv2"], 30, "its fault")
+        assert faults[0]["health_delta"] == 25
+    finally:
+        lab.start("hv2", only="ceph-osd")
+    lab.wait_for(lambda: ceph_check(0), 90, "hv2's ceph check healthy again")
+    assert hv2()[0] == base
+    labceph.wait_healthy(site(lab, "hv1"), 180)
+
+
 def test_osd_add_and_remove_on_a_node_device(lab):
     device = os.path.join(site(lab, "hv2").dir, "extra-osd.img")
     with open(device, "wb") as fh:

@@ -30,6 +30,15 @@ class SamplePlugin:
         return {"sample": {"greeting": self.greeting, "keepalives": next(self.keepalives)}}
 
     @hookimpl
+    def pvc_health_checks(self, daemon: Any) -> list[Any]:
+        from pvc_sample_plugin import health
+
+        found: list[Any] = [health.SampleCheck()]
+        if config.SETTINGS.values(daemon.config, config.NAME)["hang_check"]:
+            found.append(health.HangingCheck())
+        return found
+
+    @hookimpl
     def pvc_api_routes(self, api: Any) -> None:
         from pvc_sample_plugin import api as routes
 

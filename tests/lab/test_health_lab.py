@@ -136,3 +136,18 @@ def test_a_full_data_path_fires_the_disk_check(healthy):
         lab.wait_for(lambda: checks(lab, name)[0] == base, WAIT, "health back")
     finally:
         subprocess.run(["nsenter", "-t", str(pid), "-m", "--", "umount", path], check=False)
+
+
+def test_the_primary_raises_dead_node_for_a_node_that_lost_power(healthy):
+    lab, name = healthy, "hv4"
+    lab.kill(name)
+    try:
+        fault = lab.wait_for(lambda: faults(lab).get(f"DEAD_NODE_{name}"), WAIT,
+                             "the primary's DEAD_NODE fault")
+        assert fault["health_delta"] == 50 and name in fault["message"]
+        status = as_json(lab, "cluster", "status")
+        assert f"DEAD_NODE_{name}" in {m["id"] for m in status["cluster_health"]["messages"]}
+    finally:
+        lab.start(name)
+    lab.wait_for(lambda: lab.node_state(name)["daemon_state"] == "run", WAIT, f"{name} back")
+    lab.wait_for(lambda: f"DEAD_NODE_{name}" not in faults(lab), WAIT, "the fault to clear")

@@ -14,9 +14,9 @@ import falcon.media
 
 from pvc_api import auth, errors, params
 from pvc_api.errors import ApiError
-from pvc_api.routes import CORE_ROUTES
+from pvc_api.routes import CORE_ROUTES, metrics_routes
 from pvc_api.schemas import COMPONENTS
-from pvc_api.spec import Call, RawJson, Reply, Route
+from pvc_api.spec import Call, PlainText, RawJson, Reply, Route
 from pvc_kernel.config import NodeConfig
 from pvc_kernel.plugins import PluginHost
 from pvc_kernel.state import Store
@@ -46,6 +46,8 @@ class Api:
         self.wait_timeout = float(config.api.wait_timeout)
         self._keys = [key.encode() for key in config.api.keys]
         self.app: falcon.App | None = None
+        self.extras: dict[str, Any] = {}
+        """State a route keeps between requests (e.g. the metrics cache), by name."""
 
     # -- the table -------------------------------------------------------------------------
     def add_route(self, route: Route) -> None:
@@ -108,6 +110,9 @@ class Api:
         if isinstance(reply.body, RawJson):
             resp.text = reply.body
             resp.content_type = falcon.MEDIA_JSON
+        elif isinstance(reply.body, PlainText):
+            resp.text = str(reply.body)
+            resp.content_type = reply.body.content_type
         elif reply.status != 204 and reply.body is not None:
             resp.media = reply.body
 
@@ -183,6 +188,9 @@ def create_app(store: Store, config: NodeConfig, plugins: PluginHost | None = No
     api = Api(store, config, plugins)
     for route in CORE_ROUTES:
         api.add_route(route)
+    if config.api.metrics:
+        for route in metrics_routes(config.api.metrics_auth):
+            api.add_route(route)
     if plugins is not None:
         plugins.call_each("pvc_api_routes", api=api)
     if not config.api.keys:

@@ -1,4 +1,5 @@
-"""API-key authentication: header ``X-Api-Key``, compared in constant time with every key."""
+"""API-key authentication: header ``X-Api-Key`` (or ``Authorization: Bearer <key>``, what
+Prometheus sends), compared in constant time with every key."""
 
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ def check(req: falcon.Request, keys: list[bytes]) -> None:
     if not keys:
         return
     given = req.get_header(HEADER)
+    if not given:                 # Prometheus sends "Authorization: Bearer <key>"
+        scheme, _, token = (req.get_header("Authorization") or "").partition(" ")
+        given = token.strip() if scheme.lower() == "bearer" else None
     if not given:
         raise ApiError(401, "X-Api-Key Authentication required.")
     token = given.encode("utf-8", "surrogateescape")

@@ -52,7 +52,9 @@ def _responses(route: Route) -> dict[str, Any]:
     for code, (description, schema) in sorted(codes.items()):
         entry: dict[str, Any] = {"description": description}
         if schema is not None:
-            entry["content"] = {"application/json": {"schema": schema}}
+            media = schema.get("x-media-type", "application/json")
+            body = {k: v for k, v in schema.items() if k != "x-media-type"}
+            entry["content"] = {media: {"schema": body}}
         out[str(code)] = entry
     return out
 

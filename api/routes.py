@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pvc_api.resources import cluster, faults, node, task
 from pvc_api.schemas import array_of, ref
-from pvc_api.spec import Param, Route
+from pvc_api.spec import Param, Route, text_body
 from pvc_kernel.faults import DEFAULT_SORT, SORT_KEYS
 
 MSG = ref("Message")
@@ -123,3 +123,16 @@ CORE_ROUTES: list[Route] = [
           responses={200: ("The last lines", ref("NodeLog")),
                      400: ("Unknown node or bad parameter", MSG)}),
 ]
+
+
+def metrics_routes(auth: bool) -> list[Route]:
+    """``GET /metrics`` and one route per group (``api.metrics``); ``auth``: scrapes need an
+    API key (``api.metrics_auth``)."""
+    from pvc_api import metrics
+
+    reply = {200: ("Prometheus text exposition", text_body())}
+    return [Route("GET", "/metrics", metrics.all_metrics, "Every Prometheus metric",
+                  auth=auth, tag="metrics", responses=reply)] + [
+        Route("GET", f"/metrics/{group}", metrics.group_metrics(group),
+              f"Prometheus metrics: {group}", auth=auth, tag="metrics", responses=reply)
+        for group in metrics.GROUPS]

@@ -110,6 +110,22 @@ class RawJson(str):
     the parts of a big answer between requests)."""
 
 
+class PlainText(str):
+    """A body that is not JSON (Prometheus' exposition): sent as it is, as ``content_type``."""
+
+    content_type: str
+
+    def __new__(cls, text: str, content_type: str = "text/plain; charset=utf-8") -> PlainText:
+        made = super().__new__(cls, text)
+        made.content_type = content_type
+        return made
+
+
+def text_body(media: str = "text/plain") -> dict[str, Any]:
+    """The response schema of a ``PlainText`` body in ``Route.responses``."""
+    return {"type": "string", "x-media-type": media}
+
+
 @dataclass
 class Call:
     """What a handler gets: the API, the Falcon request and the parsed arguments."""

@@ -75,12 +75,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_api(workdir: str, zk_hosts: str, port: int, threads: int) -> subprocess.Popen:
+def start_api(workdir: str, zk_hosts: str, port: int, threads: int,
+              api: dict | None = None) -> subprocess.Popen:
+    """pvcapid on ``port``; ``api``: more settings of its ``api`` section."""
     config = os.path.join(workdir, "pvcnoded.yaml")
     with open(config, "w") as fh:
         json.dump({"node": "hv01", "cluster": "bench", "zookeeper": {"hosts": [zk_hosts]},
                    "log": {"level": "warning"},
-                   "api": {"port": port, "keys": [KEY], "threads": threads}}, fh)
+                   "api": {"port": port, "keys": [KEY], "threads": threads, **(api or {})}},
+                  fh)
     pvcapid = str(Path(sys.executable).with_name("pvcapid"))
     proc = subprocess.Popen([pvcapid, "--config", config], stdout=subprocess.DEVNULL,
                             stderr=open(os.path.join(workdir, "pvcapid.log"), "wb"))
@@ -109,7 +112,8 @@ class Bench:
 
 
 @contextmanager
-def running_api(nodes: int, keepalive: float, threads: int, prefix: str) -> Iterator[Bench]:
+def running_api(nodes: int, keepalive: float, threads: int, prefix: str,
+                api: dict | None = None) -> Iterator[Bench]:
     """Start all of it; stop it all (by PID) at the end. ``workdir`` (pvcapid.log) is the
     caller's to remove."""
     zk = ZooKeeperServer()
@@ -126,7 +130,7 @@ def running_api(nodes: int, keepalive: float, threads: int, prefix: str) -> Iter
             threading.Thread(target=keepalives, args=(store, nodes, keepalive, stop),
                              daemon=True).start()
         port = free_port()
-        proc = start_api(workdir, zk.hosts, port, threads)
+        proc = start_api(workdir, zk.hosts, port, threads, api)
         yield Bench(zk, store, f"http://127.0.0.1:{port}/api/v1", workdir)
     finally:
         stop.set()

@@ -39,6 +39,9 @@ Example::
       trusted_proxy: null     # address of the TLS front (reverse proxy) whose X-Forwarded-*
                               # headers are believed; "*" trusts any peer; null trusts none
       trusted_proxy_headers: [x-forwarded-proto, x-forwarded-for, x-forwarded-host]
+      metrics: true           # serve Prometheus metrics at /api/v1/metrics (docs/metrics.md)
+      metrics_auth: false     # true: a scrape needs an API key (X-Api-Key) like any request
+      metrics_cache: 5        # seconds a metrics answer is reused (scrapes of several servers)
     plugins:
       enabled: null           # if a list: load only these installed plugins (null = all)
       disabled: []            # plugin names not to load (applies after enabled)
@@ -88,6 +91,9 @@ class ApiConfig:
     wait_timeout: float = 300.0
     trusted_proxy: str | None = None
     trusted_proxy_headers: list[str] = field(default_factory=lambda: list(PROXY_HEADERS_DEFAULT))
+    metrics: bool = True
+    metrics_auth: bool = False
+    metrics_cache: float = 5.0
 
 
 @dataclass
@@ -215,7 +221,8 @@ def parse(data: Any, source: str = "") -> NodeConfig:
                              ("tasks", {"retention"}),
                              ("api", {"enabled", "listen_address", "port", "keys", "threads",
                                       "wait_timeout", "trusted_proxy",
-                                      "trusted_proxy_headers"})):
+                                      "trusted_proxy_headers", "metrics", "metrics_auth",
+                                      "metrics_cache"})):
         r.unknown(section, allowed)
 
     node = r.value("node", str, required=True)
@@ -284,6 +291,9 @@ def parse(data: Any, source: str = "") -> NodeConfig:
             wait_timeout=r.value("api.wait_timeout", float, 300.0, minimum=1),
             trusted_proxy=r.value("api.trusted_proxy", str, None) or None,
             trusted_proxy_headers=proxy_headers,
+            metrics=r.value("api.metrics", bool, True),
+            metrics_auth=r.value("api.metrics_auth", bool, False),
+            metrics_cache=r.value("api.metrics_cache", float, 5.0, minimum=0),
         ),
         disabled_plugins=disabled,
         enabled_plugins=enabled,

@@ -454,6 +454,18 @@ def pvc_api_node(stats: dict[str, Any]) -> dict[str, Any]:
 
 
 @hookspec
+def pvc_api_metrics(api: ApiFace, group: str) -> list[Any]:
+    """Return this plugin's Prometheus metric families of ``group`` (``health``,
+    ``resource``, ``ceph`` or ``zookeeper``) as ``prometheus_client.core`` families, or [].
+
+    Called in pvcapid for a scrape of ``/metrics`` (every group) or ``/metrics/<group>``, at
+    most once per ``api.metrics_cache`` seconds, inside one view snapshot. Name families
+    ``pvc_<subsystem>_...`` (docs/metrics.md lists them); read the view, not the hosts, when
+    you can.
+    """
+
+
+@hookspec
 def pvc_api_status(api: ApiFace) -> dict[str, Any]:
     """Return this plugin's part of the cluster status (``GET /api/v1/status``).
 

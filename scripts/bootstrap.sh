@@ -22,6 +22,7 @@ DEBIAN_PACKAGES=(
   frr                                         # net_vxlan: zebra + bgpd per node for BGP EVPN
   dnsmasq-base                                # managed networks: DHCP/DNS/RA on the primary
   nftables                                    # managed networks: per-network firewall and ACLs
+  prometheus                                  # metrics tests: a real Prometheus and promtool
 )
 
 missing=()
@@ -38,6 +39,11 @@ if [ ${#missing[@]} -gt 0 ]; then
     [ "$try" = 3 ] && { echo "bootstrap: apt-get failed" >&2; exit 1; }
     sleep 10
   done
+fi
+# Debian's prometheus package enables a server on every address where systemd runs; the
+# tests start their own Prometheus inside a lab namespace, so none may run here.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-enabled prometheus >/dev/null 2>&1; then
+  systemctl disable --now prometheus >/dev/null 2>&1 || true
 fi
 
 # Debian's python3 so that Debian-built bindings (libvirt, rados, rbd) are importable from the venv.

@@ -134,10 +134,8 @@ def set_option(call: Call) -> dict[str, str]:
 
 def _osd_data(call: Call) -> tuple[dict, dict, dict]:
     store, t = call.api.store, call.api.zk_timeout
-    ids, nodes, (summary_text,) = (
-        zk.fetch(store, [zk.children("ceph.osds")], t)[0],
-        zk.fetch(store, [zk.children("nodes")], t)[0],
-        zk.fetch(store, [zk.get("ceph.summary")], t))
+    (ids,) = zk.fetch(store, [zk.children("ceph.osds")], t)
+    nodes, summary_text = zk.fetch(store, [zk.children("nodes"), zk.get("ceph.summary")], t)
     ids = [i for i in ids if schema.valid_segment(i)]
     nodes = [n for n in nodes if schema.valid_segment(n)]
     texts = zk.fetch(store, [zk.get("ceph.osd", osd=i) for i in ids]

@@ -28,7 +28,7 @@ KEYS = [
     Key("ceph.status", "/ceph/status", OWNER),
     Key("ceph.util", "/ceph/util", OWNER),
     Key("ceph.health", "/ceph/health", OWNER),
-    Key("ceph.summary", "/ceph/summary", OWNER),
+    Key("ceph.summary", "/ceph/summary", OWNER, volatile=True),  # every stats_interval
     Key("ceph.osds", "/ceph/osds", OWNER),
     Key("ceph.osd", "/ceph/osds/{osd}", OWNER),
     Key("ceph.benchmarks", "/ceph/benchmarks", OWNER),

@@ -224,6 +224,20 @@ class StorageCephPlugin:
         routes.install(api)
 
     @hookimpl
+    def pvc_api_view_keys(self) -> list[str]:
+        """The OSD records and the primary's summary: the OSD list, status and metrics."""
+        return ["ceph.osds", "ceph.summary"]
+
+    @hookimpl
+    def pvc_api_metrics(self, api: Any, group: str) -> list[Any]:
+        """``ceph``: ``pvc_ceph_*`` (``metrics.families``)."""
+        if group != "ceph":
+            return []
+        from pvc_plugins.storage_ceph import metrics
+
+        return metrics.families(api)
+
+    @hookimpl
     def pvc_api_status(self, api: Any) -> dict[str, Any]:
         from pvc_plugins.storage_ceph import api as ceph_api
 

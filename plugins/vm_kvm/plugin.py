@@ -137,6 +137,15 @@ class VmKvmPlugin:
         routes.add_to(api)
 
     @hookimpl
+    def pvc_api_metrics(self, api: Any, group: str) -> list[Any]:
+        """``resource``: ``pvc_vm_*`` (``metrics.families``)."""
+        if group != "resource":
+            return []
+        from pvc_plugins.vm_kvm import metrics
+
+        return metrics.families(api)
+
+    @hookimpl
     def pvc_api_status(self, api: Any) -> dict[str, Any]:
         """VM counts by state and the VM detail list of ``GET /status``."""
         from pvc_plugins.vm_kvm import api as vm_api

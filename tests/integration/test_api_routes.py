@@ -613,3 +613,72 @@ def test_schemathesis_over_the_builtin_plugin_routes(store, zk_hosts, tmp_path):
     assert 501 in statuses  # POST /vm/autobackup, /vm/automirror
     r = client.simulate_get(f"{V1}/storage/ceph/pool")  # the Ceph routes without Ceph: 400
     assert r.status_code == 400 and "Ceph storage is not configured" in r.json["message"]
+
+
+# -- Prometheus metrics ------------------------------------------------------------------------
+
+def _families(text: str) -> dict[str, list]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {f.name: f.samples for f in text_string_to_metric_families(text)}
+
+
+def test_metrics_show_what_the_status_and_nodes_show(cluster, store, zk_hosts):
+    from pvc_plugins.health.plugin import HealthPlugin
+
+    plugins = PluginHost()
+    plugins.register(HealthPlugin(), "health")           # Node health from the keepalive
+    client = falcon.testing.TestClient(create_app(store, make_config(zk_hosts), plugins).app,
+                                       headers={"X-Api-Key": KEY})
+    stats = {"host": {"load": 0.5, "memory_total": 8192, "memory_used": 2048,
+                      "memory_free": 6144},
+             "health": {"health": 90, "at": 1, "checks": [
+                 {"name": "load", "health_delta": 10, "message": "busy", "data": {},
+                  "last_run": 1, "state": "problem", "fault": None}]}}
+    store.set("node.stats", stats, node="hv2")
+    store.set("fault", {"id": "DEAD_NODE_hv3", "health_delta": 50, "status": "new",
+                        "message": "Node hv3 is dead"}, fault_id="DEAD_NODE_hv3")
+    bare = falcon.testing.TestClient(client.app)                 # no API key: still served
+    r = bare.simulate_get(f"{V1}/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    found = _families(r.text)
+    status = client.simulate_get(f"{V1}/status").json
+    (health,) = found["pvc_cluster_health"]
+    assert health.value == status["cluster_health"]["health"] == 50
+    assert {s.labels["status"]: s.value for s in found["pvc_cluster_faults"]} == {"new": 1,
+                                                                                  "ack": 0}
+    nodes = {s.labels["node"]: s.value for s in found["pvc_node_health"]}
+    assert nodes["hv2"] == 90 and nodes["hv1"] == -1                # hv1 reports no checks
+    assert [(s.labels, s.value) for s in found["pvc_node_health_check_delta"]] == [
+        ({"node": "hv2", "check": "load"}, 10)]
+    assert {s.labels["node"]: s.value for s in found["pvc_node_memory_total_bytes"]}["hyper4"] \
+        == 16384 * 2**20
+    (info,) = found["pvc_info"]
+    assert info.name == "pvc_info" and info.labels["cluster"] == status["cluster_name"]
+    assert found["pvc_nodes"][0].value == 4
+    assert {s.labels["server"]: s.value for s in found["pvc_zookeeper_up"]} and all(
+        s.value == 1 for s in found["pvc_zookeeper_up"])
+    # one group at a time; the answer is kept for metrics_cache seconds
+    assert "pvc_cluster_health" in bare.simulate_get(f"{V1}/metrics/health").text
+    assert "pvc_zookeeper_up" not in bare.simulate_get(f"{V1}/metrics/health").text
+    store.set("fault", {"id": "X", "health_delta": 10, "status": "new", "message": "x"},
+              fault_id="X")
+    again = _families(bare.simulate_get(f"{V1}/metrics/health").text)
+    assert again["pvc_cluster_health"][0].value == 50               # cached (5 s)
+
+
+def test_metrics_may_need_the_key_or_be_off(store, zk_hosts):
+    api = create_app(store, make_config(zk_hosts, metrics_auth=True, metrics_cache=0))
+    bare = falcon.testing.TestClient(api.app)
+    assert bare.simulate_get(f"{V1}/metrics").status_code == 401
+    keyed = falcon.testing.TestClient(api.app, headers={"X-Api-Key": KEY})
+    assert keyed.simulate_get(f"{V1}/metrics/resource").status_code == 200
+    bearer = bare.simulate_get(f"{V1}/metrics", headers={"Authorization": f"Bearer {KEY}"})
+    assert bearer.status_code == 200                        # what Prometheus sends
+    wrong = bare.simulate_get(f"{V1}/metrics", headers={"Authorization": "Bearer nope-nope"})
+    assert wrong.status_code == 401
+    doc = keyed.simulate_get(f"{V1}/openapi.json").json
+    assert "text/plain" in doc["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
+    off = create_app(store, make_config(zk_hosts, metrics=False))
+    r = falcon.testing.TestClient(off.app).simulate_get(f"{V1}/metrics")
+    assert r.status_code == 404

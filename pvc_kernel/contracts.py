@@ -216,6 +216,15 @@ class HypervisorSecret(TypedDict):
     value: str
 
 
+class ClusterFaults(TypedDict):
+    """``pvc_cluster_faults``: the faults (ID → (message, health delta)) that hold now, and
+    the ID prefixes this plugin's cluster faults have (so that a new primary clears the ones
+    whose condition ended before it took over)."""
+
+    prefixes: list[str]
+    faults: dict[str, tuple[str, int]]
+
+
 # -- health checks (``pvc_health_checks``) ---------------------------------------------------
 # Unlike the types above, these two are used at run time: a check subclasses HealthCheck.
 

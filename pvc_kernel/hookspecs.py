@@ -28,6 +28,7 @@ if TYPE_CHECKING:   # the contract types cost nothing at run time (pvc_kernel.co
 
     from pvc_kernel.contracts import (
         ApiFace,
+        ClusterFaults,
         DiskAnswer,
         DiskInfo,
         FenceInfo,
@@ -418,6 +419,17 @@ def pvc_health_checks(daemon: NodeDaemonFace) -> list[HealthCheck]:
     Called once on every node when the health plugin starts, after ``pvc_node_start``. The
     health plugin sets each check up, runs it every interval in a bounded pool with a time-out,
     and sums the deltas into the node's health (100 − Σ deltas); see docs/health.md.
+    """
+
+
+@hookspec
+def pvc_cluster_faults(daemon: NodeDaemonFace) -> ClusterFaults:
+    """Return the cluster-level faults of this plugin that hold now (``ClusterFaults``).
+
+    Called on the primary only, once per health round (``plugins.health.interval``). The
+    health plugin raises or refreshes each, clears this plugin's earlier ones (by prefix) that
+    are not returned any more, and raises none in maintenance mode. Must be quick: a few
+    pipelined ZooKeeper reads (e.g. the nodes' keepalive stats), never one per VM.
     """
 
 

@@ -182,23 +182,59 @@ def render_node_table(painter: Painter, nodes: list[dict[str, Any]]) -> str:
 
 @node.command()
 @node_argument
+@click.option("-c", "--check", "check", metavar="NAME",
+              help="Show only this health check: its delta, message and data (the details "
+                   "the check gathered, e.g. each disk path's usage).")
 @format_option
-def info(node: str, fmt: str) -> None:
-    """Show the details of NODE.
+def info(node: str, check: str | None, fmt: str) -> None:
+    """Show the details of NODE, with its health checks.
 
-    Reads GET /node/NODE.
+    Reads GET /node/NODE. Health is 100 minus the deltas of the node's checks (docs/health.md).
 
     \b
     Examples:
       pvc node info hv1
       pvc node info hv1 -f json-pretty
+      pvc node info hv1 --check disk
     """
     settings = get_settings()
     data = get_node(settings, node)
+    if check is not None:
+        data = pick_check(data, check)
+        if fmt == "pretty":
+            settings.painter.echo(render_check(settings.painter, data))
+            return
     if fmt != "pretty":
         emit_json(data, fmt)
         return
     settings.painter.echo(render_node_info(settings.painter, data))
+
+
+def pick_check(n: dict[str, Any], name: str) -> dict[str, Any]:
+    """One health check's entry of the node; PvcError naming the checks there are."""
+    details = [d for d in n.get("health_details") or [] if isinstance(d, dict)]
+    for d in details:
+        if d.get("name") == name:
+            return d
+    known = ", ".join(str(d.get("name")) for d in details) or "none reported"
+    raise PvcError(f"Node {n.get('name')} has no health check '{name}' (checks: {known})")
+
+
+def render_check(painter: Painter, d: dict[str, Any]) -> str:
+    import json
+
+    when = d.get("last_run")
+    pairs = [("Check", painter.bold(str(d.get("name", "")))),
+             ("Delta", fmt_delta(d.get("health_delta"))),
+             ("Message", str(d.get("message", ""))),
+             ("Last run", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(when))
+              if isinstance(when, (int, float)) else "never")]
+    data = d.get("data") or {}
+    text = render_pairs(painter, pairs)
+    if data:
+        text += "\n\n" + painter.bold("Data:") + "\n" + json.dumps(data, indent=2,
+                                                                    sort_keys=True)
+    return text
 
 
 def render_node_info(painter: Painter, n: dict[str, Any]) -> str:

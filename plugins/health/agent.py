@@ -3,8 +3,12 @@ faults for its failing checks, and (on the primary) the cluster's dead-node faul
 
 Faults: a check whose delta is positive raises ``NODE_PLUGIN_<CHECK>_<node>`` with half its
 delta (rounded up), unless the check names a fault its own plugin raises for the condition.
-The fault stays acknowledged while the condition lasts (its message may carry figures). In
-maintenance mode no new fault is raised; those that end are still cleared.
+The fault stays acknowledged while the condition lasts (its message may carry figures).
+
+On the primary, each round also syncs the cluster-level faults: ``DEAD_NODE_<node>`` and
+what each plugin's ``pvc_cluster_faults`` answers (vm_kvm: failed VMs, memory
+overprovisioning). In maintenance mode no new fault is raised; those that end are still
+cleared.
 """
 
 from __future__ import annotations
@@ -44,7 +48,8 @@ class HealthAgent:
         self.runner: Runner | None = None
         self.latest: dict[str, Any] | None = None
         self.raised: set[str] | None = None       # our NODE_PLUGIN faults (None: not read)
-        self.dead_raised: set[str] | None = None
+        self.cluster_raised: set[str] | None = None   # cluster faults raised as primary
+        self.prefixes: dict[str, list[str]] = {}       # plugin → its cluster fault prefixes
         self.started = threading.Event()           # the first keepalive went out
         self.rounds = 0
         self._thread = threading.Thread(target=self._loop, name="health", daemon=True)
@@ -91,12 +96,17 @@ class HealthAgent:
         maintenance = self.store.get("config.maintenance") == "true"
         self.sync_node_faults(entries, maintenance)
         if self.primary:
-            self.sync_dead_nodes(maintenance)
+            self.sync_cluster_faults(maintenance)
         return self.latest
 
-    def _sync(self, raised: set[str], want: dict[str, tuple[str, int]],
+    def _sync(self, raised: set[str], want: dict[str, tuple[str, int] | None],
               maintenance: bool) -> None:
-        for fid, (message, delta) in want.items():
+        """Report each wanted fault (None: leave it as it is), clear the raised ones not
+        wanted any more."""
+        for fid, found in want.items():
+            if found is None:
+                continue
+            message, delta = found
             if maintenance and fid not in raised:
                 continue                                     # no new faults in maintenance
             faults.report(self.store, fid, message, delta, sticky=True)
@@ -116,19 +126,40 @@ class HealthAgent:
                 for e in entries if e["health_delta"] > 0 and not e.get("fault")}
         self._sync(self.raised, want, maintenance)
 
-    def sync_dead_nodes(self, maintenance: bool) -> None:
-        """Primary: ``DEAD_NODE_<node>`` for every dead or fenced node."""
+    def dead_nodes(self) -> dict[str, tuple[str, int]]:
+        """``DEAD_NODE_<node>`` for every dead or fenced node."""
         nodes = self.store.children("nodes")
         states = self.store.fetch([("get", "node.daemon_state", {"node": n}) for n in nodes])
-        if self.dead_raised is None:
-            self.dead_raised = {f["id"] for f in faults.list_faults(self.store)
-                                if f["id"].startswith(DEAD_PREFIX)}
-        want = {f"{DEAD_PREFIX}{n}": (f"Node {n} is {s}", self.cfg.dead_node_delta)
+        return {f"{DEAD_PREFIX}{n}": (f"Node {n} is {s}", self.cfg.dead_node_delta)
                 for n, s in zip(nodes, states, strict=True) if s in GIVEN_UP}
-        self._sync(self.dead_raised, want, maintenance)
+
+    def sync_cluster_faults(self, maintenance: bool) -> None:
+        """Primary: the dead-node faults and every plugin's ``pvc_cluster_faults``. A plugin
+        whose hook failed keeps its faults as they are until it answers again."""
+        want = self.dead_nodes()
+        failures: list[tuple[str, Exception]] = []
+        for plugin, answer in self.daemon.plugins.call_each(
+                "pvc_cluster_faults", obj="health", failures=failures, daemon=self.daemon):
+            if not isinstance(answer, dict):
+                continue
+            prefixes = [str(p) for p in answer.get("prefixes") or [] if p]
+            self.prefixes[plugin] = prefixes
+            for fid, (message, delta) in (answer.get("faults") or {}).items():
+                if any(fid.startswith(p) for p in prefixes):
+                    want[fid] = (str(message), int(delta))
+                else:
+                    log.error("health: plugin %s reports fault %s outside its prefixes %s",
+                              plugin, fid, prefixes)
+        prefixes = (DEAD_PREFIX, *(p for ps in self.prefixes.values() for p in ps))
+        if self.cluster_raised is None:
+            self.cluster_raised = {f["id"] for f in faults.list_faults(self.store)
+                                   if f["id"].startswith(prefixes)}
+        held = tuple(p for name, _exc in failures for p in self.prefixes.get(name, ()))
+        keep = {fid for fid in self.cluster_raised if held and fid.startswith(held)}
+        self._sync(self.cluster_raised, {**{k: None for k in keep}, **want}, maintenance)
 
     def become_primary(self) -> None:
-        self.primary, self.dead_raised = True, None
+        self.primary, self.cluster_raised = True, None
 
     def become_secondary(self) -> None:
         self.primary = False

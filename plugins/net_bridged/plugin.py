@@ -42,6 +42,13 @@ class NetBridgedPlugin:
         return {f"max_mtu_{BRIDGED}": config.load(daemon.config).bridge_mtu}
 
     @hookimpl
+    def pvc_health_checks(self, daemon: Any) -> list[Any]:
+        """``network``: the networks built here and their devices up."""
+        from pvc_plugins.net_bridged.health import NetworkCheck
+
+        return [NetworkCheck(lambda: self.agent)]
+
+    @hookimpl
     def pvc_node_start(self, daemon: Any) -> None:
         """Build this node's bridges for every network and keep them as ZooKeeper says."""
         from pvc_plugins.net_bridged.agent import Agent

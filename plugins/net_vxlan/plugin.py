@@ -65,6 +65,13 @@ class NetVxlanPlugin:
         return devices.remove_vxlan_port(network)
 
     @hookimpl
+    def pvc_health_checks(self, daemon: Any) -> list[Any]:
+        """``frr`` (BGP EVPN sessions) and ``dnsmasq`` (the primary's network services)."""
+        from pvc_plugins.net_vxlan.health import DnsmasqCheck, FrrCheck
+
+        return [FrrCheck(lambda: self.frr), DnsmasqCheck(lambda: self.services)]
+
+    @hookimpl
     def pvc_node_start(self, daemon: Any) -> None:
         """Start the primary's network services' thread (it drops what a crashed pvcnoded
         left); evpn: start (or adopt) FRR in this thread's namespace; static: end an FRR of

@@ -86,6 +86,7 @@ class Agent:
         self.last_sweep = 0.0                   # monotonic time of the last full check
         self.domains: dict[str, Any] = {}       # last poll: uuid -> DomInfo
         self.memory: dict[str, int] = {}        # uuid -> MiB (from its XML)
+        self.failed: dict[str, tuple[str, str]] = {}   # uuid -> (name, reason): in fail here
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.ready = False
@@ -323,6 +324,7 @@ class Agent:
         running = info is not None
         here = rec.node == self.node
         self.memory[uuid] = rec.memory
+        self._note_failed(rec)
         if running and report:
             self.report(rec, info)
         if here:
@@ -480,6 +482,14 @@ class Agent:
         records.write_observed(self.store, rec.uuid, self.node, keys.FAILED,
                                libvirt_state="shutoff", failed_reason=reason,
                                fail_version=rec.state_version)
+        self.failed[rec.uuid] = (rec.name, reason)
+
+    def _note_failed(self, rec: Record) -> None:
+        """Keep ``failed`` (what the keepalive reports) as the VM's record says."""
+        if rec.display_state() == keys.FAIL and rec.observed.get("node") == self.node:
+            self.failed[rec.uuid] = (rec.name, str(rec.observed.get("failed_reason") or ""))
+        else:
+            self.failed.pop(rec.uuid, None)
 
     # -- actions ------------------------------------------------------------------------
     def in_service(self) -> bool:
@@ -786,7 +796,9 @@ class Agent:
         doms = dict(self.domains)
         with self.lock:
             assigned = [u for u, n in self.assigned.items() if n == self.node]
+        failed = {u: list(v) for u, v in dict(self.failed).items() if u in assigned}
         return {"virt_type": self.virt_type, "domains_count": len(assigned),
+                "failed_domains": failed,
                 "memory_provisioned": sum(self.memory.get(u, 0) for u in assigned),
                 "running_domains": sorted(d.name for d in doms.values()),
                 "memory_allocated": sum(d.memory_mib for d in doms.values()),

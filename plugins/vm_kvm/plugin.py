@@ -42,6 +42,13 @@ class VmKvmPlugin:
         return [LibvirtCheck(lambda: self.agent)]
 
     @hookimpl
+    def pvc_cluster_faults(self, daemon: Any) -> dict[str, Any]:
+        """Failed VMs and memory overprovisioning (``clusterfaults.judge``)."""
+        from pvc_plugins.vm_kvm import clusterfaults
+
+        return clusterfaults.judge(daemon.store)
+
+    @hookimpl
     def pvc_node_start(self, daemon: Any) -> None:
         """Connect to this node's libvirtd, probe KVM, publish the node's facts, watch the
         VMs."""

@@ -151,3 +151,19 @@ def test_the_primary_raises_dead_node_for_a_node_that_lost_power(healthy):
         lab.start(name)
     lab.wait_for(lambda: lab.node_state(name)["daemon_state"] == "run", WAIT, f"{name} back")
     lab.wait_for(lambda: f"DEAD_NODE_{name}" not in faults(lab), WAIT, "the fault to clear")
+
+
+def test_a_failed_vm_is_a_cluster_fault_until_it_is_gone(vmlab):
+    from tests.lab.vmtools import define, pvc
+
+    lab = vmlab
+    assert define(lab, "hfail", "hv2", disk="/nonexistent/hfail.raw").returncode == 0
+    out = pvc(lab, "vm", "start", "hfail", "--wait")
+    assert out.returncode != 0                                # its disk does not exist
+    fault = lab.wait_for(lambda: faults(lab).get("VM_FAILED_hfail"), WAIT,
+                         "the primary's VM_FAILED fault")
+    assert fault["health_delta"] == 10 and "hv2" in fault["message"]
+    assert "does not exist" in fault["message"]
+    ok(lab, "vm", "remove", "hfail", "--yes")
+    lab.vm_names.remove("hfail")
+    lab.wait_for(lambda: "VM_FAILED_hfail" not in faults(lab), WAIT, "the fault to clear")

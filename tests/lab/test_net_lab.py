@@ -404,3 +404,39 @@ def test_gateway_dhcp_and_floating_ip_follow_the_primary(vmlab):
             pvc(lab, "vm", "remove", name, "--yes")
         lab.vm_names = []
         pvc(lab, "network", "remove", str(vni), "--yes", "--force")
+
+
+def node_checks(lab, node: str) -> tuple[int, dict[str, dict]]:
+    found = json.loads(ok(lab, "node", "info", node, "-f", "json"))
+    found = found[0] if isinstance(found, list) else found
+    return found["health"], {d["name"]: d for d in found["health_details"]}
+
+
+def test_network_health_checks_see_bridges_sessions_and_the_primarys_services(netlab):
+    """With a managed network: every node's ``network`` and ``frr`` checks are healthy (its
+    bridge up, its BGP EVPN sessions established) and the primary's ``dnsmasq`` check sees
+    its services up; a bridge set down takes 10 off its node until pvcnoded brings it up."""
+    lab = netlab
+    for n in lab.spec.nodes:
+        def healthy(n=n):
+            _health, found = node_checks(lab, n.name)
+            return all(found.get(c, {}).get("health_delta") == 0 and "no " not in
+                       found.get(c, {}).get("message", "no ") for c in ("network", "frr"))
+        lab.wait_for(healthy, 60, f"{n.name}'s network and frr checks healthy")
+        _health, found = node_checks(lab, n.name)
+        assert "established" in found["frr"]["message"]
+        assert found["network"]["data"][f"vmbr{VNI}"] == "up"
+    _health, found = node_checks(lab, primary(lab))
+    assert found["dnsmasq"]["health_delta"] == 0 and "up" in found["dnsmasq"]["message"]
+
+    base, _found = node_checks(lab, "hv3")
+    lab.exec("hv3", ["ip", "link", "set", f"vmbr{VNI}", "down"], check=True)
+
+    def bridge_down():
+        health, found = node_checks(lab, "hv3")
+        net = found["network"]
+        return (health, net) if net["health_delta"] == 10 else None
+    health, net = lab.wait_for(bridge_down, 60, "hv3's network check to see the bridge down")
+    assert health == base - 10 and f"vmbr{VNI} is down" in net["message"]
+    ok(lab, "network", "modify", str(VNI), "-d", "labnet2")   # a change: every node reconciles
+    lab.wait_for(lambda: node_checks(lab, "hv3")[0] == base, 60, "hv3's health back")

@@ -210,3 +210,22 @@ def test_human_mib():
     assert human_mib(2048) == "2.0G"
     assert human_mib(3 * 1024 * 1024) == "3.0T"
     assert human_mib(None) == "-"
+
+
+def test_node_info_shows_the_checks_and_one_checks_data(api):
+    disk = {"name": "disk", "last_run": 1733300000, "health_delta": 10,
+            "message": "/var/lib/ceph 93% full (space)",
+            "data": {"/var/lib/ceph": {"used_percent": 93.1}}}
+    node = dict(support.NODE_HV1, health=90, health_plugins=["load", "disk"],
+                health_details=[{"name": "load", "last_run": 1733300000, "health_delta": 0,
+                                 "message": "load 0.42 on 8 CPUs", "data": {}}, disk])
+    api.route("GET", "/node/hv3", body=[node])
+    out = run("node", "info", "hv3").stdout
+    assert "Health plugins:" in out and "93% full" in out and "load 0.42" in out
+    one = run("node", "info", "hv3", "--check", "disk")
+    assert one.exit_code == 0, one.output
+    assert "Message:" in one.stdout and '"used_percent": 93.1' in one.stdout
+    assert json.loads(run("node", "info", "hv3", "-c", "disk", "-f", "json").stdout) == disk
+    missing = run("node", "info", "hv3", "--check", "smart")
+    assert missing.exit_code != 0
+    assert "has no health check 'smart' (checks: load, disk)" in missing.output

@@ -149,11 +149,13 @@ class ZooKeeperCheck(HealthCheck):
 
 
 class DpkgCheck(HealthCheck):
-    """Packages: +1 per broken (half-installed, unconfigured...) package. Looked at every
-    10 minutes at most (dpkg-query is not free)."""
+    """Packages, as the original judged them: +1 when any package is broken (half-installed,
+    unconfigured...), +1 when any can be upgraded (``apt-get -s dist-upgrade``). Looked at
+    every 10 minutes at most (apt's simulation takes seconds)."""
 
     name = "dpkg"
     EVERY = 600.0
+    timeout = 60.0
 
     def __init__(self) -> None:
         self.cached: tuple[float, CheckResult] | None = None
@@ -161,19 +163,37 @@ class DpkgCheck(HealthCheck):
     def setup(self, daemon: Any) -> str | None:
         return None if shutil.which("dpkg-query") else "dpkg-query is not installed"
 
+    @staticmethod
+    def upgradable() -> list[str] | None:
+        """Packages apt would upgrade (None: apt-get is missing or failed)."""
+        if not shutil.which("apt-get"):
+            return None
+        proc = subprocess.run(["apt-get", "-s", "-o", "Debug::NoLocking=true", "dist-upgrade"],
+                              capture_output=True, text=True, timeout=50, check=False)
+        if proc.returncode != 0:
+            return None
+        return sorted(line.split()[1] for line in proc.stdout.splitlines()
+                      if line.startswith("Inst ") and len(line.split()) > 1)
+
     def run(self, daemon: Any) -> CheckResult:
         if self.cached and time.monotonic() - self.cached[0] < self.EVERY:
             return self.cached[1]
         out = subprocess.run(["dpkg-query", "-W", "-f", "${db:Status-Abbrev} ${Package}\n"],
                              capture_output=True, text=True, timeout=30, check=False).stdout
         broken = sorted(line.split()[-1] for line in out.splitlines()
-                        if line.split() and line[:2] not in ("ii", "rc", "un", "pn")
-                        and len(line.split()) >= 2)
+                        if len(line.split()) >= 2 and line[:2] not in ("ii", "rc", "un", "pn"))
         total = sum(1 for line in out.splitlines() if line.startswith("ii"))
-        data = {"installed": total, "broken": broken}
-        result = (CheckResult(len(broken), f"{len(broken)} broken package(s): "
-                              f"{', '.join(broken[:5])}", data) if broken else
-                  CheckResult(0, f"{total} packages installed, none broken", data))
+        upgradable = self.upgradable()
+        data = {"installed": total, "broken": broken, "upgradable": upgradable}
+        parts, delta = [], 0
+        if broken:
+            delta += 1
+            parts.append(f"{len(broken)} broken: {', '.join(broken[:5])}")
+        if upgradable:
+            delta += 1
+            parts.append(f"{len(upgradable)} upgradable")
+        result = CheckResult(delta, "; ".join(parts) if parts else
+                             f"{total} packages installed, none broken or upgradable", data)
         self.cached = (time.monotonic(), result)
         return result
 

@@ -123,12 +123,16 @@ class LibvirtHealth:
 
 class LibvirtCheck(HealthCheck):
     """Node health check ``libvirt``: takes FAULT_DELTA while ``LibvirtHealth`` finds libvirtd
-    not answering (its fault ``libvirt-<node>`` stands for it); data: this node's domains."""
+    not answering (its fault ``libvirt-<node>`` stands for it); and STRAY_DELTA while a
+    domain runs here that ZooKeeper assigns elsewhere for longer than a migration may take
+    (``migrate_timeout`` + a minute): libvirt and ZooKeeper disagree."""
 
     name = "libvirt"
+    STRAY_DELTA = 10
 
     def __init__(self, agent: Callable[[], Any]) -> None:
         self.agent = agent
+        self.strays: dict[str, float] = {}      # uuid -> first seen running here, not ours
 
     def setup(self, daemon: Any) -> str | None:
         return None if self.agent() is not None else "the VM agent is not running"
@@ -138,9 +142,20 @@ class LibvirtCheck(HealthCheck):
         if agent is None:
             return CheckResult(0, "the VM agent is stopping")
         watch = agent.health
-        data = {"domains": len(agent.domains), "libvirtd_restarts": watch.restarts}
+        domains, assigned = dict(agent.domains), dict(agent.assigned)
+        data: dict[str, Any] = {"domains": len(domains), "libvirtd_restarts": watch.restarts}
         if watch.down_since is not None:
             down = time.monotonic() - watch.down_since
             return CheckResult(FAULT_DELTA, f"libvirtd does not answer ({watch.last_error}) "
                                f"for {down:.0f} s", data, fault=fault_id(agent.node))
-        return CheckResult(0, f"libvirtd answers; {data['domains']} domain(s)", data)
+        now, limit = time.monotonic(), float(agent.cfg.migrate_timeout) + 60.0
+        current = {u for u in domains if assigned.get(u) != agent.node}
+        self.strays = {u: self.strays.get(u, now) for u in current}
+        lasting = sorted(domains[u].name for u, since in self.strays.items()
+                         if now - since > limit)
+        if lasting:
+            data["not_assigned_here"] = lasting
+            return CheckResult(self.STRAY_DELTA, f"running here but assigned elsewhere in "
+                               f"ZooKeeper: {', '.join(lasting)}", data)
+        return CheckResult(0, f"libvirtd answers; {len(domains)} domain(s), consistent with "
+                           "ZooKeeper", data)

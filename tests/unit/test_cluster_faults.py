@@ -146,3 +146,21 @@ def test_network_checks_read_bgp_peers_and_the_primarys_services():
     assert result.delta == 20 and result.fault is None
     svc.dnsmasq, svc.problems = {100: Server(True)}, {}
     assert check.run(None).delta == 0
+
+
+def test_the_libvirt_check_flags_a_domain_that_zookeeper_places_elsewhere_for_long():
+    from pvc_plugins.vm_kvm.health import LibvirtCheck
+
+    agent = SimpleNamespace(node="hv1", domains={"u1": SimpleNamespace(name="web1"),
+                                                 "u2": SimpleNamespace(name="db1")},
+                            assigned={"u1": "hv1", "u2": "hv2"},
+                            health=SimpleNamespace(down_since=None, restarts=0, last_error=""),
+                            cfg=SimpleNamespace(migrate_timeout=0.0))
+    check = LibvirtCheck(lambda: agent)
+    first = check.run(None)
+    assert first.delta == 0 and "consistent" in first.message        # maybe migrating
+    check.strays["u2"] -= 61                                          # ... for too long
+    late = check.run(None)
+    assert late.delta == 10 and "db1" in late.message
+    agent.assigned["u2"] = "hv1"
+    assert check.run(None).delta == 0 and not check.strays

@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from typing import Any
 
 import waitress
@@ -34,6 +35,9 @@ def load(path: str | None) -> tuple[node_config.NodeConfig, PluginHost]:
         raise node_config.ConfigError(problems, cfg.source)
     return cfg, plugins
 
+
+STOP_DEADLINE = 10
+"""Seconds a shutdown may take after SIGTERM before SIGALRM ends the process."""
 
 OUTPUT_IN_MEMORY = 16 * 2**20
 """Bytes of a response waitress keeps in memory before it spills the rest to a file."""
@@ -60,8 +64,24 @@ def serve(cfg: node_config.NodeConfig, plugins: PluginHost) -> None:
     api = create_app(store, cfg, plugins)
     server = create_server(api, cfg)
 
-    def stop(signum: int, frame: Any) -> None:
+    stopping = []
+    wake_read, wake_write = os.pipe()
+
+    def release_waiters() -> None:
+        os.read(wake_read, 1)
         api.stopping.set()  # requests waiting for a task answer now
+
+    threading.Thread(target=release_waiters, name="pvcapid-stop", daemon=True).start()
+
+    def stop(signum: int, frame: Any) -> None:
+        # No lock may be taken here: the handler runs in the main thread wherever it was,
+        # also inside an earlier run of itself (two SIGTERMs at once: the parent's death
+        # signal and a supervisor's); Event.set() here once deadlocked pvcapid for good.
+        if stopping:
+            return
+        stopping.append(signum)
+        os.write(wake_write, b"x")   # release_waiters sets api.stopping
+        signal.alarm(STOP_DEADLINE)  # SIGALRM's default action ends a shutdown that hangs
         raise SystemExit(0)  # waitress' run() catches it and closes the server
 
     signal.signal(signal.SIGTERM, stop)
@@ -72,7 +92,7 @@ def serve(cfg: node_config.NodeConfig, plugins: PluginHost) -> None:
     try:
         server.run()
     finally:
-        api.stopping.set()
+        api.stopping.set()  # requests waiting for a task answer now
         server.close()
         store.stop()
         log.info("pvcapid stopped")

@@ -379,8 +379,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pvcnoded: {exc}", file=sys.stderr)
         return exc.code
 
+    received: list[int] = []
+
     def on_signal(signum: int, _frame: Any) -> None:
-        daemon.stopping.set()
+        # lock-free: the handler runs in the main thread wherever it is, possibly inside
+        # Event.wait() holding the very lock that Event.set() would take (a deadlock)
+        received.append(signum)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -394,8 +398,9 @@ def main(argv: list[str] | None = None) -> int:
         log.exception("pvcnoded: unexpected error during start")
         daemon.store.stop()
         return 1
-    while not daemon.stopping.wait(1.0):
-        pass
+    while not received and not daemon.stopping.is_set():
+        time.sleep(0.2)
+    daemon.stopping.set()
     watchdog = threading.Timer(SHUTDOWN_BUDGET, lambda: os._exit(1))
     watchdog.daemon = True
     watchdog.start()

@@ -355,3 +355,18 @@ def test_pvcapid_with_a_dead_parent_exits_at_once(tmp_path):
                            "--config", str(tmp_path / "none.yaml")], capture_output=True,
                           text=True, timeout=30)
     assert proc.returncode == 0 and proc.stderr == ""
+
+
+def test_two_sigterms_at_once_still_stop_pvcapid(zk_hosts, tmp_path):
+    """The parent's death signal and a supervisor's SIGTERM can arrive together; a handler
+    that took a lock once deadlocked in its own second run and pvcapid never exited."""
+    proc, _base = _start_pvcapid(tmp_path, zk_hosts)
+    try:
+        for _ in range(20):
+            proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    assert "Traceback" not in (tmp_path / "pvcapid.log").read_text()

@@ -486,7 +486,7 @@ class Agent:
 
     def _note_failed(self, rec: Record) -> None:
         """Keep ``failed`` (what the keepalive reports) as the VM's record says."""
-        if rec.display_state() == keys.FAIL and rec.observed.get("node") == self.node:
+        if rec.display_state == keys.FAIL and rec.observed.get("node") == self.node:
             self.failed[rec.uuid] = (rec.name, str(rec.observed.get("failed_reason") or ""))
         else:
             self.failed.pop(rec.uuid, None)

@@ -56,9 +56,11 @@ def broken(lab, name: str, check: str, delta: int, base: int, text: str) -> dict
 def test_every_node_runs_every_plugins_checks(healthy):
     lab = healthy
     for n in lab.spec.nodes:
-        health, found = lab.wait_for(lambda n=n: (lambda h, f: (h, f) if "sample" in f else
-                                                  None)(*checks(lab, n.name)),
-                                     WAIT, f"{n.name}'s checks")
+        def reported(n=n):
+            health, found = checks(lab, n.name)
+            settled = "sample" in found and "not checked yet" not in found["ipmi"]["message"]
+            return (health, found) if settled else None
+        health, found = lab.wait_for(reported, WAIT, f"{n.name}'s checks")
         assert {"load", "disk", "zookeeper", "libvirt", "ceph", "ipmi", "sample"} <= set(found)
         assert found["sample"]["message"] == "sample says 0"
         zk = found["zookeeper"]

@@ -164,3 +164,20 @@ def test_the_libvirt_check_flags_a_domain_that_zookeeper_places_elsewhere_for_lo
     assert late.delta == 10 and "db1" in late.message
     agent.assigned["u2"] = "hv1"
     assert check.run(None).delta == 0 and not check.strays
+
+
+def test_the_agent_keeps_its_failed_vms_as_their_records_say():
+    from pvc_plugins.vm_kvm import keys
+    from pvc_plugins.vm_kvm.agent import Agent
+    from pvc_plugins.vm_kvm.records import Record
+
+    def rec(state, observed):
+        return Record(uuid="u1", name="web1", xml="", state=state, state_version=3, node="hv1",
+                      last_node="", meta={}, tags=[], request={}, observed=observed)
+
+    agent = SimpleNamespace(node="hv1", failed={})
+    failed = {"node": "hv1", "state": keys.FAILED, "fail_version": 3, "failed_reason": "no disk"}
+    Agent._note_failed(agent, rec(keys.START, failed))
+    assert agent.failed == {"u1": ("web1", "no disk")}
+    Agent._note_failed(agent, rec(keys.START, {**failed, "fail_version": 2}))  # asked again
+    assert agent.failed == {}

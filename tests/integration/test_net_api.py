@@ -10,7 +10,6 @@ import threading
 import falcon.testing
 import pytest
 from click.testing import CliRunner
-from waitress import wasyncore
 
 from pvc_api.app import create_app
 from pvc_api.server import create_server
@@ -19,6 +18,7 @@ from pvc_kernel.config import ApiConfig, NodeConfig
 from pvc_kernel.plugins import PluginHost
 from pvc_plugins.net_bridged.plugin import NetBridgedPlugin
 from pvc_plugins.net_vxlan.plugin import NetVxlanPlugin
+from tests.support import apiserver
 from tests.support.daemons import wait_for
 from tests.unit.test_cli_support import ENV_VARS
 
@@ -207,8 +207,7 @@ def test_the_cli_drives_networks_over_http(api, monkeypatch, tmp_path):
         assert "No network found." in pvc("network", "list").output
     finally:
         app.stopping.set()
-        wasyncore.close_all(server._map)
-        thread.join(5)
+        apiserver.stop(server, thread)
 
 
 def test_a_type_two_plugins_declare_is_refused_naming_both(store, zk_hosts):

@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from click.testing import CliRunner, Result
-from waitress import wasyncore
 
 from pvc_api.app import create_app
 from pvc_api.server import create_server
@@ -24,6 +23,7 @@ from pvc_lab import netns
 from pvc_plugins.vm_kvm import keys
 from pvc_plugins.vm_kvm.plugin import VmKvmPlugin as vm_plugin
 from tests.integration import test_vm_support as support
+from tests.support import apiserver
 from tests.support.daemons import wait_for
 from tests.unit.test_cli_support import ENV_VARS
 
@@ -75,8 +75,7 @@ def pvc(vmcluster, tmp_path_factory) -> Iterator[Pvc]:
     finally:
         mp.undo()
         api.stopping.set()
-        wasyncore.close_all(server._map)    # the listener and kept-alive connections
-        thread.join(5)
+        apiserver.stop(server, thread)
 
 
 def live(c, node: str, name: str) -> tuple[int, ET.Element]:

@@ -554,7 +554,8 @@ def test_schemathesis_finds_no_server_errors_or_schema_violations(store, zk_host
     assert not [s for s in statuses if s >= 500]
 
 
-BUILTIN_PLUGINS = ("vm_kvm", "storage_ceph", "fencing_ipmi", "net_bridged", "net_vxlan")
+BUILTIN_PLUGINS = ("vm_kvm", "storage_ceph", "fencing_ipmi", "net_bridged", "net_vxlan",
+                   "provisioner")
 
 
 def _domain_xml(name: str) -> str:
@@ -599,9 +600,24 @@ def test_schemathesis_over_the_builtin_plugin_routes(store, zk_hosts, tmp_path):
     r = client.simulate_post(f"{V1}/network/office/acl", params={"description": "ssh",
                                                                  "rule": "tcp dport 22 accept"})
     assert r.status_code == 200, r.text
+    for path, params in (("template/system", {"name": "small", "vcpus": 1, "vram": 512}),
+                         ("template/network", {"name": "web"}),
+                         ("template/network/web/net", {"vni": "100"}),
+                         ("template/storage", {"name": "root"}),
+                         ("template/storage/root/disk", {"disk_id": "sda", "pool": "vms",
+                                                         "disk_size": 4}),
+                         ("script", {"name": "noop", "data": "class VMBuilderScript: pass"}),
+                         ("userdata", {"name": "init", "data": "#!/bin/sh"}),
+                         ("profile", {"name": "web", "profile_type": "provisioner",
+                                      "system_template": "small", "network_template": "web",
+                                      "storage_template": "root", "script": "noop"})):
+        r = client.simulate_post(f"{V1}/provisioner/{path}", params=params)
+        assert r.status_code == 200, r.text
     known = {"path.vm": ["web1", "db1"], "path.node": ["hv1", "hv2"],
              "query.node": ["hv1", "hv2"], "path.osdid": ["0", "1"],
-             "path.vni": ["100", "office"], "path.description": ["ssh"]}
+             "path.vni": ["100", "office"], "path.description": ["ssh"],
+             "path.template": ["small", "web", "root"], "path.disk_id": ["sda"],
+             "path.script": ["noop"], "path.userdata": ["init"], "path.profile": ["web"]}
     started = time.monotonic()
     statuses, problems, operations = _fuzz(api.app, max_examples=15, max_time=60,
                                            allowed=("501",), known=known)

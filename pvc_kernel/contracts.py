@@ -225,6 +225,39 @@ class ClusterFaults(TypedDict):
     faults: dict[str, tuple[str, int]]
 
 
+class VmDefinition(TypedDict, total=False):
+    """``pvc_vm_define``: a new VM from its complete domain XML; ``node`` None lets the VM
+    plugin place it; ``state`` is its first desired state (``stop`` or ``provision``)."""
+
+    xml: str
+    node: str | None
+    node_limit: list[str] | None
+    node_selector: str | None
+    node_autostart: bool
+    migration_method: str | None
+    migration_max_downtime: int | None
+    profile: str | None
+    state: str
+
+
+class VmFit(TypedDict):
+    """``pvc_vm_fit``: whether a VM of that name and size can be defined now; ``node`` the
+    node it would go to, ``reason`` why not."""
+
+    ok: bool
+    reason: str
+    node: str | None
+
+
+class VolumeFacts(TypedDict, total=False):
+    """``pvc_volume_facts``: what a VM's disk XML needs to reach the storage: the monitor
+    hosts and port and the hypervisor secret's UUID (RBD), or nothing."""
+
+    hosts: list[str]
+    port: str
+    secret: str | None
+
+
 # -- health checks (``pvc_health_checks``) ---------------------------------------------------
 # Unlike the types above, these two are used at run time: a check subclasses HealthCheck.
 

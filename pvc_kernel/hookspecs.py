@@ -44,7 +44,10 @@ if TYPE_CHECKING:   # the contract types cost nothing at run time (pvc_kernel.co
         TaskContextFace,
         TaskHandler,
         UnlockAnswer,
+        VmDefinition,
+        VmFit,
         VmRef,
+        VolumeFacts,
     )
     from pvc_kernel.events import Event
     from pvc_kernel.settings import Settings
@@ -342,6 +345,68 @@ def pvc_storage_unfence(daemon: NodeDaemonFace, node: str,
     Called on the primary by the fencing plugin or an administrator's request; same arguments
     and answer as ``pvc_storage_fence``.
     """
+
+
+# -- VMs and volumes for other plugins (answered by VM and storage plugins) ------------------
+# Called on the primary by plugins that make VMs (from a task worker, e.g.). The
+# first plugin that handles the request answers (``PluginHost.call_first``); a refusal is an
+# exception whose text is the reason an administrator reads.
+
+@hookspec(firstresult=True)
+def pvc_vm_fit(daemon: NodeDaemonFace, name: str, memory_mb: int, vcpus: int,
+               node_limit: list[str] | None) -> VmFit | None:
+    """Whether a VM ``name`` of ``memory_mb`` and ``vcpus`` can be defined now: the name is
+    free and a node (of ``node_limit`` if given) can take it. None if this plugin runs no
+    VMs."""
+
+
+@hookspec(firstresult=True)
+def pvc_vm_define(daemon: NodeDaemonFace, definition: VmDefinition) -> VmRef | None:
+    """Define a VM (desired state only: the VM plugin's agents do the rest); its
+    ``{"uuid", "name", "node"}``. Raise with the reason when it cannot be defined."""
+
+
+@hookspec(firstresult=True)
+def pvc_vm_set_state(daemon: NodeDaemonFace, vm: str, state: str) -> bool | None:
+    """Ask for VM ``vm`` (name or UUID) to be in ``state`` (``start``, ``stop``, ...); True
+    when asked. Does not wait."""
+
+
+@hookspec(firstresult=True)
+def pvc_vm_undefine(daemon: NodeDaemonFace, vm: str) -> bool | None:
+    """Stop VM ``vm`` if it runs and remove its definition (not its disks); True when done,
+    False when there was no such VM."""
+
+
+@hookspec(firstresult=True)
+def pvc_volume_facts(daemon: NodeDaemonFace) -> VolumeFacts | None:
+    """How a VM's disk XML reaches this storage (see ``VolumeFacts``); None if this plugin
+    keeps no volumes."""
+
+
+@hookspec(firstresult=True)
+def pvc_volume_free(daemon: NodeDaemonFace, pool: str) -> int | None:
+    """Bytes a new volume may take in ``pool`` (raise if there is no such pool)."""
+
+
+@hookspec(firstresult=True)
+def pvc_volume_create(daemon: NodeDaemonFace, pool: str, name: str, size_bytes: int,
+                      source: str | None) -> bool | None:
+    """Make volume ``pool/name``: empty of ``size_bytes``, or (``source`` given) a full copy
+    of volume ``pool/source``. Raise with the reason when it cannot (it exists, no room)."""
+
+
+@hookspec(firstresult=True)
+def pvc_volume_remove(daemon: NodeDaemonFace, pool: str, name: str) -> bool | None:
+    """Remove volume ``pool/name``; True when removed, False when it did not exist. Raise
+    while something uses it."""
+
+
+@hookspec(firstresult=True)
+def pvc_volume_blockdev(daemon: NodeDaemonFace, pool: str, name: str) -> dict[str, Any] | None:
+    """The volume as a QEMU ``--blockdev`` object (without ``node-name``), for tools that
+    read or write it on this node without a kernel driver: ``qemu-storage-daemon``,
+    ``qemu-img`` (as ``json:{...}``)."""
 
 
 # -- client networks (one network model, shared by the network plugins) -------------------

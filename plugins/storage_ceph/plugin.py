@@ -260,3 +260,46 @@ def _activate(daemon: Any, rt: Runtime) -> None:
 def _no_ceph(rt: Runtime, disk: dict[str, Any]) -> dict[str, Any]:
     return {"ok": False, "reason": f"disk {disk.get('target')}: Ceph is not configured "
                                    f"on node {rt.settings.node}"}
+
+    # -- volumes for other plugins (the provisioner), on the primary -------------------------
+    def _enabled(self, daemon: Any) -> Any:
+        rt = self.runtime(daemon)
+        return rt if rt.settings.enabled else None
+
+    @hookimpl
+    def pvc_volume_facts(self, daemon: Any) -> dict[str, Any] | None:
+        """RBD: monitors, port and the hypervisor secret's UUID."""
+        from pvc_plugins.storage_ceph import provide
+
+        rt = self._enabled(daemon)
+        return provide.facts(rt.client, rt.settings) if rt else None
+
+    @hookimpl
+    def pvc_volume_free(self, daemon: Any, pool: str) -> int | None:
+        from pvc_plugins.storage_ceph import provide
+
+        rt = self._enabled(daemon)
+        return provide.free(rt.client, pool) if rt else None
+
+    @hookimpl
+    def pvc_volume_create(self, daemon: Any, pool: str, name: str, size_bytes: int,
+                          source: str | None) -> bool | None:
+        from pvc_plugins.storage_ceph import provide
+
+        rt = self._enabled(daemon)
+        return provide.create(rt.client, pool, name, size_bytes, source) if rt else None
+
+    @hookimpl
+    def pvc_volume_remove(self, daemon: Any, pool: str, name: str) -> bool | None:
+        from pvc_plugins.storage_ceph import provide
+
+        rt = self._enabled(daemon)
+        return provide.remove(rt.client, pool, name) if rt else None
+
+    @hookimpl
+    def pvc_volume_blockdev(self, daemon: Any, pool: str, name: str) -> dict[str, Any] | None:
+        """``raw`` over ``rbd`` with this node's ceph.conf and user."""
+        from pvc_plugins.storage_ceph import provide
+
+        rt = self._enabled(daemon)
+        return provide.blockdev(rt.settings, pool, name) if rt else None

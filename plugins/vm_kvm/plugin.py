@@ -184,3 +184,31 @@ class VmKvmPlugin:
             "memory": {"allocated": int(vm.get("memory_allocated") or 0),
                        "provisioned": int(vm.get("memory_provisioned") or 0)},
         }
+
+    # -- VMs for other plugins (the provisioner), on the primary ------------------------------
+    @hookimpl
+    def pvc_vm_fit(self, daemon: Any, name: str, memory_mb: int, vcpus: int,
+                   node_limit: list[str] | None) -> dict[str, Any]:
+        """Name free and a node with room (``provide.fit``)."""
+        from pvc_plugins.vm_kvm import provide
+
+        return provide.fit(daemon.store, name, memory_mb, vcpus, node_limit)
+
+    @hookimpl
+    def pvc_vm_define(self, daemon: Any, definition: dict[str, Any]) -> dict[str, str]:
+        """Define a VM as ``POST /vm`` does (``provide.define``)."""
+        from pvc_plugins.vm_kvm import provide
+
+        return provide.define(daemon.store, daemon.plugins, definition)
+
+    @hookimpl
+    def pvc_vm_set_state(self, daemon: Any, vm: str, state: str) -> bool:
+        from pvc_plugins.vm_kvm import provide
+
+        return provide.set_state(daemon.store, daemon.plugins, vm, state)
+
+    @hookimpl
+    def pvc_vm_undefine(self, daemon: Any, vm: str) -> bool:
+        from pvc_plugins.vm_kvm import provide
+
+        return provide.undefine(daemon.store, vm)

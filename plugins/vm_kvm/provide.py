@@ -1,0 +1,54 @@
+"""VMs for other plugins (``pvc_vm_fit``, ``pvc_vm_define``, ``pvc_vm_set_state``,
+``pvc_vm_undefine``): the same checks and writes as the ``/vm`` routes, called on the
+primary by plugins that make VMs (the provisioner). A refusal raises ``VmError`` with the
+message an administrator reads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pvc_kernel.sdk import Store
+from pvc_plugins.vm_kvm import keys, placement, records, vms
+from pvc_plugins.vm_kvm.errors import VmError
+
+
+def fit(store: Store, name: str, memory_mb: int, vcpus: int,
+        node_limit: list[str] | None) -> dict[str, Any]:
+    """Whether VM ``name`` is free and a node can take ``memory_mb``/``vcpus`` now."""
+    if store.exists("vm_name", vm_name=name):
+        return {"ok": False, "reason": f"a VM named '{name}' already exists", "node": None}
+    nodes = records.nodes(store)
+    loads = records.loads_of(records.all_records(store))
+    node = placement.choose(nodes, loads, memory_mb, vcpus, None, node_limit)
+    if node is None:
+        where = f" of {', '.join(node_limit)}" if node_limit else ""
+        return {"ok": False, "node": None,
+                "reason": f"no ready node{where} has {memory_mb} MiB of memory and {vcpus} "
+                          "vCPUs free for it"}
+    return {"ok": True, "reason": "", "node": node}
+
+
+def define(store: Store, plugins: Any, definition: dict[str, Any]) -> dict[str, str]:
+    rec = vms.define(store, definition["xml"], node=definition.get("node"),
+                     limit=definition.get("node_limit"),
+                     selector=definition.get("node_selector"),
+                     autostart=bool(definition.get("node_autostart")),
+                     migration_method=definition.get("migration_method"),
+                     max_downtime=definition.get("migration_max_downtime"),
+                     profile=definition.get("profile"),
+                     state=definition.get("state") or keys.STOP, plugins=plugins)
+    return {"uuid": rec.uuid, "name": rec.name, "node": rec.node}
+
+
+def set_state(store: Store, plugins: Any, vm: str, state: str) -> bool:
+    if state not in keys.STATES:
+        raise VmError(400, f"unknown VM state {state!r}")
+    vms.set_state(store, vm, state, plugins=plugins)
+    return True
+
+
+def undefine(store: Store, vm: str) -> bool:
+    if records.find(store, vm) is None:
+        return False
+    vms.remove(store, vm)
+    return True

@@ -11,8 +11,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from pvc_api.sdk import ApiError, Call, params, zk
-from pvc_kernel.sdk import LockBusy
+from pvc_api.sdk import ApiError, Call, Reply, params, zk
+from pvc_kernel.sdk import LockBusy, tasks
 from pvc_plugins.provisioner import model
 from pvc_plugins.provisioner.keys import LOCK
 
@@ -276,3 +276,32 @@ def list_profiles(call: Call) -> list[dict[str, Any]]:
 
 def get_profile(call: Call) -> list[dict[str, Any]]:
     return one(call, model.PROFILE, "profile", model.wire_profile)
+
+
+# -- create ----------------------------------------------------------------------------------
+
+def create_vm(call: Call) -> Reply:
+    """Start task ``provisioner.create`` on the primary; 202 with its id."""
+    name = call.args["name"]
+    try:
+        model.check_name(name)
+        model.arguments(call.args.get("arg"))
+    except model.ModelError as exc:
+        raise ApiError(400, str(exc)) from None
+    profile = read_one(call, model.PROFILE, call.args["profile"])
+    if profile is None:
+        raise ApiError(400, f"Profile \"{call.args['profile']}\" is not valid.")
+    (primary,) = zk.fetch(call.api.store, [zk.get("config.primary_node")], call.api.zk_timeout)
+    if not primary or primary == "none":
+        raise ApiError(503, "There is no primary node to run the create; try again")
+    define = call.args.get("define_vm")
+    define = True if define is None else bool(define)
+    start = call.args.get("start_vm")
+    start = define and (True if start is None else bool(start))
+    record = tasks.create_task(call.api.store, "provisioner.create", primary, {
+        "name": name, "profile": profile["name"], "define_vm": define, "start_vm": start,
+        "arg": list(call.args.get("arg") or [])})
+    return Reply({"message": f"Creating VM '{name}' from profile '{profile['name']}'.",
+                  "task_id": record["id"], "task_name": record["type"],
+                  "run_on": f"{primary} (primary)"}, status=202,
+                 headers={"Location": call.url(f"/tasks/{record['id']}")})

@@ -15,7 +15,9 @@ from pvc_cli.sdk import (
     format_option,
     get_settings,
     render_table,
+    report_task,
     show_list,
+    wait_task,
 )
 
 
@@ -430,6 +432,43 @@ def profile_list(limit: str | None, fmt: str) -> None:
 
 
 _remover(profile, "/provisioner/profile", "profile")
+
+
+# -- create -----------------------------------------------------------------------------------
+
+@provisioner.command("create")
+@click.argument("name")
+@click.argument("profile")
+@click.option("-a", "--script-arg", "args", multiple=True,
+              help="A script argument key=value, added to the profile's (repeat)")
+@click.option("-d/-D", "--define/--no-define", default=True, show_default=True,
+              help="Define the VM (--no-define: only make the volumes and run the script)")
+@click.option("-s/-S", "--start/--no-start", default=True, show_default=True,
+              help="Start the VM once made")
+@click.option("--wait", is_flag=True, help="Follow the create to its end, with progress")
+def create(name: str, profile: str, args: tuple[str, ...], define: bool, start: bool,
+           wait: bool) -> None:
+    """Create VM NAME from PROFILE: a task on the primary makes its volumes, runs the
+    profile's script, defines and starts the VM. A failed create removes what it made and
+    says at which stage and why.
+
+    \b
+    Examples:
+      pvc provisioner create web1 web --wait
+      pvc provisioner create web2 web -a release=trixie --no-start
+    """
+    client = _client()
+    answer = client.post("/provisioner/create", {
+        "name": name, "profile": profile, "define_vm": _bool(define),
+        "start_vm": _bool(start and define), "arg": list(args) or None})
+    data = answer.data if isinstance(answer.data, dict) else {}
+    task_id = data.get("task_id")
+    if not wait or not task_id:
+        click.echo(f"{data.get('message', 'Create started.')} Task {task_id} on "
+                   f"{data.get('run_on', 'the primary')}; follow it with: pvc task show "
+                   f"{task_id}")
+        return
+    report_task(task_id, wait_task(client, task_id))
 
 
 # -- examples in every --help ---------------------------------------------------------------

@@ -8,7 +8,6 @@ names the parameter, which the API answers as a 400.
 
 from __future__ import annotations
 
-import ast
 import email
 import re
 from typing import Any
@@ -218,16 +217,14 @@ def userdata(text: Any) -> str:
 
 def script(text: Any) -> str:
     """A provisioner script: Python that defines ``VMBuilderScript`` (checked by parsing,
-    never by running it)."""
+    never by running it: ``scripting.runner.check_script``)."""
+    from pvc_plugins.provisioner.scripting.runner import check_script
+
     if not isinstance(text, str) or not text.strip():
         raise ModelError("Invalid parameter 'data': the script is required")
-    try:
-        tree = ast.parse(text)
-    except SyntaxError as exc:
-        raise ModelError(f"Invalid parameter 'data': line {exc.lineno}: {exc.msg}") from None
-    if not any(isinstance(n, ast.ClassDef) and n.name == "VMBuilderScript" for n in tree.body):
-        raise ModelError("Invalid parameter 'data': the script does not define a class "
-                         "VMBuilderScript (a subclass of VMBuilder)")
+    problem = check_script(text)
+    if problem:
+        raise ModelError(f"Invalid parameter 'data': {problem}")
     return text
 
 

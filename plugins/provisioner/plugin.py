@@ -5,14 +5,44 @@ provisioner scripts and profiles, kept in ZooKeeper and served at ``/provisioner
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
-from pvc_kernel.sdk import Key, hookimpl
-from pvc_plugins.provisioner import keys
+from pvc_kernel.sdk import Key, Settings, hookimpl
+from pvc_plugins.provisioner import config, keys
 
 
 class ProvisionerPlugin:
-    """One per daemon; the objects are desired state the API writes."""
+    """One per daemon; the objects are desired state the API writes, creates run as tasks
+    on the primary (``create``)."""
+
+    def __init__(self) -> None:
+        self.settings: dict[str, Any] | None = None
+
+    @hookimpl
+    def pvc_config_settings(self) -> Settings:
+        """``plugins.provisioner`` (``pvc_plugins.provisioner.config.SETTINGS``)."""
+        return config.SETTINGS
+
+    @hookimpl
+    def pvc_node_start(self, daemon: Any) -> None:
+        self.settings = config.load(daemon.config)
+
+    @hookimpl
+    def pvc_task_handlers(self) -> dict[str, Any]:
+        """``provisioner.create`` (``create.run``)."""
+        from pvc_plugins.provisioner import create
+
+        return {create.TASK: lambda ctx: create.run(ctx, ctx.daemon, self.settings
+                                                    or config.load(ctx.daemon.config))}
+
+    @hookimpl
+    def pvc_become_primary(self, daemon: Any) -> None:
+        """Undo the creates a dead primary left (``create.recover_jobs``)."""
+        from pvc_plugins.provisioner import create
+
+        threading.Thread(target=create.recover_jobs, args=(daemon,), daemon=True,
+                         name="provisioner-recover").start()
 
     @hookimpl
     def pvc_schema_keys(self) -> list[Key]:

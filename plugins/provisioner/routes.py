@@ -87,6 +87,10 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "type": {"type": "string", "enum": list(model.PROFILE_TYPES)},
         **{k: {"type": "string"} for k in h.PROFILE_REFS},
         "arguments": {"type": "array", "items": {"type": "string"}}}},
+    "ProvisionerTaskReply": {"type": "object",
+                             "required": ["message", "task_id", "task_name", "run_on"],
+                             "properties": {k: {"type": "string"} for k in (
+                                 "message", "task_id", "task_name", "run_on")}},
     "Templates": {"type": "object", "properties": {
         "system_templates": array_of("SystemTemplate"),
         "network_templates": array_of("NetworkTemplate"),
@@ -212,6 +216,19 @@ ROUTES = [
                                  description="The profile's name"),),
           responses=_ok("Removed")),
 ]
+
+ROUTES.append(Route(
+    "POST", f"{BASE}/create", h.create_vm, "Create a VM from a profile (a task on the primary)",
+    tag=TAG, params=(
+        Param("name", required=True, description="The new VM's name"),
+        Param("profile", required=True, description="The profile to make it from"),
+        Param("define_vm", "bool", description="Define the VM (default true)"),
+        Param("start_vm", "bool", description="Start it when made (default true)"),
+        Param("arg", many=True, description="A script argument key=value, added to the "
+              "profile's (repeat)")),
+    responses={202: ("Started; follow GET /tasks/{task_id}", ref("ProvisionerTaskReply")),
+               400: ("Refused (the message says why)", MSG),
+               503: ("No primary node", MSG)}))
 
 
 def add_to(api: Any) -> None:

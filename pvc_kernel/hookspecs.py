@@ -349,8 +349,8 @@ def pvc_storage_unfence(daemon: NodeDaemonFace, node: str,
 
 # -- VMs and volumes for other plugins (answered by VM and storage plugins) ------------------
 # Called on the primary by plugins that make VMs (from a task worker, e.g.). The
-# first plugin that handles the request answers (``PluginHost.call_first``); a refusal is an
-# exception whose text is the reason an administrator reads.
+# first plugin that handles the request answers (``PluginHost.call_first`` with ``raising``);
+# a refusal is an exception whose text is the reason an administrator reads.
 
 @hookspec(firstresult=True)
 def pvc_vm_fit(daemon: NodeDaemonFace, name: str, memory_mb: int, vcpus: int,

@@ -163,10 +163,13 @@ class PluginHost:
             lines += ["  " + line for line in declared.help_lines(name)]
         return lines
 
-    def call_first(self, hook_name: str, obj: str = "", **kwargs: Any) -> Any:
+    def call_first(self, hook_name: str, obj: str = "", raising: bool = False,
+                   **kwargs: Any) -> Any:
         """Call the implementations of a ``firstresult`` hook in ``call_each``'s order, each
         in isolation, until one answers non-None; later ones are not called (their side
-        effects do not happen). Returns that answer, or None."""
+        effects do not happen). Returns that answer, or None. With ``raising`` (for hooks
+        whose contract is to refuse by raising), an implementation's exception goes to the
+        caller instead of being logged and passed over."""
         caller = getattr(self.pm.hook, hook_name)
         if not (caller.spec and caller.spec.opts.get("firstresult")):
             raise ValueError(f"{hook_name} is not a firstresult hook; use call_each")
@@ -174,6 +177,8 @@ class PluginHost:
             try:
                 value = impl.function(**{a: kwargs[a] for a in impl.argnames})
             except Exception:
+                if raising:
+                    raise
                 log.exception("plugin '%s' failed in %s%s", impl.plugin_name, hook_name,
                               f" for {obj}" if obj else "")
                 continue

@@ -30,6 +30,11 @@ STAGES = ("Collecting the profile", "Checking the cluster", "Creating the volume
 GB = 1024 ** 3
 
 
+def _ask(daemon: Any, hook: str, **kw: Any) -> Any:
+    """The first answer of a VM or volume hook; a plugin's refusal raises (its reason)."""
+    return daemon.plugins.call_first(hook, raising=True, daemon=daemon, **kw)
+
+
 class CreateFailed(Exception):
     """A create that stopped: ``stage`` where, ``message`` why (the script's own text)."""
 
@@ -141,16 +146,16 @@ class Job:
 
 def undo(daemon: Any, data: dict[str, Any]) -> list[str]:
     """Remove the VM and volumes a job record names; the problems left (none: all gone)."""
-    plugins, problems = daemon.plugins, []
+    problems: list[str] = []
     if data.get("vm_uuid"):
         try:
-            plugins.call_first("pvc_vm_undefine", daemon=daemon, vm=data["vm_uuid"])
+            _ask(daemon, "pvc_vm_undefine", vm=data["vm_uuid"])
         except Exception as exc:
             problems.append(f"VM {data['vm']}: {exc}")
     for pool, name in reversed(data.get("volumes") or []):
         for attempt in range(30):           # a dead mapper's watch times out within ~30 s
             try:
-                plugins.call_first("pvc_volume_remove", daemon=daemon, pool=pool, name=name)
+                _ask(daemon, "pvc_volume_remove", pool=pool, name=name)
                 break
             except Exception as exc:
                 if attempt == 29 or "in use" not in str(exc):
@@ -195,8 +200,8 @@ class Volumes:
         self.daemon, self.job, self.workdir = daemon, job, workdir
         self.mapped: dict[tuple[str, str], Any] = {}
 
-    def _hook(self, name: str, **kw: Any) -> Any:
-        answer = self.daemon.plugins.call_first(name, daemon=self.daemon, **kw)
+    def _hook(self, hook: str, **kw: Any) -> Any:
+        answer = _ask(self.daemon, hook, **kw)
         if answer is None:
             raise RuntimeError("no storage plugin keeps volumes on this node")
         return answer
@@ -281,7 +286,7 @@ def run(ctx: Any, daemon: Any, settings: dict[str, Any]) -> str:
                 return
             step(5)
             system = parts[model.SYSTEM]
-            ref = daemon.plugins.call_first("pvc_vm_define", daemon=daemon, definition={
+            ref = _ask(daemon, "pvc_vm_define", definition={
                 "xml": xml, "node": None,
                 "node_limit": (system.get("node_limit") or "").split(",")
                 if system.get("node_limit") else None,
@@ -314,8 +319,7 @@ def run(ctx: Any, daemon: Any, settings: dict[str, Any]) -> str:
             raise CreateFailed("Script create()", "create() returned no XML")
         if define and start:
             step(9)
-            daemon.plugins.call_first("pvc_vm_set_state", daemon=daemon, vm=name,
-                                      state="start")
+            _ask(daemon, "pvc_vm_set_state", vm=name, state="start")
     except tasks.TaskCancelled:
         _fail(daemon, job, stage, "cancelled")
         raise
@@ -343,9 +347,9 @@ def _fail(daemon: Any, job: Job, stage: str, message: str) -> None:
 def check(daemon: Any, name: str, parts: dict[str, Any]) -> dict[str, Any]:
     """Every check before anything is made; the storage facts and the chosen node."""
     system = parts[model.SYSTEM]
-    plugins, store = daemon.plugins, daemon.store
+    store = daemon.store
     limit = [n for n in (system.get("node_limit") or "").split(",") if n] or None
-    fit = plugins.call_first("pvc_vm_fit", daemon=daemon, name=name,
+    fit = _ask(daemon, "pvc_vm_fit", name=name,
                              memory_mb=int(system["vram_mb"]), vcpus=int(system["vcpu_count"]),
                              node_limit=limit)
     if fit is None:
@@ -362,7 +366,7 @@ def check(daemon: Any, name: str, parts: dict[str, Any]) -> dict[str, Any]:
         need[disk["pool"]] = need.get(disk["pool"], 0) + int(disk.get("disk_size_gb") or 0) * GB
     for pool, size in sorted(need.items()):
         try:
-            free = plugins.call_first("pvc_volume_free", daemon=daemon, pool=pool)
+            free = _ask(daemon, "pvc_volume_free", pool=pool)
         except Exception as exc:
             raise CreateFailed(STAGES[1], f"pool {pool}: {exc}") from None
         if free is None:
@@ -370,7 +374,7 @@ def check(daemon: Any, name: str, parts: dict[str, Any]) -> dict[str, Any]:
         if size > free:
             raise CreateFailed(STAGES[1], f"pool {pool} has {free / GB:.1f} GiB free, the "
                                f"disks need {size / GB:.1f} GiB")
-    facts = (plugins.call_first("pvc_volume_facts", daemon=daemon) or {}) if need else {}
+    facts = (_ask(daemon, "pvc_volume_facts") or {}) if need else {}
     return {**facts, "node": fit.get("node")}
 
 

@@ -243,24 +243,6 @@ class StorageCephPlugin:
 
         return ceph_api.cluster_status(api)
 
-
-def _activate(daemon: Any, rt: Runtime) -> None:
-    """Start the OSDs this node's plugin created (spawn launcher) that do not run."""
-    if rt.settings.osd_launcher != "spawn":
-        return
-    for osd_id in daemon.store.children("ceph.osds"):
-        rec = daemon.store.get_json("ceph.osd", {}, osd=osd_id) or {}
-        if rec.get("node") == rt.settings.node and rec.get("managed"):
-            try:
-                launcher.start("spawn", rt.settings.ceph_conf, int(osd_id))
-            except Exception as exc:
-                log.warning("cannot start OSD %s: %s", osd_id, exc)
-
-
-def _no_ceph(rt: Runtime, disk: dict[str, Any]) -> dict[str, Any]:
-    return {"ok": False, "reason": f"disk {disk.get('target')}: Ceph is not configured "
-                                   f"on node {rt.settings.node}"}
-
     # -- volumes for other plugins (the provisioner), on the primary -------------------------
     def _enabled(self, daemon: Any) -> Any:
         rt = self.runtime(daemon)
@@ -303,3 +285,22 @@ def _no_ceph(rt: Runtime, disk: dict[str, Any]) -> dict[str, Any]:
 
         rt = self._enabled(daemon)
         return provide.blockdev(rt.settings, pool, name) if rt else None
+
+
+def _activate(daemon: Any, rt: Runtime) -> None:
+    """Start the OSDs this node's plugin created (spawn launcher) that do not run."""
+    if rt.settings.osd_launcher != "spawn":
+        return
+    for osd_id in daemon.store.children("ceph.osds"):
+        rec = daemon.store.get_json("ceph.osd", {}, osd=osd_id) or {}
+        if rec.get("node") == rt.settings.node and rec.get("managed"):
+            try:
+                launcher.start("spawn", rt.settings.ceph_conf, int(osd_id))
+            except Exception as exc:
+                log.warning("cannot start OSD %s: %s", osd_id, exc)
+
+
+def _no_ceph(rt: Runtime, disk: dict[str, Any]) -> dict[str, Any]:
+    return {"ok": False, "reason": f"disk {disk.get('target')}: Ceph is not configured "
+                                   f"on node {rt.settings.node}"}
+

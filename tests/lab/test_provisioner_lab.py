@@ -1,0 +1,139 @@
+"""The provisioner on the lab with Ceph, driven with `pvc` as an administrator would: a
+profile whose script (``examples/lab_boot.py``) puts the lab guest's kernel and initramfs on
+the VM's RBD volume through a mapped block device (no ``rbd`` kernel module here), then the
+VM is defined, started and boots from that volume. A script that fails in ``install()``
+leaves no VM and no volume and the task names the stage and the script's message; two
+creates of one name at once make one VM."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+
+from tests.support import storage_lab
+from tests.support.storage_lab import as_json, ok, pvc, refused
+
+pytestmark = pytest.mark.lab
+BOOT_TIMEOUT = 180.0
+EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "..", "plugins", "provisioner",
+                        "examples")
+POOL = "provpool"
+FAILING = """from daemon_lib.vmbuilder import VMBuilder
+import daemon_lib.libvirt_schema as libvirt_schema
+
+
+class VMBuilderScript(VMBuilder):
+    def create(self):
+        return (libvirt_schema.libvirt_header.format(
+                    vm_name=self.vm_name, vm_uuid=self.vm_uuid, vm_description="",
+                    vm_memory=128, vm_vcpus=1, vm_architecture="x86_64")
+                + libvirt_schema.devices_default + libvirt_schema.libvirt_footer)
+
+    def install(self):
+        raise RuntimeError("the disk is on fire")
+
+    def cleanup(self):
+        self.log_info("cleanup ran")
+"""
+
+
+@pytest.fixture(scope="module")
+def lab():
+    why = storage_lab.problem()
+    if why:
+        pytest.skip(why)
+    from pvc_lab.guest import boot_tools_problem
+    from pvc_lab.libvirt import available
+
+    if available() or boot_tools_problem():
+        pytest.skip(available() or boot_tools_problem())
+    the_lab = storage_lab.acquire(lambda lab: "HEALTH_OK" in pvc(lab, "storage", "status").stdout)
+    ok(the_lab, "storage", "pool", "add", POOL, "32", "--replcfg", "copies=3,mincopies=2")
+    yield the_lab
+    for vm in ("prov1", "twin"):
+        pvc(the_lab, "vm", "undefine", vm, "--yes")
+    for volume in ("prov1_sda", "twin_sda"):
+        pvc(the_lab, "storage", "volume", "remove", POOL, volume, "--yes")
+    pvc(the_lab, "storage", "pool", "remove", POOL, "--yes")
+    storage_lab.release()
+
+
+@pytest.fixture(scope="module")
+def profiles(lab, tmp_path_factory):
+    from pvc_lab.guest import build
+
+    image = build()
+    tmp = tmp_path_factory.mktemp("prov")
+    failing = tmp / "failing.py"
+    failing.write_text(FAILING)
+    ok(lab, "provisioner", "template", "system", "add", "tiny", "-u", "1", "-m", "128",
+       "--serial")
+    ok(lab, "provisioner", "template", "network", "add", "nonet")
+    ok(lab, "provisioner", "template", "storage", "add", "boot1g")
+    ok(lab, "provisioner", "template", "storage", "disk", "add", "boot1g", "sda", "-p", POOL,
+       "-s", "1")
+    ok(lab, "provisioner", "script", "add", "labboot", os.path.join(EXAMPLES, "lab_boot.py"))
+    ok(lab, "provisioner", "script", "add", "noop", os.path.join(EXAMPLES, "noop.py"))
+    ok(lab, "provisioner", "script", "add", "failing", str(failing))
+    common = ["-s", "tiny", "-n", "nonet", "-t", "boot1g"]
+    ok(lab, "provisioner", "profile", "add", "labboot", *common, "-x", "labboot",
+       "-a", f"kernel={image.bzimage}", "-a", f"initrd={image.initrd}",
+       "-a", "cmdline=quiet")
+    ok(lab, "provisioner", "profile", "add", "noop", *common, "-x", "noop")
+    ok(lab, "provisioner", "profile", "add", "failing", *common, "-x", "failing")
+    return image
+
+
+def volumes(lab) -> set[str]:
+    out = pvc(lab, "storage", "volume", "list", "-p", POOL, "-f", "json")
+    return {v["name"] for v in (as_json(lab, "storage", "volume", "list", "-p", POOL)
+                                if out.returncode == 0 else [])}
+
+
+def test_a_profile_makes_a_vm_that_boots_from_its_rbd_volume(lab, profiles):
+    t0 = time.monotonic()
+    out = ok(lab, "provisioner", "create", "prov1", "labboot", "--wait", timeout=600)
+    made = time.monotonic() - t0
+    assert "SUCCESS" in out and "prov1" in out, out
+    info = as_json(lab, "vm", "info", "prov1")
+    assert info["state"] == "start" and info["profile"] == "labboot", info
+    assert any(d.get("name") == f"{POOL}/prov1_sda" for d in info.get("disks") or []), info
+    lab.wait_for(lambda: "GUEST-BOOTED" in pvc(lab, "vm", "log", "prov1").stdout,
+                 BOOT_TIMEOUT, "the provisioned VM to boot from its RBD volume")
+    print(f"\nprovisioner create (labboot) to SUCCESS: {made:.1f} s; booted "
+          f"{time.monotonic() - t0:.1f} s after the request")
+    ok(lab, "vm", "stop", "prov1", "--wait", timeout=120)
+    ok(lab, "vm", "undefine", "prov1", "--yes")
+    ok(lab, "storage", "volume", "remove", POOL, "prov1_sda", "--yes")
+
+
+def test_a_script_failing_in_install_leaves_nothing_behind(lab, profiles):
+    text = refused(lab, "provisioner", "create", "bad1", "failing", "--wait")
+    assert "install" in text and "the disk is on fire" in text, text
+    assert "bad1_sda" not in volumes(lab)
+    assert pvc(lab, "vm", "info", "bad1").returncode != 0
+    tasks = as_json(lab, "task", "list")
+    failed = [t for t in tasks if (t.get("type") or t.get("task_name")) == "provisioner.create"
+              and "bad1" in str(t)]
+    assert failed, tasks
+
+
+def test_two_creates_of_one_name_at_once_make_one_vm(lab, profiles):
+    results: list[int] = []
+
+    def create() -> None:
+        results.append(pvc(lab, "provisioner", "create", "twin", "noop", "--no-start",
+                           "--wait", timeout=600).returncode)
+    threads = [threading.Thread(target=create) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(600)
+    assert sorted(results) == [0, 1], results
+    assert as_json(lab, "vm", "info", "twin")["state"] == "stop"
+    assert "twin_sda" in volumes(lab)
+    ok(lab, "vm", "undefine", "twin", "--yes")
+    ok(lab, "storage", "volume", "remove", POOL, "twin_sda", "--yes")

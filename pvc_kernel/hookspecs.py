@@ -367,9 +367,10 @@ def pvc_vm_define(daemon: NodeDaemonFace, definition: VmDefinition) -> VmRef | N
 
 
 @hookspec(firstresult=True)
-def pvc_vm_set_state(daemon: NodeDaemonFace, vm: str, state: str) -> bool | None:
+def pvc_vm_set_state(daemon: NodeDaemonFace, vm: str, state: str, wait: float) -> bool | None:
     """Ask for VM ``vm`` (name or UUID) to be in ``state`` (``start``, ``stop``, ...); True
-    when asked. Does not wait."""
+    when it is (or, with ``wait`` 0, when asked). With ``wait`` > 0, wait up to that many
+    seconds and raise with the reason if the VM failed to get there."""
 
 
 @hookspec(firstresult=True)

@@ -28,6 +28,11 @@ STAGES = ("Collecting the profile", "Checking the cluster", "Creating the volume
           "Script setup()", "Script create()", "Defining the VM", "Script prepare()",
           "Script install()", "Script cleanup()", "Starting the VM")
 GB = 1024 ** 3
+START_WAIT = 300.0            # s for the new VM to run (TCG guests, busy nodes)
+
+
+class StartFailed(Exception):
+    """The VM was made (and is kept) but did not start."""
 
 
 def _ask(daemon: Any, hook: str, **kw: Any) -> Any:
@@ -319,7 +324,13 @@ def run(ctx: Any, daemon: Any, settings: dict[str, Any]) -> str:
             raise CreateFailed("Script create()", "create() returned no XML")
         if define and start:
             step(9)
-            _ask(daemon, "pvc_vm_set_state", vm=name, state="start")
+            job.done()                  # made: a VM that fails to start is kept, with its disks
+            try:
+                _ask(daemon, "pvc_vm_set_state", vm=name, state="start", wait=START_WAIT)
+            except Exception as exc:
+                raise StartFailed(f"VM '{name}' was made but did not start: {exc}") from None
+    except StartFailed:
+        raise
     except tasks.TaskCancelled:
         _fail(daemon, job, stage, "cancelled")
         raise

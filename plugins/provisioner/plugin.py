@@ -26,7 +26,23 @@ class ProvisionerPlugin:
 
     @hookimpl
     def pvc_node_start(self, daemon: Any) -> None:
+        """Read the settings; remove volume mappings a previous run of pvcnoded left."""
         self.settings = config.load(daemon.config)
+        threading.Thread(target=self._clean_mappings, args=(daemon.node,), daemon=True,
+                         name="provisioner-mappings").start()
+
+    def _clean_mappings(self, node: str) -> None:
+        import logging
+        import os
+
+        from pvc_plugins.provisioner import blockmap
+
+        assert self.settings is not None
+        left = blockmap.cleanup_stale(os.path.join(self.settings["work_dir"], node))
+        if left:
+            logging.getLogger("pvc_plugins.provisioner").error(
+                "provisioner: volume mappings left by an earlier run remain: %s",
+                "; ".join(left))
 
     @hookimpl
     def pvc_task_handlers(self) -> dict[str, Any]:

@@ -202,10 +202,10 @@ class VmKvmPlugin:
         return provide.define(daemon.store, daemon.plugins, definition)
 
     @hookimpl
-    def pvc_vm_set_state(self, daemon: Any, vm: str, state: str) -> bool:
+    def pvc_vm_set_state(self, daemon: Any, vm: str, state: str, wait: float) -> bool:
         from pvc_plugins.vm_kvm import provide
 
-        return provide.set_state(daemon.store, daemon.plugins, vm, state)
+        return provide.set_state(daemon.store, daemon.plugins, vm, state, wait)
 
     @hookimpl
     def pvc_vm_undefine(self, daemon: Any, vm: str) -> bool:

@@ -40,10 +40,22 @@ def define(store: Store, plugins: Any, definition: dict[str, Any]) -> dict[str, 
     return {"uuid": rec.uuid, "name": rec.name, "node": rec.node}
 
 
-def set_state(store: Store, plugins: Any, vm: str, state: str) -> bool:
+def set_state(store: Store, plugins: Any, vm: str, state: str, wait: float = 0.0) -> bool:
+    """As ``POST /vm/<vm>/state``; with ``wait``, until started or stopped (VmError if the
+    VM failed, or did not get there in time)."""
     if state not in keys.STATES:
         raise VmError(400, f"unknown VM state {state!r}")
-    vms.set_state(store, vm, state, plugins=plugins)
+    rec, _message = vms.set_state(store, vm, state, plugins=plugins)
+    if wait <= 0 or state not in (keys.START, keys.STOP):
+        return True
+    done = (lambda r: r.running_on == r.node or r.display_state == keys.FAIL) \
+        if state == keys.START else (lambda r: r.running_on is None)
+    final = vms.wait_for(store, rec.uuid, done, wait)
+    if final is None or not done(final):
+        raise VmError(409, f"VM '{rec.name}' did not {state} within {wait:g} s")
+    if final.display_state == keys.FAIL:
+        raise VmError(409, f"VM '{rec.name}' failed to start: "
+                           f"{final.observed.get('failed_reason') or 'no reason given'}")
     return True
 
 

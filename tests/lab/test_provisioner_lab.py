@@ -101,8 +101,18 @@ def test_a_profile_makes_a_vm_that_boots_from_its_rbd_volume(lab, profiles):
     info = as_json(lab, "vm", "info", "prov1")
     assert info["state"] == "start" and info["profile"] == "labboot", info
     assert any(d.get("name") == f"{POOL}/prov1_sda" for d in info.get("disks") or []), info
-    lab.wait_for(lambda: "GUEST-BOOTED" in pvc(lab, "vm", "log", "prov1").stdout,
-                 BOOT_TIMEOUT, "the provisioned VM to boot from its RBD volume")
+    # the schema's serial log is /var/log/libvirt/<vm>.log: in the lab, each node's libvirtd
+    # has its own /var/log/libvirt (a bind mount of the node's directory)
+    log = os.path.join(lab.spec.state_dir, info["node"], "libvirt", "log", "prov1.log")
+
+    def console() -> str:
+        try:
+            with open(log, errors="replace") as fh:
+                return fh.read()
+        except OSError:
+            return ""
+    lab.wait_for(lambda: "GUEST-BOOTED" in console(), BOOT_TIMEOUT,
+                 "the provisioned VM to boot from its RBD volume")
     print(f"\nprovisioner create (labboot) to SUCCESS: {made:.1f} s; booted "
           f"{time.monotonic() - t0:.1f} s after the request")
     ok(lab, "vm", "stop", "prov1", "--wait", timeout=120)

@@ -69,12 +69,11 @@ devices_scsi_controller = """    <controller type="scsi" index="0" model="virtio
 """
 
 # {ceph_storage_secret} (libvirt secret UUID) {disk_pool} {vm_name} {disk_id} (sda, sdb...)
-# opens the disk's <source>: the coordinator lines and the footer follow
+# opens the disk's <source>: the coordinator lines and the footer follow. No <auth>: PVC's
+# storage plugin adds its own Ceph user and secret to a disk that has none when the VM
+# starts (the secret is still accepted here, for scripts written for the original).
 devices_disk_header = """    <disk type="network" device="disk">
       <driver name="qemu" type="raw" cache="writeback" discard="unmap"/>
-      <auth username="libvirt">
-        <secret type="ceph" uuid="{ceph_storage_secret}"/>
-      </auth>
       <target dev="{disk_id}" bus="scsi"/>
       <source protocol="rbd" name="{disk_pool}/{vm_name}_{disk_id}">
 """

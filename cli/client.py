@@ -140,6 +140,29 @@ class ApiClient:
             return self._handle(resp, ep, accept)
         raise UnreachableError(failures)
 
+    def upload(self, path: str, file_path: str, params: dict[str, Any] | None = None,
+               timeout: float = 3600.0) -> ApiResponse:
+        """POST the file at ``file_path`` as the body (``application/octet-stream``) to the
+        current endpoint; no failover (the body is a stream that cannot be sent twice).
+        Answers and errors as ``request``."""
+        import os
+
+        import requests
+
+        session = self._get_session()
+        ep = self.endpoints[self._current]
+        size = os.path.getsize(file_path)
+        try:
+            with open(file_path, "rb") as fh:
+                resp = session.post(ep.base_url + path, params={
+                    k: v for k, v in (params or {}).items() if v is not None}, data=fh,
+                    timeout=(self.connect_timeout, timeout), verify=self._verify,
+                    headers={"Content-Type": "application/octet-stream",
+                             "Content-Length": str(size)})
+        except requests.exceptions.RequestException as exc:
+            raise PvcError(f"upload to {ep.label} failed: {exc}", EXIT_UNREACHABLE) from None
+        return self._handle(resp, ep, ())
+
     def _handle(self, resp: Any, ep: Endpoint, accept: tuple[int, ...]) -> ApiResponse:
         status = resp.status_code
         data = _json_or_none(resp)

@@ -40,6 +40,28 @@ $lab admin pvc vm list
 $lab admin pvc vm info demo1 | grep NIC || true
 $lab admin pvc network dhcp list demo
 echo
+echo "== the provisioner: a VM from a profile whose script makes its RBD disk bootable"
+if $lab admin pvc storage status 2>/dev/null | grep -q HEALTH; then
+  read -r kernel initrd < <(.venv/bin/python -c 'from pvc_lab.guest import build
+i = build(); print(i.bzimage, i.initrd)')
+  p="$lab admin pvc provisioner"
+  $lab admin pvc storage pool list "^demo$" 2>/dev/null | grep -qw demo ||
+    $lab admin pvc storage pool add demo 32 --replcfg copies=3,mincopies=2
+  if ! $p profile list "^demo$" -f json | grep -q "\"name\""; then
+    $p template system add demo -u 1 -m 128 --serial
+    $p template network add demo && $p template network vni add demo 100
+    $p template storage add demo && $p template storage disk add demo sda -p demo -s 1
+    $p script add labboot plugins/provisioner/examples/lab_boot.py
+    $p profile add demo -s demo -n demo -t demo -x labboot -a "kernel=$kernel" \
+      -a "initrd=$initrd" -a "cmdline=dhcp=1 pingtarget=10.100.0.1"
+  fi
+  $lab admin pvc vm info demo2 >/dev/null 2>&1 || $p create demo2 demo --wait
+  $lab admin pvc vm info demo2
+else
+  echo "(no Ceph in this lab: run 'bash scripts/demo.sh --storage' for this step)"
+fi
+
+echo
 echo "The lab is up. Try:"
 echo "  $lab status"
 echo "  $lab admin pvc node list              # the pvc CLI, run inside the lab network"

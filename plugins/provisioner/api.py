@@ -305,3 +305,87 @@ def create_vm(call: Call) -> Reply:
                   "task_id": record["id"], "task_name": record["type"],
                   "run_on": f"{primary} (primary)"}, status=202,
                  headers={"Location": call.url(f"/tasks/{record['id']}")})
+
+
+# -- OVA images --------------------------------------------------------------------------------
+
+def _ova_shape(o: dict[str, Any]) -> dict[str, Any]:
+    return {"id": o["id"], "name": o["name"], "volumes": o.get("volumes") or []}
+
+
+def list_ovas(call: Call) -> list[dict[str, Any]]:
+    return listing(call, model.OVA, _ova_shape)
+
+
+def get_ova(call: Call) -> list[dict[str, Any]]:
+    return one(call, model.OVA, "ova", _ova_shape)
+
+
+def upload_ova(call: Call) -> Reply:
+    """Spool the uploaded OVA on this node, check it, and import it there (a task)."""
+    import os
+    import shutil
+    import uuid
+
+    from pvc_plugins.provisioner import config, ova
+    from pvc_plugins.provisioner.ova_import import IMPORT
+
+    a, req = call.args, call.req
+    name = a.get("ova") or a.get("name")
+    try:
+        model.check_name(name, "name")
+    except model.ModelError as exc:
+        raise ApiError(400, str(exc)) from None
+    if read_one(call, model.OVA, name) is not None:
+        raise ApiError(400, f"OVA '{name}' already exists.")
+    files = getattr(req.context, "files", None) or {}
+    stream = files.get("file") or next(iter(files.values()), None)
+    if stream is None:
+        if (req.content_type or "").split(";")[0].strip().lower() != \
+                "application/octet-stream" or not req.content_length:
+            raise ApiError(400, "Send the OVA as the request body with Content-Type "
+                                "application/octet-stream")
+        stream = req.bounded_stream
+    node = call.api.config.node
+    spool = os.path.join(config.load(call.api.config)["work_dir"], node)
+    os.makedirs(spool, mode=0o700, exist_ok=True)
+    path = os.path.join(spool, f"upload-{uuid.uuid4().hex[:12]}.ova")
+    try:
+        with open(path, "wb") as out:
+            shutil.copyfileobj(stream, out, 4 * 2 ** 20)
+        if a.get("ova_size") is not None and os.path.getsize(path) != a["ova_size"]:
+            raise ApiError(400, f"The upload has {os.path.getsize(path)} bytes, not the "
+                                f"{a['ova_size']} of 'ova_size'")
+        facts = ova.inspect(path)
+    except ova.OvaError as exc:
+        os.unlink(path)
+        raise ApiError(400, f"Invalid OVA: {exc}") from None
+    except BaseException:
+        os.unlink(path)
+        raise
+    record = tasks.create_task(call.api.store, IMPORT, node, {
+        "name": name, "pool": a["pool"], "path": path})
+    return Reply({"message": f"Importing OVA '{name}' ({len(facts.disks)} disk(s)) into pool "
+                             f"{a['pool']}.", "task_id": record["id"],
+                  "task_name": record["type"], "run_on": node}, status=202,
+                 headers={"Location": call.url(f"/tasks/{record['id']}")})
+
+
+def remove_ova(call: Call) -> Reply:
+    """Remove an OVA and its volumes (a task on the primary); 409 while a profile uses it."""
+    from pvc_plugins.provisioner.ova_import import REMOVE
+
+    name = call.args["ova"]
+    existing(call, model.OVA, name, 400)
+    using = model.users(read_kind(call, model.PROFILE), model.OVA, name)
+    if using:
+        raise ApiError(409, f"OVA '{name}' is used by profile(s) {', '.join(using)}: change "
+                            "or remove them first.")
+    (primary,) = zk.fetch(call.api.store, [zk.get("config.primary_node")], call.api.zk_timeout)
+    if not primary or primary == "none":
+        raise ApiError(503, "There is no primary node to remove the OVA's volumes; try again")
+    record = tasks.create_task(call.api.store, REMOVE, primary, {"name": name})
+    return Reply({"message": f"Removing OVA '{name}' and its volumes.",
+                  "task_id": record["id"], "task_name": record["type"],
+                  "run_on": f"{primary} (primary)"}, status=202,
+                 headers={"Location": call.url(f"/tasks/{record['id']}")})

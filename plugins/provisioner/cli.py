@@ -434,6 +434,64 @@ def profile_list(limit: str | None, fmt: str) -> None:
 _remover(profile, "/provisioner/profile", "profile")
 
 
+# -- OVA images -------------------------------------------------------------------------------
+
+@provisioner.group()
+def ova() -> None:
+    """OVA appliances: upload one (its disks become volumes), then make VMs from it with an
+    `ova` profile (`profile add NAME -p ova -o OVA -x SCRIPT ...`)."""
+
+
+@ova.command("upload")
+@click.argument("name")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("-p", "--pool", required=True, help="The pool of the OVA's volumes")
+@click.option("--wait/--no-wait", default=True, show_default=True,
+              help="Follow the import (the disks' conversion) to its end")
+def ova_upload(name: str, file: str, pool: str, wait: bool) -> None:
+    """Upload OVA FILE as NAME: the API checks it (the OVF, the manifest, every disk), then
+    converts each disk to raw into a volume of POOL and adds system template ova_NAME."""
+    import os
+
+    client = _client()
+    answer = client.upload(f"/provisioner/ova/{name}", file,
+                           {"pool": pool, "ova_size": os.path.getsize(file)})
+    data = answer.data if isinstance(answer.data, dict) else {}
+    task_id = data.get("task_id")
+    if not wait or not task_id:
+        click.echo(f"{data.get('message', 'Import started.')} Task {task_id}.")
+        return
+    report_task(task_id, wait_task(client, task_id))
+
+
+@ova.command("list")
+@click.argument("limit", required=False)
+@format_option
+def ova_list(limit: str | None, fmt: str) -> None:
+    """List OVA images and their volumes."""
+    found = _list("/provisioner/ova", limit)
+    show_list(get_settings().painter, found, fmt, "No OVA found.",
+              lambda p, items: render_table(
+                  p, ["Name", "Disk", "Pool", "Volume", "GB"],
+                  [[o["name"], v["disk_id"], v["pool"], v["volume_name"], str(v["disk_size_gb"])]
+                   for o in items for v in o["volumes"]]))
+
+
+@ova.command("remove")
+@click.argument("name")
+@click.option("--wait/--no-wait", default=True, show_default=True,
+              help="Follow the removal of its volumes")
+def ova_remove(name: str, wait: bool) -> None:
+    """Remove OVA NAME and its volumes (refused while a profile uses it)."""
+    client = _client()
+    answer = client.request("DELETE", f"/provisioner/ova/{name}")
+    data = answer.data if isinstance(answer.data, dict) else {}
+    if wait and data.get("task_id"):
+        report_task(data["task_id"], wait_task(client, data["task_id"]))
+    else:
+        click.echo(data.get("message", f"Removing OVA {name}."))
+
+
 # -- create -----------------------------------------------------------------------------------
 
 @provisioner.command("create")
@@ -507,6 +565,11 @@ EXAMPLES: dict[str, list[str]] = {
                        f"{P} profile modify web -a release=trixie -a arch=amd64"],
     "profile list": [f"{P} profile list", f"{P} profile list -f json-pretty"],
     "profile remove": [f"{P} profile remove web"],
+    "ova": [f"{P} ova upload appliance ./appliance.ova -p vms", f"{P} ova list"],
+    "ova upload": [f"{P} ova upload appliance ./appliance.ova -p vms",
+                   f"{P} profile add appliance -p ova -o appliance -s ova_appliance -x ova"],
+    "ova list": [f"{P} ova list", f"{P} ova list -f json"],
+    "ova remove": [f"{P} ova remove appliance"],
 }
 for _kind, _file in (("userdata", "cloud-config.yaml"), ("script", "install.py")):
     EXAMPLES.update({

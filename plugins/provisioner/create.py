@@ -79,11 +79,23 @@ def script_arguments(profile_args: list[str], extra: list[str]) -> dict[str, str
     return out
 
 
+def disks(parts: dict[str, Any]) -> list[dict[str, Any]]:
+    """The VM's disks: the storage template's, or for an ``ova`` profile a copy of each of
+    the OVA's volumes."""
+    if parts[model.OVA]:
+        return [{"id": i + 1, "storage_template": None, "pool": v["pool"],
+                 "disk_id": v["disk_id"], "source_volume": v["volume_name"],
+                 "disk_size_gb": v["disk_size_gb"], "mountpoint": None, "filesystem": None,
+                 "filesystem_args": ""}
+                for i, v in enumerate(parts[model.OVA].get("volumes") or [])]
+    storage = parts[model.STORAGE] or {"disks": [], "name": None}
+    return [{**d, "storage_template": storage.get("name")} for d in storage["disks"]]
+
+
 def vm_data(parts: dict[str, Any], facts: dict[str, Any], args: dict[str, str]) -> dict:
     """The ``vm_data`` a provisioner script gets (the original's keys)."""
     system = parts[model.SYSTEM]
     network = parts[model.NETWORK] or {"mac_template": None, "networks": [], "name": None}
-    storage = parts[model.STORAGE] or {"disks": [], "name": None}
     script = parts[model.SCRIPT]
     details = {k: system.get(k) for k in ("id", "name", "vcpu_count", "vram_mb", "serial",
                                           "vnc", "vnc_bind", "node_limit", "node_selector",
@@ -100,7 +112,7 @@ def vm_data(parts: dict[str, Any], facts: dict[str, Any], args: dict[str, str]) 
         "script_arguments": args,
         "system_architecture": os.uname().machine,
         "system_details": details,
-        "volumes": [{**d, "storage_template": storage.get("name")} for d in storage["disks"]],
+        "volumes": disks(parts),
     }
     if parts.get(model.OVA):
         data["ova_details"] = parts[model.OVA]
@@ -373,7 +385,7 @@ def check(daemon: Any, name: str, parts: dict[str, Any]) -> dict[str, Any]:
             raise CreateFailed(STAGES[1], f"network {net['vni']} of network template "
                                f"'{network['name']}' does not exist")
     need: dict[str, int] = {}
-    for disk in (parts[model.STORAGE] or {}).get("disks", []):
+    for disk in disks(parts):
         need[disk["pool"]] = need.get(disk["pool"], 0) + int(disk.get("disk_size_gb") or 0) * GB
     for pool, size in sorted(need.items()):
         try:

@@ -47,10 +47,12 @@ class ProvisionerPlugin:
     @hookimpl
     def pvc_task_handlers(self) -> dict[str, Any]:
         """``provisioner.create`` (``create.run``)."""
-        from pvc_plugins.provisioner import create
+        from pvc_plugins.provisioner import create, ova_import
 
         return {create.TASK: lambda ctx: create.run(ctx, ctx.daemon, self.settings
-                                                    or config.load(ctx.daemon.config))}
+                                                    or config.load(ctx.daemon.config)),
+                **{kind: (lambda ctx, run=run: run(ctx, ctx.daemon))
+                   for kind, run in ova_import.HANDLERS.items()}}
 
     @hookimpl
     def pvc_become_primary(self, daemon: Any) -> None:

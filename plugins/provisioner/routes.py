@@ -230,6 +230,34 @@ ROUTES.append(Route(
                400: ("Refused (the message says why)", MSG),
                503: ("No primary node", MSG)}))
 
+OVA = Param("ova", location="path", description="The OVA's name")
+UPLOAD = (Param("pool", required=True, description="The pool of the OVA's volumes"),
+          Param("ova_size", "int", minimum=1, description="The file's size in bytes (checked)"))
+OVA_TASK = {202: ("Started; follow GET /tasks/{task_id}", ref("ProvisionerTaskReply")),
+            400: ("Refused (the message says why)", MSG)}
+SCHEMAS["Ova"] = {"type": "object", "required": ["id", "name", "volumes"], "properties": {
+    "id": {"type": "integer"}, "name": {"type": "string"},
+    "volumes": {"type": "array", "items": {"type": "object", "properties": {
+        "pool": {"type": "string"}, "volume_name": {"type": "string"},
+        "volume_format": {"type": "string"}, "disk_id": {"type": "string"},
+        "disk_size_gb": {"type": "integer"}}}}}}
+ROUTES += [
+    Route("GET", f"{BASE}/ova", h.list_ovas, "List OVA images", tag=TAG, params=(LIMIT,),
+          responses={200: ("The OVAs", array_of("Ova")), 404: ("None", MSG),
+                     400: ("Bad filter", MSG)}),
+    Route("POST", f"{BASE}/ova", h.upload_ova, "Upload and import an OVA (the body is the "
+          ".ova file, application/octet-stream)", tag=TAG, params=(NAME, *UPLOAD),
+          responses=OVA_TASK),
+    Route("GET", f"{BASE}/ova/{{ova}}", h.get_ova, "Show an OVA image", tag=TAG, params=(OVA,),
+          responses={200: ("The OVA", array_of("Ova")), 404: ("No such OVA", MSG)}),
+    Route("POST", f"{BASE}/ova/{{ova}}", h.upload_ova, "Upload and import the OVA named in "
+          "the path (the body is the .ova file)", tag=TAG, params=(OVA, *UPLOAD),
+          responses=OVA_TASK),
+    Route("DELETE", f"{BASE}/ova/{{ova}}", h.remove_ova, "Remove an OVA and its volumes (a "
+          "task; refused while a profile uses it)", tag=TAG, params=(OVA,),
+          responses={**OVA_TASK, 409: ("Used by a profile", MSG), 503: ("No primary", MSG)}),
+]
+
 
 def add_to(api: Any) -> None:
     for name, schema in SCHEMAS.items():

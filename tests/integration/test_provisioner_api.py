@@ -5,6 +5,7 @@ used template kept, and the CLI over HTTP to a real API server."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 
@@ -17,6 +18,7 @@ from pvc_api.server import create_server
 from pvc_cli.main import cli
 from pvc_kernel.config import ApiConfig, NodeConfig
 from pvc_kernel.plugins import PluginHost
+from pvc_kernel.sdk import tasks
 from pvc_plugins.provisioner.plugin import ProvisionerPlugin
 from tests.support import apiserver
 from tests.support.daemons import wait_for
@@ -40,11 +42,12 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def api(store, zk_hosts):
+def api(store, zk_hosts, tmp_path):
     host = PluginHost()
     host.register(ProvisionerPlugin, "provisioner")
     cfg = NodeConfig(node="hv1", cluster="provtest", zookeeper_hosts=[zk_hosts],
                      api=ApiConfig(keys=[KEY], port=_free_port(), threads=4))
+    cfg.plugin_sections["provisioner"] = {"work_dir": str(tmp_path / "work")}
     app = create_app(store, cfg, host)
     yield app, cfg
     app.stopping.set()
@@ -272,3 +275,18 @@ def test_the_cli_drives_the_objects_over_http(api, monkeypatch, tmp_path):
     finally:
         app.stopping.set()
         apiserver.stop(server, thread)
+
+
+def test_a_malformed_ova_is_refused_before_anything_is_made(client, store, tmp_path):
+    r = client.simulate_post(f"{V1}/ova/junk", params={"pool": "vms"}, body=b"not a tar" * 100,
+                             headers={"Content-Type": "application/octet-stream"})
+    assert r.status_code == 400 and r.json["message"].startswith("Invalid OVA"), r.text
+    r = client.simulate_post(f"{V1}/ova/junk", params={"pool": "vms", "ova_size": 5},
+                             body=b"123456", headers={"Content-Type":
+                                                      "application/octet-stream"})
+    assert r.status_code == 400 and "'ova_size'" in r.json["message"], r.text
+    r = client.simulate_post(f"{V1}/ova/junk", params={"pool": "vms"})
+    assert r.status_code == 400 and "application/octet-stream" in r.json["message"]
+    assert os.listdir(tmp_path / "work" / "hv1") == []          # nothing spooled is left
+    assert not [t for t in tasks.list_tasks(store) if t["type"].startswith("provisioner.")]
+    assert client.simulate_get(f"{V1}/ova").status_code == 404

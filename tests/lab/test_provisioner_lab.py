@@ -53,7 +53,7 @@ def lab():
     the_lab = storage_lab.acquire(lambda lab: "HEALTH_OK" in pvc(lab, "storage", "status").stdout)
     ok(the_lab, "storage", "pool", "add", POOL, "32", "--replcfg", "copies=3,mincopies=2")
     yield the_lab
-    for vm in ("prov1", "twin"):
+    for vm in ("prov1", "twin", "ova1"):
         pvc(the_lab, "vm", "undefine", vm, "--yes")
     for volume in ("prov1_sda", "twin_sda"):
         pvc(the_lab, "storage", "volume", "remove", POOL, volume, "--yes")
@@ -147,3 +147,58 @@ def test_two_creates_of_one_name_at_once_make_one_vm(lab, profiles):
     assert "twin_sda" in volumes(lab)
     ok(lab, "vm", "undefine", "twin", "--yes")
     ok(lab, "storage", "volume", "remove", POOL, "twin_sda", "--yes")
+
+
+def test_an_uploaded_ova_makes_a_vm_that_boots(lab, profiles, tmp_path):
+    """An OVA built here (the lab's boot disk as a streamOptimized VMDK and an OVF) is
+    uploaded, its disk converted into a volume; an ova profile's VM boots from a copy."""
+    import subprocess
+
+    from pvc_lab.guest import boot_disk
+    from tests.unit.test_provisioner_ova import DiskDecl, build_ova, ovf_text
+
+    disk = boot_disk(str(tmp_path / "boot.raw"), profiles, seed="ova")
+    vmdk = tmp_path / "disk1.vmdk"
+    subprocess.run(["qemu-img", "convert", "-O", "vmdk", "-o", "subformat=streamOptimized",
+                    disk.path, str(vmdk)], check=True)
+    ovf = ovf_text([DiskDecl("d1", "disk1.vmdk", disk.size)], name="labova", vcpus=1,
+                   memory=128).encode()
+    path = build_ova(tmp_path / "labova.ova", [("labova.ovf", ovf), ("disk1.vmdk", vmdk)])
+    bad = build_ova(tmp_path / "bad.ova", [("bad.ovf", ovf_text(
+        [DiskDecl("d1", "disk1.vmdk", 1024 * 1024)]).encode()), ("disk1.vmdk", vmdk)])
+
+    text = refused(lab, "provisioner", "ova", "upload", "badova", str(bad), "-p", POOL)
+    assert "Invalid OVA" in text and "declares" in text, text
+    assert not any(v.startswith("ova_badova") for v in volumes(lab))
+
+    out = ok(lab, "provisioner", "ova", "upload", "labova", str(path), "-p", POOL,
+             timeout=600)
+    assert "SUCCESS" in out, out
+    (listed,) = as_json(lab, "provisioner", "ova", "list")
+    assert listed["volumes"] == [{"pool": POOL, "volume_name": "ova_labova_sda",
+                                  "volume_format": "raw", "disk_id": "sda",
+                                  "disk_size_gb": 1}]
+    ok(lab, "provisioner", "script", "add", "ova", os.path.join(EXAMPLES, "ova.py"))
+    ok(lab, "provisioner", "profile", "add", "labova", "-p", "ova", "-o", "labova",
+       "-s", "ova_labova", "-x", "ova")
+    out = ok(lab, "provisioner", "create", "ova1", "labova", "--wait", timeout=600)
+    assert "SUCCESS" in out, out
+    info = as_json(lab, "vm", "info", "ova1")
+    log = os.path.join(lab.spec.state_dir, info["node"], "libvirt", "log", "ova1.log")
+
+    def console() -> str:
+        try:
+            with open(log, errors="replace") as fh:
+                return fh.read()
+        except OSError:
+            return ""
+    lab.wait_for(lambda: "GUEST-BOOTED" in console(), BOOT_TIMEOUT,
+                 "the VM made from the OVA to boot")
+    text = refused(lab, "provisioner", "ova", "remove", "labova")
+    assert "profile(s) labova" in text, text
+    ok(lab, "vm", "stop", "ova1", "--wait", timeout=120)
+    ok(lab, "vm", "undefine", "ova1", "--yes")
+    ok(lab, "storage", "volume", "remove", POOL, "ova1_sda", "--yes")
+    ok(lab, "provisioner", "profile", "remove", "labova")
+    assert "SUCCESS" in ok(lab, "provisioner", "ova", "remove", "labova", timeout=300)
+    assert "ova_labova_sda" not in volumes(lab)

@@ -185,28 +185,35 @@ def undo(daemon: Any, data: dict[str, Any]) -> list[str]:
 def recover_jobs(daemon: Any) -> None:
     """On a new primary: fail and undo every create whose primary died or that ended
     without cleaning up (its record is left)."""
+    for task_id in daemon.store.children("provisioner.jobs"):
+        try:
+            _recover_job(daemon, task_id)
+        except Exception:
+            log.exception("provisioner: cannot recover create %s", task_id)
+
+
+def _recover_job(daemon: Any, task_id: str) -> None:
     store = daemon.store
-    for task_id in store.children("provisioner.jobs"):
-        text = store.get("provisioner.job", task_id=task_id)
-        data = json.loads(text) if text else {}
-        record = tasks.get_task(store, task_id)
-        owner = (record or {}).get("owner") or data.get("node")
-        alive = owner == daemon.node or store.get("node.daemon_state", node=owner) == "run"
-        if record and record.get("state") == tasks.RUNNING and alive:
-            continue                          # its primary still runs it
-        if record and record.get("state") in (tasks.RUNNING, tasks.PENDING):
-            tasks.update_task(store, task_id, state=tasks.FAILURE, finished=time.time(),
-                              status=f"Interrupted at '{data.get('stage')}': node {owner} "
-                                     "stopped running it; what it made was removed")
-        problems = undo(daemon, data)
-        if problems:
-            log.error("provisioner: could not undo create %s: %s", task_id, "; ".join(problems))
-        else:
-            if data.get("claimed") and store.get("provisioner.claim", vm=data["vm"]) == task_id:
-                store.delete("provisioner.claim", vm=data["vm"])
-            store.delete("provisioner.job", task_id=task_id)
-            log.info("provisioner: removed what the interrupted create %s of %s made",
-                     task_id, data.get("vm"))
+    text = store.get("provisioner.job", task_id=task_id)
+    data = json.loads(text) if text else {}
+    record = tasks.get_task(store, task_id)
+    owner = (record or {}).get("owner") or data.get("node")
+    alive = owner == daemon.node or store.get("node.daemon_state", node=owner) == "run"
+    if record and record.get("state") == tasks.RUNNING and alive:
+        return                            # its primary still runs it
+    if record and record.get("state") in (tasks.RUNNING, tasks.PENDING):
+        tasks.update_task(store, task_id, state=tasks.FAILURE, finished=time.time(),
+                          status=f"Interrupted at '{data.get('stage')}': node {owner} "
+                                 "stopped running it; what it made was removed")
+    problems = undo(daemon, data)
+    if problems:
+        log.error("provisioner: could not undo create %s: %s", task_id, "; ".join(problems))
+    else:
+        if data.get("claimed") and store.get("provisioner.claim", vm=data["vm"]) == task_id:
+            store.delete("provisioner.claim", vm=data["vm"])
+        store.delete("provisioner.job", task_id=task_id)
+        log.info("provisioner: removed what the interrupted create %s of %s made",
+                 task_id, data.get("vm"))
 
 
 class Volumes:

@@ -17,6 +17,10 @@
   ``pingtarget=A.B.C.D[,E.F.G.H...]`` pings each address every 0.2 s for good, busybox's reply lines
   (``64 bytes from A.B.C.D: seq=N ...``) on the console: a missing ``seq`` is a lost ping
   (``ping_replies()`` reads them back);
+* with ``userdata=1`` (and an address by DHCP), fetches its user data from the metadata
+  service (``http://169.254.169.254/latest/user-data``, retrying every second), prints
+  ``USERDATA-FETCHED <bytes> bytes`` and runs it with ``sh``, each output line prefixed
+  ``userdata: ``;
 * answers ping on its addresses (the kernel does).
 
 ``boot_disk()`` turns the same kernel and initramfs into a raw disk image that boots on its
@@ -65,8 +69,14 @@ for w in $(cat /proc/cmdline); do
     guestip=*) ip addr add ${{w#guestip=}} dev eth0;;
     dhcp=1) udhcpc -i eth0 -t 5 -T 1 -b;;
     pingtarget=*) target=${{w#pingtarget=}};;
+    userdata=1) userdata=1;;
   esac
 done
+if [ -n "$userdata" ]; then
+  ( until wget -q -T 2 -O /tmp/user-data http://169.254.169.254/latest/user-data; do sleep 1; done
+    echo "USERDATA-FETCHED $(wc -c < /tmp/user-data) bytes"
+    sh /tmp/user-data 2>&1 | sed 's/^/userdata: /' ) &
+fi
 for t in $(echo "$target" | tr , ' '); do ( while true; do ping -i 0.2 $t; sleep 1; done ) & done
 i=0
 while true; do

@@ -249,6 +249,16 @@ class VmFit(TypedDict):
     node: str | None
 
 
+class VmIdentity(TypedDict):
+    """``pvc_vm_by_mac``: the VM that has a NIC with that MAC, and the profile it was made
+    from (None if it was not made from one)."""
+
+    uuid: str
+    name: str
+    node: str
+    profile: str | None
+
+
 class VolumeFacts(TypedDict, total=False):
     """``pvc_volume_facts``: what a VM's disk XML needs to reach the storage: the monitor
     hosts and port and the hypervisor secret's UUID (RBD), or nothing."""

@@ -46,6 +46,7 @@ if TYPE_CHECKING:   # the contract types cost nothing at run time (pvc_kernel.co
         UnlockAnswer,
         VmDefinition,
         VmFit,
+        VmIdentity,
         VmRef,
         VolumeFacts,
     )
@@ -380,6 +381,11 @@ def pvc_vm_undefine(daemon: NodeDaemonFace, vm: str) -> bool | None:
 
 
 @hookspec(firstresult=True)
+def pvc_vm_by_mac(daemon: NodeDaemonFace, mac: str) -> VmIdentity | None:
+    """The VM with a NIC of MAC address ``mac`` (lower case, colons), or None."""
+
+
+@hookspec(firstresult=True)
 def pvc_volume_facts(daemon: NodeDaemonFace) -> VolumeFacts | None:
     """How a VM's disk XML reaches this storage (see ``VolumeFacts``); None if this plugin
     keeps no volumes."""
@@ -422,6 +428,18 @@ def pvc_network_types() -> dict[str, str]:
     both); each node builds a network only through the plugin that declared its type. A
     network's record is a ``pvc_kernel.contracts.NetworkSpec``, read by key name
     (``network``, ``vni=``).
+    """
+
+
+@hookspec
+def pvc_network_gateway_addresses(daemon: NodeDaemonFace, network: NetworkSpec) -> list[str]:
+    """Addresses (``address/prefix``) a plugin serves on managed network ``network``'s
+    gateway, e.g. a metadata service's ``169.254.169.254/32``.
+
+    Called on the primary by the network plugin that raises the network's gateways, each
+    time it checks them; the addresses are held on the network's bridge with the gateways,
+    announced when they move, and dropped with them when the node stops being primary.
+    Must be quick (no I/O).
     """
 
 

@@ -221,9 +221,29 @@ class Services:
                             "every %g s)", vni, text, self.retry_interval)
             self.problems[vni] = text
 
+    def service_addresses(self, spec: dict[str, Any]) -> list[str]:
+        """What other plugins serve on the network's gateway (``pvc_network_gateway_
+        addresses``), valid addresses only."""
+        plugins = getattr(self.daemon, "plugins", None)
+        found: list[str] = []
+        for name, answer in plugins.call_each("pvc_network_gateway_addresses",
+                                              daemon=self.daemon, network=spec) \
+                if plugins is not None else []:
+            for cidr in answer or []:
+                try:
+                    text = str(ipaddress.ip_interface(cidr))
+                except ValueError:
+                    log.error("net_vxlan: plugin %s asked for gateway address %r: not an "
+                              "address/prefix", name, cidr)
+                    continue
+                if text not in found:
+                    found.append(text)
+        return found
+
     def raise_gateways(self, vni: int, spec: dict[str, Any]) -> None:
         bridge = dhcp.bridge_name(vni)
         addresses = gateway.wanted(spec)
+        addresses += [a for a in self.service_addresses(spec) if a not in addresses]
         for version in gateway.route({ipaddress.ip_interface(a).version for a in addresses}):
             log.info("net_vxlan: IPv%d forwarding turned on (this node routes the managed "
                      "networks)", version)

@@ -13,6 +13,9 @@ SETTINGS = Settings(
     keys=(
         Setting("work_dir", str, "/run/pvc/provisioner",
                 "directory for the provisioner's volume mappings (a subdirectory per node)"),
+        Setting("metadata", bool, True,
+                "serve the metadata service (user data, instance id) to VMs on managed "
+                "networks at 169.254.169.254:80 from the primary"),
         Setting("script_timeout", int, 3600,
                 "seconds a provisioner script may run before it is ended and the create "
                 "fails", minimum=10),

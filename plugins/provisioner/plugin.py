@@ -18,6 +18,8 @@ class ProvisionerPlugin:
 
     def __init__(self) -> None:
         self.settings: dict[str, Any] | None = None
+        self.metadata: Any = None            # metadata.MetadataService, on the primary
+        self.primary = False
 
     @hookimpl
     def pvc_config_settings(self) -> Settings:
@@ -59,8 +61,39 @@ class ProvisionerPlugin:
         """Undo the creates a dead primary left (``create.recover_jobs``)."""
         from pvc_plugins.provisioner import create
 
+        self.primary = True
         threading.Thread(target=create.recover_jobs, args=(daemon,), daemon=True,
                          name="provisioner-recover").start()
+
+    @hookimpl
+    def pvc_become_secondary(self, daemon: Any) -> None:
+        self.primary = False
+        self._stop_metadata()
+
+    @hookimpl
+    def pvc_node_stop(self, daemon: Any) -> None:
+        self.primary = False
+        self._stop_metadata()
+
+    @hookimpl
+    def pvc_network_gateway_addresses(self, daemon: Any, network: dict[str, Any]) -> list[str]:
+        """The metadata service's address on every managed network (the service starts
+        with the first network that asks, on the primary)."""
+        from pvc_plugins.provisioner import metadata
+
+        settings = self.settings or config.load(daemon.config)
+        if not settings["metadata"] or not self.primary:
+            return []
+        if self.metadata is None:
+            service = metadata.MetadataService(daemon)
+            service.start()
+            self.metadata = service
+        return [f"{metadata.ADDRESS}/32"]
+
+    def _stop_metadata(self) -> None:
+        service, self.metadata = self.metadata, None
+        if service is not None:
+            service.stop()
 
     @hookimpl
     def pvc_schema_keys(self) -> list[Key]:

@@ -212,3 +212,10 @@ class VmKvmPlugin:
         from pvc_plugins.vm_kvm import provide
 
         return provide.undefine(daemon.store, vm)
+
+    @hookimpl
+    def pvc_vm_by_mac(self, daemon: Any, mac: str) -> dict[str, Any] | None:
+        """The VM with that NIC (``provide.by_mac``)."""
+        from pvc_plugins.vm_kvm import provide
+
+        return provide.by_mac(daemon.store, mac)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from pvc_kernel.sdk import Store
-from pvc_plugins.vm_kvm import keys, placement, records, vms
+from pvc_plugins.vm_kvm import domxml, keys, placement, records, vms
 from pvc_plugins.vm_kvm.errors import VmError
 
 
@@ -64,3 +64,21 @@ def undefine(store: Store, vm: str) -> bool:
         return False
     vms.remove(store, vm)
     return True
+
+
+def by_mac(store: Store, mac: str) -> dict[str, Any] | None:
+    """The VM with a NIC of MAC ``mac``, and its profile."""
+    import xml.etree.ElementTree as ET
+
+    mac = mac.lower()
+    for rec in records.all_records(store):
+        if mac not in rec.xml.lower():                  # cheap first pass
+            continue
+        try:
+            nics = domxml.nics(ET.fromstring(rec.xml))
+        except ET.ParseError:
+            continue
+        if any(n["mac"].lower() == mac for n in nics):
+            return {"uuid": rec.uuid, "name": rec.name, "node": rec.node,
+                    "profile": (rec.meta or {}).get("profile")}
+    return None

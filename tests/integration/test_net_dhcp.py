@@ -35,6 +35,7 @@ import pytest
 from pvc_api.app import create_app
 from pvc_kernel import faults
 from pvc_kernel.config import ApiConfig, NodeConfig
+from pvc_kernel.sdk import hookimpl
 from pvc_kernel.state import Store
 from pvc_lab import netns
 from pvc_plugins.net_bridged import model
@@ -47,6 +48,7 @@ pytestmark = pytest.mark.integration
 KEY = "test-net-dhcp-key"
 V1 = "/api/v1"
 VNI = 100
+SERVICE = "169.254.169.254/32"     # a plugin's service address on the gateway (metadata)
 UDHCPC_SCRIPT = """#!/bin/sh
 case "$1" in
   bound|renew) ip addr flush dev "$interface" scope global
@@ -102,7 +104,16 @@ class Vm:
         return got[0] if proc.returncode == 0 and got else None
 
 
-def _node(name: str, ns: str, zk_hosts: str, run: str) -> Node:
+class ServiceAddress:
+    """A plugin that serves something on every managed network's gateway (as the
+    provisioner's metadata service does), on the node that is primary."""
+
+    @hookimpl
+    def pvc_network_gateway_addresses(self, network: dict) -> list[str]:
+        return [SERVICE] if network.get("vni") == VNI else []
+
+
+def _node(name: str, ns: str, zk_hosts: str, run: str, service: bool = False) -> Node:
     store = Store(zk_hosts, timeout=5)
     store.start()
     config = NodeConfig(node=name, cluster="dhcptest", zookeeper_hosts=[zk_hosts],
@@ -113,6 +124,8 @@ def _node(name: str, ns: str, zk_hosts: str, run: str) -> Node:
     node = Node(name, ns, store)
     node.host.register(NetBridgedPlugin, "net_bridged")
     node.host.register(NetVxlanPlugin, "net_vxlan")
+    if service:
+        node.host.register(ServiceAddress(), "service")
     assert node.host.config_problems(config) == []
     node.daemon = Daemon(node, config)
     return node
@@ -142,7 +155,7 @@ def site(zk_hosts, tmp_path) -> Iterator[dict[str, Any]]:
         for i, (name, ns) in enumerate(names.items(), start=1):
             ip(ns, "addr", "add", f"10.235.255.{i}/24", "dev", "under0")
             ip(ns, "link", "set", "under0", "up")
-            nodes[name] = _node(name, ns, zk_hosts, run)
+            nodes[name] = _node(name, ns, zk_hosts, run, service=True)
         store = nodes["hv1"].store
         app = create_app(store, nodes["hv1"].daemon.config, nodes["hv1"].host)
         script = tmp_path / "udhcpc.sh"
@@ -203,7 +216,7 @@ def test_the_primary_serves_gateways_dhcp_and_leases(site):
         "macaddress": vm1.mac, "ipaddress": f"{net4}.50", "hostname": "web1"})
     assert r.status_code == 200, r.text
     assert node.host.call_each("pvc_become_primary", daemon=node.daemon)
-    assert addresses(node.ns, "vmbr100") == {f"{net4}.1/24", f"{net6}1/64"}
+    assert addresses(node.ns, "vmbr100") == {f"{net4}.1/24", f"{net6}1/64", SERVICE}
     pid = dnsmasq_pid(node)
     assert pid is not None
 
@@ -340,7 +353,7 @@ def test_a_planned_handover_moves_the_services_between_nodes(site):
     assert hv2.host.call_each("pvc_become_primary", daemon=hv2.daemon)
     raised = time.monotonic() - started
     assert addresses(hv1.ns, "vmbr100") == set() and dnsmasq_pid(hv1) is None
-    assert addresses(hv2.ns, "vmbr100") == {f"{net4}.1/24"}
+    assert addresses(hv2.ns, "vmbr100") == {f"{net4}.1/24", SERVICE}   # moved with it
     assert neighbour(vm.ns, f"{net4}.1") == mac(hv2.ns, "vmbr100")      # the GARP
     wait_for(lambda: pings(vm.ns, f"{net4}.1", wait=0.2), 10, 0.01, "the gateway on hv2")
     answered = time.monotonic() - started

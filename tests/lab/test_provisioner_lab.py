@@ -8,6 +8,7 @@ creates of one name at once make one VM."""
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 
@@ -202,3 +203,61 @@ def test_an_uploaded_ova_makes_a_vm_that_boots(lab, profiles, tmp_path):
     ok(lab, "provisioner", "profile", "remove", "labova")
     assert "SUCCESS" in ok(lab, "provisioner", "ova", "remove", "labova", timeout=300)
     assert "ova_labova_sda" not in volumes(lab)
+
+
+def test_a_vm_fetches_and_runs_its_user_data_from_the_metadata_service(lab, profiles,
+                                                                       tmp_path):
+    """On a managed network, the provisioned guest gets an address by DHCP, fetches its
+    profile's user data from 169.254.169.254 and runs it; the address moves with the
+    primary's gateway, and a source that is no VM's gets 404."""
+    ok(lab, "network", "add", "150", "-d", "provnet", "-p", "managed", "-i", "10.150.0.0/24",
+       "-g", "10.150.0.1", "--dhcp", "--dhcp-start", "10.150.0.100", "--dhcp-end",
+       "10.150.0.199")
+    try:
+        lab.wait_for(lambda: (lambda n: n and all(r.get("state") == "up" for r in n.values()))(
+            as_json(lab, "network", "info", "provnet").get("nodes")), 60,
+            "every node to build the network")
+        script = tmp_path / "hello.sh"
+        script.write_text("#!/bin/sh\necho \"USERDATA-RAN $((6 * 7))\"\n")
+        ok(lab, "provisioner", "userdata", "add", "hello", str(script))
+        ok(lab, "provisioner", "template", "network", "add", "net150")
+        ok(lab, "provisioner", "template", "network", "vni", "add", "net150", "150")
+        ok(lab, "provisioner", "profile", "add", "meta", "-s", "tiny", "-n", "net150", "-t",
+           "boot1g", "-u", "hello", "-x", "labboot", "-a", f"kernel={profiles.bzimage}",
+           "-a", f"initrd={profiles.initrd}", "-a", "cmdline=dhcp=1 userdata=1")
+        out = ok(lab, "provisioner", "create", "meta1", "meta", "--wait", timeout=600)
+        assert "SUCCESS" in out, out
+        node = as_json(lab, "vm", "info", "meta1")["node"]
+        log = os.path.join(lab.spec.state_dir, node, "libvirt", "log", "meta1.log")
+
+        def console() -> str:
+            try:
+                with open(log, errors="replace") as fh:
+                    return fh.read()
+            except OSError:
+                return ""
+        t0 = time.monotonic()
+        lab.wait_for(lambda: "userdata: USERDATA-RAN 42" in console(), BOOT_TIMEOUT,
+                     "the guest to fetch and run its user data")
+        print(f"\nguest ran its user data {time.monotonic() - t0:.1f} s after the create")
+        assert "USERDATA-FETCHED" in console()
+
+        status = as_json(lab, "node", "list")
+        primary = next(n["name"] for n in status if n.get("coordinator_state") == "primary")
+        probe = ("import urllib.request, urllib.error\n"
+                 "try:\n"
+                 "    urllib.request.urlopen('http://169.254.169.254/latest/user-data',"
+                 " timeout=5)\n"
+                 "    print('200')\n"
+                 "except urllib.error.HTTPError as e:\n"
+                 "    print(e.code)\n")
+        out = lab.exec(primary, [sys.executable, "-c", probe], capture_output=True, text=True,
+                       timeout=30)
+        assert out.stdout.strip() == "404", (out.stdout, out.stderr)
+        ok(lab, "vm", "stop", "meta1", "--wait", timeout=120)
+        ok(lab, "vm", "undefine", "meta1", "--yes")
+        ok(lab, "storage", "volume", "remove", POOL, "meta1_sda", "--yes")
+    finally:
+        pvc(lab, "vm", "undefine", "meta1", "--yes")
+        pvc(lab, "provisioner", "profile", "remove", "meta")
+        pvc(lab, "network", "remove", "provnet", "--yes")

@@ -73,7 +73,8 @@ for w in $(cat /proc/cmdline); do
   esac
 done
 if [ -n "$userdata" ]; then
-  ( until wget -q -T 2 -O /tmp/user-data http://169.254.169.254/latest/user-data; do sleep 1; done
+  ( until timeout 5 wget -q -O /tmp/user-data http://169.254.169.254/latest/user-data; do
+      sleep 1; done      # (not wget -T: busybox-static's wget crashes with it)
     echo "USERDATA-FETCHED $(wc -c < /tmp/user-data) bytes"
     sh /tmp/user-data 2>&1 | sed 's/^/userdata: /' ) &
 fi

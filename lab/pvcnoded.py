@@ -83,6 +83,9 @@ def node_config(spec: LabSpec, node: NodeSpec) -> dict[str, Any]:
                                   "floating_ips": [f"{spec.floating_address}/"
                                                    f"{spec.prefixlen} {NODE_IFNAME}"]},
                     "net_bridged": {"bridge_device": NODE_IFNAME},     # VLANs: spec.VLANS
+                    # volume mappings' state, per lab (two labs' nodes share names)
+                    "provisioner": {"work_dir": os.path.join(spec.node_dir(node.name),
+                                                             "provisioner")},
                     "health": health_config(spec, node)},
     }
 

@@ -37,6 +37,7 @@ class Mapping:
     pid: int             # qemu-storage-daemon's
     workdir: str
     id: str
+    diskseq: str = ""    # the loop device's attachment: ours while it is unchanged
 
     @property
     def state(self) -> str:
@@ -76,13 +77,22 @@ def _ours(pid: int, export: str) -> bool:
         return False
 
 
-def _backing(device: str) -> str | None:
-    name = os.path.basename(device)
+def _sys(device: str, item: str) -> str | None:
     try:
-        with open(f"/sys/block/{name}/loop/backing_file", encoding="utf-8") as fh:
+        with open(f"/sys/block/{os.path.basename(device)}/{item}", encoding="utf-8") as fh:
             return fh.read().strip()
     except OSError:
         return None
+
+
+def _attached(mapping: Mapping) -> bool:
+    """True while the loop device is still the one this mapping attached (its disk
+    sequence number is unchanged; its backing file's path is gone once the daemon died)."""
+    if not mapping.device or _sys(mapping.device, "loop/backing_file") is None:
+        return False
+    if mapping.diskseq:
+        return _sys(mapping.device, "diskseq") == mapping.diskseq
+    return _sys(mapping.device, "loop/backing_file") == mapping.export
 
 
 def map_blockdev(blockdev: dict[str, Any], workdir: str, *, timeout: float = 30.0) -> Mapping:
@@ -109,6 +119,7 @@ def map_blockdev(blockdev: dict[str, Any], workdir: str, *, timeout: float = 30.
     except MapError:
         _stop(mapping, timeout)
         raise
+    mapping.diskseq = _sys(mapping.device, "diskseq") or ""
     # the kernel's scan at attach can miss a table read through FUSE: add what partx finds
     subprocess.run(["partx", "--update", mapping.device], capture_output=True,
                    timeout=timeout)
@@ -138,7 +149,7 @@ def _busy(device: str) -> list[str]:
 
 def unmap(mapping: Mapping, *, timeout: float = 30.0) -> None:
     """Flush and remove the mapping (idempotent); MapError while a partition is mounted."""
-    if mapping.device and _backing(mapping.device) == mapping.export:
+    if _attached(mapping):
         held = _busy(mapping.device)
         if held:
             raise MapError(f"{', '.join(held)} is still in use (mounted?): unmount it first")

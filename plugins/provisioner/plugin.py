@@ -11,6 +11,8 @@ from typing import Any
 from pvc_kernel.sdk import Key, Settings, hookimpl
 from pvc_plugins.provisioner import config, keys
 
+RECOVER_INTERVAL = 5.0
+
 
 class ProvisionerPlugin:
     """One per daemon; the objects are desired state the API writes, creates run as tasks
@@ -62,8 +64,16 @@ class ProvisionerPlugin:
         from pvc_plugins.provisioner import create
 
         self.primary = True
-        threading.Thread(target=create.recover_jobs, args=(daemon,), daemon=True,
-                         name="provisioner-recover").start()
+        threading.Thread(target=self._recover_loop, args=(daemon, create.recover_jobs),
+                         daemon=True, name="provisioner-recover").start()
+
+    def _recover_loop(self, daemon: Any, recover: Any) -> None:
+        """While primary: undo the creates of nodes that died (checked every
+        ``RECOVER_INTERVAL`` s: a dead primary is known as dead only some seconds after
+        this node took over)."""
+        while self.primary and not daemon.stopping.is_set():
+            recover(daemon)
+            daemon.stopping.wait(RECOVER_INTERVAL)
 
     @hookimpl
     def pvc_become_secondary(self, daemon: Any) -> None:

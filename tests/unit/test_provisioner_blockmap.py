@@ -107,7 +107,10 @@ def test_a_stale_mapping_of_a_killed_daemon_is_cleaned_up(workdir):
     os.kill(m.pid, signal.SIGKILL)
     wait_for(lambda: not blockmap._ours(m.pid, m.export))
     assert [s.id for s in blockmap.find_stale(workdir)] == [m.id]
+    assert blockmap._attached(m)          # its backing path is gone, the attachment is not
     assert blockmap.cleanup_stale(workdir) == []
+    assert not blockmap._attached(m)
+    assert blockmap._sys(m.device, "loop/backing_file") is None      # detached
     assert ours(workdir) == [] and os.listdir(workdir) == ["disk.raw"]
 
 

@@ -561,6 +561,14 @@ def pvc_api_metrics(api: ApiFace, group: str) -> list[Any]:
     """
 
 
+@hookspec(firstresult=True)
+def pvc_api_volume_free(api: ApiFace, pool: str) -> int | None:
+    """Bytes a new volume may take in ``pool``, read in pvcapid (e.g. to refuse an upload
+    that cannot fit before anything is made). Raise with the reason when there is no such
+    pool; None if this plugin keeps no volumes. Call with ``call_first(..., raising=True)``.
+    """
+
+
 @hookspec
 def pvc_api_status(api: ApiFace) -> dict[str, Any]:
     """Return this plugin's part of the cluster status (``GET /api/v1/status``).

@@ -357,6 +357,7 @@ def upload_ova(call: Call) -> Reply:
             raise ApiError(400, f"The upload has {os.path.getsize(path)} bytes, not the "
                                 f"{a['ova_size']} of 'ova_size'")
         facts = ova.inspect(path)
+        _refuse_no_room(call, a["pool"], sum(d.capacity_bytes for d in facts.disks))
     except ova.OvaError as exc:
         os.unlink(path)
         raise ApiError(400, f"Invalid OVA: {exc}") from None
@@ -369,6 +370,21 @@ def upload_ova(call: Call) -> Reply:
                              f"{a['pool']}.", "task_id": record["id"],
                   "task_name": record["type"], "run_on": node}, status=202,
                  headers={"Location": call.url(f"/tasks/{record['id']}")})
+
+
+def _refuse_no_room(call: Call, pool: str, size: int) -> None:
+    """400 when the OVA's disks do not fit the pool (or there is no such pool)."""
+    try:
+        free = call.api.plugins.call_first("pvc_api_volume_free", raising=True, api=call.api,
+                                           pool=pool)
+    except Exception as exc:
+        raise ApiError(400, f"Invalid parameter 'pool': {exc}") from None
+    if free is None:
+        raise ApiError(400, "No storage plugin keeps volumes on this cluster")
+    if size > free:
+        gib = 1024 ** 3
+        raise ApiError(400, f"Invalid OVA: its disks take {size / gib:.1f} GiB, pool {pool} "
+                            f"has {free / gib:.1f} GiB free")
 
 
 def remove_ova(call: Call) -> Reply:

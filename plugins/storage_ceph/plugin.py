@@ -243,6 +243,14 @@ class StorageCephPlugin:
 
         return ceph_api.cluster_status(api)
 
+    @hookimpl
+    def pvc_api_volume_free(self, api: Any, pool: str) -> int | None:
+        """pvcapid: the pool's free bytes through the API's Ceph connection."""
+        from pvc_plugins.storage_ceph import provide
+
+        settings = cephconfig.from_config(api.config)
+        return provide.free(self.api_client(api.config), pool) if settings.enabled else None
+
     # -- volumes for other plugins (the provisioner), on the primary -------------------------
     def _enabled(self, daemon: Any) -> Any:
         rt = self.runtime(daemon)

@@ -168,9 +168,16 @@ def test_an_uploaded_ova_makes_a_vm_that_boots(lab, profiles, tmp_path):
     bad = build_ova(tmp_path / "bad.ova", [("bad.ovf", ovf_text(
         [DiskDecl("d1", "disk1.vmdk", 1024 * 1024)]).encode()), ("disk1.vmdk", vmdk)])
 
+    huge = build_ova(tmp_path / "huge.ova", [("huge.ovf", ovf_text(
+        [DiskDecl("d1", "disk1.vmdk", 2 ** 50)], vcpus=1, memory=128).encode()),
+        ("disk1.vmdk", vmdk)])
     text = refused(lab, "provisioner", "ova", "upload", "badova", str(bad), "-p", POOL)
     assert "Invalid OVA" in text and "declares" in text, text
-    assert not any(v.startswith("ova_badova") for v in volumes(lab))
+    text = refused(lab, "provisioner", "ova", "upload", "hugeova", str(huge), "-p", POOL)
+    assert "Invalid OVA" in text and f"pool {POOL} has" in text, text
+    text = refused(lab, "provisioner", "ova", "upload", "nopool", str(path), "-p", "nopool")
+    assert "'pool'" in text, text
+    assert not any(v.startswith(("ova_badova", "ova_hugeova")) for v in volumes(lab))
 
     out = ok(lab, "provisioner", "ova", "upload", "labova", str(path), "-p", POOL,
              timeout=600)

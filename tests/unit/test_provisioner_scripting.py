@@ -712,3 +712,33 @@ def test_check_script_never_runs_the_script(tmp_path: Path) -> None:
     text = f"open({str(marker)!r}, 'w').close()\nclass VMBuilderScript: pass\n"
     assert check_script(text) is None
     assert not marker.exists()
+
+
+def test_debootstrap_example_checks_builds_its_xml_and_cleans_up(monkeypatch) -> None:
+    """The shipped debootstrap example (no mirror here: it stops at prepare(), where the
+    volume cannot be mapped): its tool checks pass with the tools on PATH, its XML is a
+    domain of the template's disks and NICs, and cleanup() unmaps what it mapped."""
+    import shutil
+    import tempfile
+
+    tools = tempfile.mkdtemp(prefix="pvc-stub-tools-", dir="/var/tmp")   # not under the
+    try:                                                                 # child's own /tmp
+        for tool in ("debootstrap", "sfdisk", "partx", "blkid"):
+            stub = Path(tools) / tool
+            stub.write_text("#!/bin/sh\nexit 0\n")
+            stub.chmod(0o755)
+        monkeypatch.setenv("PATH", f"{tools}:{os.environ['PATH']}")
+        text = (NOOP.parent / "debootstrap.py").read_text()
+        assert runner.check_script(text) is None
+        data = vm_data(text, deb_release="trixie")
+        volumes = FakeVolumes(broken={"map"})
+        with pytest.raises(runner.ScriptFailed) as failed:
+            run(text, volumes=volumes, data=data)
+    finally:
+        shutil.rmtree(tools)
+    assert failed.value.stage == "prepare", failed.value.message
+    assert "cannot map vms/web12_sda" in failed.value.message
+    seen = failed.value.seen  # type: ignore[attr-defined]
+    assert seen.stages == ["setup", "create", "prepare", "cleanup"]
+    check_domain(seen.xml[0], "web12", data)
+    assert volumes.calls == [("map", "vms", "web12_sda")]     # nothing mapped: nothing unmapped

@@ -8,6 +8,9 @@ template exist, does a profile use it) and writes in the same hold.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -323,10 +326,6 @@ def get_ova(call: Call) -> list[dict[str, Any]]:
 
 def upload_ova(call: Call) -> Reply:
     """Spool the uploaded OVA on this node, check it, and import it there (a task)."""
-    import os
-    import shutil
-    import uuid
-
     from pvc_plugins.provisioner import config, ova
     from pvc_plugins.provisioner.ova_import import IMPORT
 

@@ -35,7 +35,7 @@ class StartFailed(Exception):
     """The VM was made (and is kept) but did not start."""
 
 
-def _ask(daemon: Any, hook: str, **kw: Any) -> Any:
+def ask(daemon: Any, hook: str, **kw: Any) -> Any:
     """The first answer of a VM or volume hook; a plugin's refusal raises (its reason)."""
     return daemon.plugins.call_first(hook, raising=True, daemon=daemon, **kw)
 
@@ -166,13 +166,13 @@ def undo(daemon: Any, data: dict[str, Any]) -> list[str]:
     problems: list[str] = []
     if data.get("vm_uuid"):
         try:
-            _ask(daemon, "pvc_vm_undefine", vm=data["vm_uuid"])
+            ask(daemon, "pvc_vm_undefine", vm=data["vm_uuid"])
         except Exception as exc:
             problems.append(f"VM {data['vm']}: {exc}")
     for pool, name in reversed(data.get("volumes") or []):
         for attempt in range(30):           # a dead mapper's watch times out within ~30 s
             try:
-                _ask(daemon, "pvc_volume_remove", pool=pool, name=name)
+                ask(daemon, "pvc_volume_remove", pool=pool, name=name)
                 break
             except Exception as exc:
                 if attempt == 29 or "in use" not in str(exc):
@@ -225,7 +225,7 @@ class Volumes:
         self.mapped: dict[tuple[str, str], Any] = {}
 
     def _hook(self, hook: str, **kw: Any) -> Any:
-        answer = _ask(self.daemon, hook, **kw)
+        answer = ask(self.daemon, hook, **kw)
         if answer is None:
             raise RuntimeError("no storage plugin keeps volumes on this node")
         return answer
@@ -310,7 +310,7 @@ def run(ctx: Any, daemon: Any, settings: dict[str, Any]) -> str:
                 return
             step(5)
             system = parts[model.SYSTEM]
-            ref = _ask(daemon, "pvc_vm_define", definition={
+            ref = ask(daemon, "pvc_vm_define", definition={
                 "xml": xml, "node": None,
                 "node_limit": (system.get("node_limit") or "").split(",")
                 if system.get("node_limit") else None,
@@ -345,7 +345,7 @@ def run(ctx: Any, daemon: Any, settings: dict[str, Any]) -> str:
             step(9)
             job.done()                  # made: a VM that fails to start is kept, with its disks
             try:
-                _ask(daemon, "pvc_vm_set_state", vm=name, state="start", wait=START_WAIT)
+                ask(daemon, "pvc_vm_set_state", vm=name, state="start", wait=START_WAIT)
             except Exception as exc:
                 raise StartFailed(f"VM '{name}' was made but did not start: {exc}") from None
     except StartFailed:
@@ -379,7 +379,7 @@ def check(daemon: Any, name: str, parts: dict[str, Any]) -> dict[str, Any]:
     system = parts[model.SYSTEM]
     store = daemon.store
     limit = [n for n in (system.get("node_limit") or "").split(",") if n] or None
-    fit = _ask(daemon, "pvc_vm_fit", name=name,
+    fit = ask(daemon, "pvc_vm_fit", name=name,
                              memory_mb=int(system["vram_mb"]), vcpus=int(system["vcpu_count"]),
                              node_limit=limit)
     if fit is None:
@@ -396,7 +396,7 @@ def check(daemon: Any, name: str, parts: dict[str, Any]) -> dict[str, Any]:
         need[disk["pool"]] = need.get(disk["pool"], 0) + int(disk.get("disk_size_gb") or 0) * GB
     for pool, size in sorted(need.items()):
         try:
-            free = _ask(daemon, "pvc_volume_free", pool=pool)
+            free = ask(daemon, "pvc_volume_free", pool=pool)
         except Exception as exc:
             raise CreateFailed(STAGES[1], f"pool {pool}: {exc}") from None
         if free is None:
@@ -404,7 +404,7 @@ def check(daemon: Any, name: str, parts: dict[str, Any]) -> dict[str, Any]:
         if size > free:
             raise CreateFailed(STAGES[1], f"pool {pool} has {free / GB:.1f} GiB free, the "
                                f"disks need {size / GB:.1f} GiB")
-    facts = (_ask(daemon, "pvc_volume_facts") or {}) if need else {}
+    facts = (ask(daemon, "pvc_volume_facts") or {}) if need else {}
     return {**facts, "node": fit.get("node")}
 
 

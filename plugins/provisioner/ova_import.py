@@ -17,7 +17,7 @@ import os
 from typing import Any
 
 from pvc_plugins.provisioner import model, ova
-from pvc_plugins.provisioner.create import _ask
+from pvc_plugins.provisioner.create import ask
 from pvc_plugins.provisioner.keys import LOCK
 
 log = logging.getLogger("pvc_plugins.provisioner")
@@ -48,12 +48,12 @@ def run_import(ctx: Any, daemon: Any) -> str:
             ctx.check()
             volume = volume_name(name, disk.disk_id)
             ctx.progress(index * 100, total, f"Creating volume {pool}/{volume}")
-            _ask(daemon, "pvc_volume_create", pool=pool, name=volume,
+            ask(daemon, "pvc_volume_create", pool=pool, name=volume,
                  size_bytes=disk.capacity_bytes, source=None)
             made.append(volume)
             if not disk.file:
                 continue
-            target = _ask(daemon, "pvc_volume_blockdev", pool=pool, name=volume)
+            target = ask(daemon, "pvc_volume_blockdev", pool=pool, name=volume)
 
             def progress(fraction: float, index: int = index, disk_id: str = disk.disk_id) -> None:
                 ctx.progress(index * 100 + int(fraction * 99), total,
@@ -82,7 +82,7 @@ def run_import(ctx: Any, daemon: Any) -> str:
     except BaseException:
         for volume in reversed(made):
             try:
-                _ask(daemon, "pvc_volume_remove", pool=pool, name=volume)
+                ask(daemon, "pvc_volume_remove", pool=pool, name=volume)
             except Exception as exc:
                 log.error("provisioner: OVA %s: cannot remove %s/%s: %s", name, pool, volume,
                           exc)
@@ -105,7 +105,7 @@ def run_remove(ctx: Any, daemon: Any) -> str:
     record = json.loads(text)
     for volume in record.get("volumes") or []:
         ctx.check()
-        _ask(daemon, "pvc_volume_remove", pool=volume["pool"], name=volume["volume_name"])
+        ask(daemon, "pvc_volume_remove", pool=volume["pool"], name=volume["volume_name"])
     daemon.store.delete("provisioner.object", kind=model.OVA, obj=name)
     return f"Removed OVA '{name}' and its volumes."
 

@@ -433,13 +433,14 @@ def pvc_network_types() -> dict[str, str]:
 
 @hookspec
 def pvc_network_gateway_addresses(daemon: NodeDaemonFace, network: NetworkSpec) -> list[str]:
-    """Addresses (``address/prefix``) a plugin serves on managed network ``network``'s
-    gateway, e.g. a metadata service's ``169.254.169.254/32``.
+    """IPv4 addresses (``address/prefix``) a plugin serves to managed network
+    ``network``'s guests through its gateway, e.g. a metadata service's
+    ``169.254.169.254/32``.
 
     Called on the primary by the network plugin that raises the network's gateways, each
-    time it checks them; the addresses are held on the network's bridge with the gateways,
-    announced when they move, and dropped with them when the node stops being primary.
-    Must be quick (no I/O).
+    time it checks them; the addresses are held on the primary (not on the bridges, where
+    each network's DNS server binds every address), announced on the networks' bridges
+    when they move, and dropped when the node stops being primary. Must be quick (no I/O).
     """
 
 

@@ -107,6 +107,38 @@ def hold(device: str, cidr: str, present: bool, ipr: Any = None) -> bool:
     return True
 
 
+SERVICE_DEVICE = "lo"
+SERVICE_LABEL = "lo:pvcsvc"
+
+
+def service_addresses(ipr: Any = None) -> set[str]:
+    """The service addresses held here (IPv4 on ``lo``, labelled ``SERVICE_LABEL``)."""
+    with netlink(ipr) as ipr:
+        index = _index(ipr, SERVICE_DEVICE)
+        return {f"{m.get_attr('IFA_ADDRESS')}/{m['prefixlen']}"
+                for m in ipr.get_addr(index=index)
+                if m.get_attr("IFA_LABEL") == SERVICE_LABEL}
+
+
+def hold_services(wanted: set[str], ipr: Any = None) -> tuple[list[str], list[str]]:
+    """Make the held service addresses exactly ``wanted`` (IPv4 ``address/prefix``);
+    (added, removed). They live on ``lo``, not on the bridges: a dnsmasq per network binds
+    every address of its bridge, and two cannot bind one address. Guests reach them through
+    their gateway (this node), and this node answers ARP for them on every bridge."""
+    with netlink(ipr) as ipr:
+        index = _index(ipr, SERVICE_DEVICE)
+        have = service_addresses(ipr)
+        added, removed = sorted(wanted - have), sorted(have - wanted)
+        for cidr in removed:
+            address, prefix = cidr.split("/")
+            ipr.addr("del", index=index, address=address, prefixlen=int(prefix))
+        for cidr in added:
+            address, prefix = cidr.split("/")
+            ipr.addr("add", index=index, address=address, prefixlen=int(prefix),
+                     label=SERVICE_LABEL)
+    return added, removed
+
+
 def drop(bridge: str, ipr: Any = None) -> list[str]:
     """Remove every global address of ``bridge`` (absent bridge: nothing to do)."""
     with netlink(ipr) as ipr:

@@ -73,6 +73,7 @@ class Services:
         self.dnsmasq: dict[int, dhcp.Dnsmasq] = {}
         self.failures: dict[int, tuple[int, float]] = {}   # vni -> (crashes in a row, next try)
         self.problems: dict[int, str] = {}
+        self.services_wanted: set[str] = set()    # other plugins' addresses (on lo)
         self.watched: set[int] = set()
         self.wanted = threading.Event()
         self.stopping = threading.Event()
@@ -184,6 +185,7 @@ class Services:
                    if not gateway.quiet(dhcp.bridge_name(vni))}
         if not self.primary:
             self.hold_floating(False)
+            self._drop_services(set())
             self.firewall_drop()
             for vni in sorted(set(specs) | set(self.dnsmasq) | self._leftovers(), reverse=True):
                 self.drop(vni)
@@ -194,8 +196,11 @@ class Services:
             self.drop(vni)
         before, self.problems = self.problems, {}
         self.hold_floating(True)
+        self.services_wanted = set()
         for vni, spec in sorted(specs.items()):      # gateways first: guests ping at once
             self._guard(vni, self.raise_gateways, spec, before)
+        if not any(v in self.problems for v in specs):
+            self._drop_services(self.services_wanted)     # none left over
         for vni, spec in sorted(specs.items()):
             if vni not in self.problems:
                 self._guard(vni, self.raise_dhcp, spec, before)
@@ -223,7 +228,7 @@ class Services:
 
     def service_addresses(self, spec: dict[str, Any]) -> list[str]:
         """What other plugins serve on the network's gateway (``pvc_network_gateway_
-        addresses``), valid addresses only."""
+        addresses``), valid IPv4 addresses only."""
         plugins = getattr(self.daemon, "plugins", None)
         found: list[str] = []
         for name, answer in plugins.call_each("pvc_network_gateway_addresses",
@@ -231,7 +236,7 @@ class Services:
                 if plugins is not None else []:
             for cidr in answer or []:
                 try:
-                    text = str(ipaddress.ip_interface(cidr))
+                    text = str(ipaddress.IPv4Interface(cidr))
                 except ValueError:
                     log.error("net_vxlan: plugin %s asked for gateway address %r: not an "
                               "address/prefix", name, cidr)
@@ -243,16 +248,32 @@ class Services:
     def raise_gateways(self, vni: int, spec: dict[str, Any]) -> None:
         bridge = dhcp.bridge_name(vni)
         addresses = gateway.wanted(spec)
-        addresses += [a for a in self.service_addresses(spec) if a not in addresses]
+        services = self.service_addresses(spec)
+        self.services_wanted.update(services)
         for version in gateway.route({ipaddress.ip_interface(a).version for a in addresses}):
             log.info("net_vxlan: IPv%d forwarding turned on (this node routes the managed "
                      "networks)", version)
         added, removed = gateway.ensure(bridge, addresses)
-        if added:
-            gateway.announce(bridge, added)
+        held, _ = gateway.hold_services(gateway.service_addresses() | set(services))
+        if held:
+            log.info("net_vxlan: service address %s held (for the managed networks)",
+                     ", ".join(held))
+        if added or held:
+            gateway.announce(bridge, added + services)
         if added or removed:
             log.info("net_vxlan: network %d: gateway %s on %s%s", vni, ", ".join(added) or "-",
                      bridge, f" (removed {', '.join(removed)})" if removed else "")
+
+    def _drop_services(self, keep: set[str]) -> None:
+        """Release the service addresses not in ``keep`` (all of them when not primary,
+        also those a crashed primary left)."""
+        try:
+            _, removed = gateway.hold_services(gateway.service_addresses() & keep)
+        except Exception as exc:
+            log.warning("net_vxlan: cannot release the service addresses: %s", exc)
+            return
+        if removed:
+            log.info("net_vxlan: service address %s released", ", ".join(removed))
 
     def raise_dhcp(self, vni: int, spec: dict[str, Any]) -> None:
         """Start, restart or update the network's dnsmasq as ``spec`` and its reservations

@@ -102,7 +102,9 @@ def map_blockdev(blockdev: dict[str, Any], workdir: str, *, timeout: float = 30.
     export = os.path.join(workdir, f"{ident}.img")
     pidfile = os.path.join(workdir, f"{ident}.pid")
     open(export, "w").close()
-    spec = json.dumps({**blockdev, "node-name": "vol"})
+    # discard=unmap: the loop driver turns "write zeroes" (ext4's zeroing) into a hole
+    # punch, which QEMU's default discard=ignore would drop: the zeroes would not be written
+    spec = json.dumps({"discard": "unmap", **blockdev, "node-name": "vol"})
     try:
         _run([QSD, "--blockdev", spec, "--export",
               f"type=fuse,id=exp,node-name=vol,mountpoint={export},writable=on",
@@ -115,7 +117,10 @@ def map_blockdev(blockdev: dict[str, Any], workdir: str, *, timeout: float = 30.
         raise MapError(f"cannot open the volume: {exc}") from None
     mapping = Mapping(device="", export=export, pid=pid, workdir=workdir, id=ident)
     try:
-        mapping.device = _run(["losetup", "--find", "--show", "--partscan", export], timeout)
+        # buffered I/O (direct I/O over the FUSE export corrupted writes > 512 KiB on
+        # Linux 6.18 / QEMU 7.2) and 512-byte sectors (what QEMU gives the VM)
+        mapping.device = _run(["losetup", "--find", "--show", "--partscan",
+                               "--direct-io=off", "--sector-size", "512", export], timeout)
     except MapError:
         _stop(mapping, timeout)
         raise

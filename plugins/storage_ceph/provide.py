@@ -43,5 +43,6 @@ def remove(client: CephClient, pool: str, name: str) -> bool:
 
 def blockdev(settings: CephConfig, pool: str, name: str) -> dict[str, Any]:
     """The volume for QEMU tools on this node (librbd: no kernel driver needed)."""
-    return {"driver": "raw", "file": {"driver": "rbd", "pool": pool, "image": name,
-                                      "conf": settings.ceph_conf, "user": settings.rados_id}}
+    return {"driver": "raw", "discard": "unmap",
+            "file": {"driver": "rbd", "pool": pool, "image": name, "discard": "unmap",
+                     "conf": settings.ceph_conf, "user": settings.rados_id}}

@@ -216,7 +216,8 @@ def test_the_primary_serves_gateways_dhcp_and_leases(site):
         "macaddress": vm1.mac, "ipaddress": f"{net4}.50", "hostname": "web1"})
     assert r.status_code == 200, r.text
     assert node.host.call_each("pvc_become_primary", daemon=node.daemon)
-    assert addresses(node.ns, "vmbr100") == {f"{net4}.1/24", f"{net6}1/64", SERVICE}
+    assert addresses(node.ns, "vmbr100") == {f"{net4}.1/24", f"{net6}1/64"}
+    assert SERVICE in addresses(node.ns, "lo")          # a plugin's service address
     pid = dnsmasq_pid(node)
     assert pid is not None
 
@@ -290,8 +291,9 @@ def test_the_primary_serves_gateways_dhcp_and_leases(site):
 
 
 def test_a_secondary_drops_what_a_crashed_primary_left(site):
-    """A pvcnoded that died while primary left a gateway address and its dnsmasq; the next
-    start of the plugin (as a secondary) removes both (the dnsmasq found by its pid file)."""
+    """A pvcnoded that died while primary left a gateway address, a service address and its
+    dnsmasq; the next start of the plugin (as a secondary) removes them (the dnsmasq found
+    by its pid file)."""
     node, store, sub = site["node"], site["store"], site["sub"]
     spec = model.build(VNI, "managed", {"description": "office", "ip4_network":
                                         f"10.235.{sub}.0/24", "ip4_gateway":
@@ -302,6 +304,7 @@ def test_a_secondary_drops_what_a_crashed_primary_left(site):
              == "up", 20, 0.1, "vmbr100 built")
     node.stop()
     ip(node.ns, "addr", "add", f"10.235.{sub}.1/24", "dev", "vmbr100")
+    ip(node.ns, "addr", "add", SERVICE, "dev", "lo", "label", "lo:pvcsvc")
     pid_file = site["run"] / "dnsmasq-100.pid"
     subprocess.run(["ip", "netns", "exec", node.ns, "dnsmasq", "--conf-file=/dev/null",
                     f"--pid-file={pid_file}", "--bind-interfaces", "--interface=vmbr100",
@@ -314,6 +317,8 @@ def test_a_secondary_drops_what_a_crashed_primary_left(site):
         wait_for(lambda: not alive(pid), 10, 0.05, "the leftover dnsmasq gone")
         wait_for(lambda: addresses(node.ns, "vmbr100") == set(), 10, 0.05,
                  "the leftover gateway gone")
+        wait_for(lambda: SERVICE not in addresses(node.ns, "lo"), 10, 0.05,
+                 "the leftover service address gone")
     finally:
         if alive(pid):
             os.kill(pid, signal.SIGTERM)
@@ -353,7 +358,8 @@ def test_a_planned_handover_moves_the_services_between_nodes(site):
     assert hv2.host.call_each("pvc_become_primary", daemon=hv2.daemon)
     raised = time.monotonic() - started
     assert addresses(hv1.ns, "vmbr100") == set() and dnsmasq_pid(hv1) is None
-    assert addresses(hv2.ns, "vmbr100") == {f"{net4}.1/24", SERVICE}   # moved with it
+    assert addresses(hv2.ns, "vmbr100") == {f"{net4}.1/24"}
+    assert SERVICE not in addresses(hv1.ns, "lo") and SERVICE in addresses(hv2.ns, "lo")
     assert neighbour(vm.ns, f"{net4}.1") == mac(hv2.ns, "vmbr100")      # the GARP
     wait_for(lambda: pings(vm.ns, f"{net4}.1", wait=0.2), 10, 0.01, "the gateway on hv2")
     answered = time.monotonic() - started

@@ -74,8 +74,9 @@ def bench_api(count: int) -> None:
 
 
 def pvc(lab: str, *args: str, timeout: float = 900) -> str:
-    out = subprocess.run([sys.executable, "-m", "pvc_lab.cli", "--name", lab, "admin",
-                          sys.executable, "-m", "pvc_cli", *args],
+    pvc_lab = os.path.join(os.path.dirname(sys.executable), "pvc-lab")
+    out = subprocess.run([pvc_lab, "--name", lab, "admin", sys.executable, "-m", "pvc_cli",
+                          *args],
                          capture_output=True, text=True, timeout=timeout,
                          env=dict(os.environ, NO_COLOR="1", PVC_CLI_CONFIG="/nonexistent"))
     if out.returncode != 0:

@@ -164,6 +164,9 @@ def add_disk(t: dict[str, Any], disk_id: str, given: dict[str, Any],
                          f"{', '.join(FILESYSTEMS)}")
     if fs is None and fsargs:
         raise ModelError("Invalid parameter 'filesystem_arg': give a filesystem too")
+    if fs is not None and fs != "swap" and mount is None:
+        raise ModelError(f"Invalid parameter 'mountpoint': a {fs} filesystem needs a "
+                         "mountpoint (where the script mounts it)")
     if mount is not None:
         if fs is None:
             raise ModelError("Invalid parameter 'mountpoint': a mountpoint needs a filesystem")

@@ -253,9 +253,10 @@ class Volumes:
     def unmap(self, pool: str, name: str) -> None:
         from pvc_plugins.provisioner import blockmap
 
-        mapping = self.mapped.pop((pool, name), None)
+        mapping = self.mapped.get((pool, name))
         if mapping is not None:
-            blockmap.unmap(mapping)
+            blockmap.unmap(mapping)     # kept while it fails: the end of the run tries again
+            del self.mapped[(pool, name)]
 
     def unmap_all(self) -> list[str]:
         problems = []

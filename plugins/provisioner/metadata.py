@@ -34,18 +34,22 @@ META_KEYS = ("instance-id", "name", "local-hostname", "hostname", "profile")
 
 
 def mac_of(store: Any, source: str) -> str | None:
-    """The MAC a managed network leases or reserves ``source`` to."""
-    for vni in store.children("networks"):
-        for kind, one in (("network.leases", "network.lease"),
-                          ("network.reservations", "network.reservation")):
-            for mac in store.children(kind, vni=vni):
-                text = store.get(one, vni=vni, mac=mac)
-                try:
-                    entry = json.loads(text) if text else {}
-                except ValueError:
-                    continue
-                if isinstance(entry, dict) and entry.get("ip4") == source:
-                    return str(entry.get("mac") or mac).lower()
+    """The MAC a managed network leases or reserves ``source`` to (three pipelined reads,
+    however many networks and leases there are)."""
+    kinds = (("network.leases", "network.lease"),
+             ("network.reservations", "network.reservation"))
+    pairs = [(vni, many, one) for vni in store.children("networks") for many, one in kinds]
+    lists = store.fetch([("children", many, {"vni": vni}) for vni, many, _ in pairs])
+    keys = [(one, {"vni": vni, "mac": mac})
+            for (vni, _, one), macs in zip(pairs, lists, strict=True) for mac in macs]
+    texts = store.fetch([("get", one, kw) for one, kw in keys])
+    for (_one, kw), text in zip(keys, texts, strict=True):
+        try:
+            entry = json.loads(text) if text else {}
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and entry.get("ip4") == source:
+            return str(entry.get("mac") or kw["mac"]).lower()
     return None
 
 

@@ -261,7 +261,7 @@ class VmIdentity(TypedDict):
 
 class VolumeFacts(TypedDict, total=False):
     """``pvc_volume_facts``: what a VM's disk XML needs to reach the storage: the monitor
-    hosts and port and the hypervisor secret's UUID (RBD), or nothing."""
+    hosts and port and the hypervisor secret's UUID, or nothing (storage without them)."""
 
     hosts: list[str]
     port: str

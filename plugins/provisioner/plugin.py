@@ -5,12 +5,15 @@ provisioner scripts and profiles, kept in ZooKeeper and served at ``/provisioner
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 from typing import Any
 
 from pvc_kernel.sdk import Key, Settings, hookimpl
 from pvc_plugins.provisioner import config, keys
 
+log = logging.getLogger("pvc_plugins.provisioner")
 RECOVER_INTERVAL = 5.0
 
 
@@ -36,17 +39,13 @@ class ProvisionerPlugin:
                          name="provisioner-mappings").start()
 
     def _clean_mappings(self, node: str) -> None:
-        import logging
-        import os
-
         from pvc_plugins.provisioner import blockmap
 
         assert self.settings is not None
         left = blockmap.cleanup_stale(os.path.join(self.settings["work_dir"], node))
         if left:
-            logging.getLogger("pvc_plugins.provisioner").error(
-                "provisioner: volume mappings left by an earlier run remain: %s",
-                "; ".join(left))
+            log.error("provisioner: volume mappings left by an earlier run remain: %s",
+                      "; ".join(left))
 
     @hookimpl
     def pvc_task_handlers(self) -> dict[str, Any]:

@@ -16,6 +16,7 @@ import threading
 from typing import Any
 
 import waitress
+import waitress.server
 
 from pvc_api.app import Api, create_app
 from pvc_kernel import config as node_config
@@ -52,9 +53,27 @@ def create_server(api: Api, cfg: node_config.NodeConfig) -> Any:
                  "clear_untrusted_proxy_headers": True}
     # a VM list of 1,000 VMs is ~1.5 MB: kept in memory, not spilled to a temporary file
     # (waitress' default above 1 MiB)
-    return waitress.create_server(api.app, host=cfg.api.listen_address, port=cfg.api.port,
-                                  threads=cfg.api.threads, ident="pvcapid",
-                                  outbuf_overflow=OUTPUT_IN_MEMORY, **extra)
+    server = waitress.create_server(api.app, host=cfg.api.listen_address, port=cfg.api.port,
+                                    threads=cfg.api.threads, ident="pvcapid",
+                                    outbuf_overflow=OUTPUT_IN_MEMORY, **extra)
+    keep_listening(server)
+    return server
+
+
+def keep_listening(server: Any) -> None:
+    """Make an error while taking one connection cost that connection only.
+
+    waitress' default answer to an exception in the listener's handlers (e.g. a peer gone
+    between ``accept`` and the channel's set-up) closes the listening socket and the loop's
+    trigger: the API would stop answering for good while the process lives on."""
+    def handle_error() -> None:
+        log.error("error while taking a connection; still listening", exc_info=True)
+
+    # one listener per address ``listen_address`` resolves to (a MultiSocketServer holds them)
+    listeners = getattr(server, "map", {server: server}).values()
+    for listener in listeners:
+        if isinstance(listener, waitress.server.BaseWSGIServer):
+            listener.handle_error = handle_error
 
 
 def serve(cfg: node_config.NodeConfig, plugins: PluginHost) -> None:

@@ -16,6 +16,7 @@ from pvc_kernel.plugins import PluginHost
 from pvc_plugins.storage_ceph.plugin import StorageCephPlugin as ceph_plugin
 from pvc_plugins.vm_kvm.plugin import VmKvmPlugin as vm_plugin
 from tests.integration.test_api_routes import KEY, V1, make_config, seed_node
+from tests.support import apiserver
 
 pytestmark = pytest.mark.integration
 
@@ -212,8 +213,6 @@ def test_pvc_node_list_shows_one_primary(store, zk_hosts, monkeypatch, tmp_path)
     import socket
     import threading
 
-    from waitress import wasyncore
-
     from pvc_cli.main import cli
     from tests.unit.test_cli_support import ENV_VARS
 
@@ -248,5 +247,4 @@ def test_pvc_node_list_shows_one_primary(store, zk_hosts, monkeypatch, tmp_path)
         assert info["Coordinator state"] == "secondary" and info["VMs"] == "0"
     finally:
         api.stopping.set()
-        wasyncore.close_all(server._map)
-        thread.join(5)
+        apiserver.stop(server, thread)

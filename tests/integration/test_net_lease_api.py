@@ -9,11 +9,11 @@ import threading
 
 import pytest
 from click.testing import CliRunner
-from waitress import wasyncore
 
 from pvc_api.server import create_server
 from pvc_cli.main import cli
 from tests.integration.test_net_api import KEY, OFFICE, V1, api, client  # noqa: F401
+from tests.support import apiserver
 from tests.support.daemons import wait_for
 from tests.unit.test_cli_support import ENV_VARS
 
@@ -178,5 +178,4 @@ def test_the_cli_drives_dhcp_over_http(api, office, store, monkeypatch, tmp_path
         assert pvc("network", "dhcp", "remove", "office", MAC).exit_code != 0
     finally:
         app.stopping.set()
-        wasyncore.close_all(server._map)
-        thread.join(5)
+        apiserver.stop(server, thread)

@@ -416,6 +416,27 @@ def pvc_volume_blockdev(daemon: NodeDaemonFace, pool: str, name: str) -> dict[st
     ``qemu-img`` (as ``json:{...}``)."""
 
 
+@hookspec(firstresult=True)
+def pvc_volume_snapshot(daemon: NodeDaemonFace, pool: str, name: str,
+                        snapshot: str) -> bool | None:
+    """Snapshot volume ``pool/name`` as ``snapshot`` (point in time of the volume's data).
+    Raise with the reason when it cannot (no such volume, the snapshot exists)."""
+
+
+@hookspec(firstresult=True)
+def pvc_volume_snapshot_remove(daemon: NodeDaemonFace, pool: str, name: str,
+                               snapshot: str) -> bool | None:
+    """Remove snapshot ``pool/name@snapshot``; True when removed, False when it did not
+    exist. Raise while something depends on it (a clone)."""
+
+
+@hookspec(firstresult=True)
+def pvc_volume_rollback(daemon: NodeDaemonFace, pool: str, name: str,
+                        snapshot: str) -> bool | None:
+    """Make volume ``pool/name`` hold the data of its ``snapshot`` again. Raise while a
+    client (a running VM) uses the volume, or when there is no such snapshot."""
+
+
 # -- client networks (one network model, shared by the network plugins) -------------------
 
 @hookspec

@@ -287,6 +287,32 @@ class StorageCephPlugin:
         return provide.remove(rt.client, pool, name) if rt else None
 
     @hookimpl
+    def pvc_volume_snapshot(self, daemon: Any, pool: str, name: str,
+                            snapshot: str) -> bool | None:
+        """An RBD snapshot of the image."""
+        from pvc_plugins.storage_ceph import provide
+
+        rt = self._enabled(daemon)
+        return provide.snapshot(rt.client, pool, name, snapshot) if rt else None
+
+    @hookimpl
+    def pvc_volume_snapshot_remove(self, daemon: Any, pool: str, name: str,
+                                   snapshot: str) -> bool | None:
+        from pvc_plugins.storage_ceph import provide
+
+        rt = self._enabled(daemon)
+        return provide.snapshot_remove(rt.client, pool, name, snapshot) if rt else None
+
+    @hookimpl
+    def pvc_volume_rollback(self, daemon: Any, pool: str, name: str,
+                            snapshot: str) -> bool | None:
+        """Refused while a client holds a watch on the image (a running VM)."""
+        from pvc_plugins.storage_ceph import provide
+
+        rt = self._enabled(daemon)
+        return provide.rollback(rt.client, pool, name, snapshot) if rt else None
+
+    @hookimpl
     def pvc_volume_blockdev(self, daemon: Any, pool: str, name: str) -> dict[str, Any] | None:
         """``raw`` over ``rbd`` with this node's ceph.conf and user."""
         from pvc_plugins.storage_ceph import provide

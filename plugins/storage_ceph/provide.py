@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pvc_plugins.storage_ceph import pools, secrets, vmdisks, volumes
+from pvc_plugins.storage_ceph import pools, secrets, snapshots, vmdisks, volumes
 from pvc_plugins.storage_ceph.client import CephClient
 from pvc_plugins.storage_ceph.config import CephConfig
 
@@ -38,6 +38,24 @@ def remove(client: CephClient, pool: str, name: str) -> bool:
     if name not in {v["name"] for v in volumes.list_volumes(client, pool)}:
         return False
     volumes.remove_volume(client, pool, name)
+    return True
+
+
+def snapshot(client: CephClient, pool: str, name: str, snap: str) -> bool:
+    snapshots.add_snapshot(client, pool, name, snap)
+    return True
+
+
+def snapshot_remove(client: CephClient, pool: str, name: str, snap: str) -> bool:
+    pools.require_pool(client, pool)
+    if not snapshots.list_snapshots(client, pool, name, match=lambda found: found == snap):
+        return False
+    snapshots.remove_snapshot(client, pool, name, snap)
+    return True
+
+
+def rollback(client: CephClient, pool: str, name: str, snap: str) -> bool:
+    snapshots.rollback_snapshot(client, pool, name, snap)
     return True
 
 

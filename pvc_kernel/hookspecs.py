@@ -386,6 +386,13 @@ def pvc_vm_by_mac(daemon: NodeDaemonFace, mac: str) -> VmIdentity | None:
 
 
 @hookspec(firstresult=True)
+def pvc_vm_volumes(daemon: NodeDaemonFace, vm: str) -> dict[str, Any] | None:
+    """VM ``vm`` (name or UUID) as a copy of it needs it: ``{uuid, name, node, state,
+    running_on (node or None), xml, meta, volumes: ["pool/name", ...]}``, the volumes being
+    its disks that a ``pvc_volume_*`` plugin keeps, in XML order; None if no such VM."""
+
+
+@hookspec(firstresult=True)
 def pvc_volume_facts(daemon: NodeDaemonFace) -> VolumeFacts | None:
     """How a VM's disk XML reaches this storage (see ``VolumeFacts``); None if this plugin
     keeps no volumes."""

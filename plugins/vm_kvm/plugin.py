@@ -214,6 +214,13 @@ class VmKvmPlugin:
         return provide.undefine(daemon.store, vm)
 
     @hookimpl
+    def pvc_vm_volumes(self, daemon: Any, vm: str) -> dict[str, Any] | None:
+        """The VM and its RBD disks (``provide.volumes``)."""
+        from pvc_plugins.vm_kvm import provide
+
+        return provide.volumes(daemon.store, vm)
+
+    @hookimpl
     def pvc_vm_by_mac(self, daemon: Any, mac: str) -> dict[str, Any] | None:
         """The VM with that NIC (``provide.by_mac``)."""
         from pvc_plugins.vm_kvm import provide

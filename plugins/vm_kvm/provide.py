@@ -66,6 +66,19 @@ def undefine(store: Store, vm: str) -> bool:
     return True
 
 
+def volumes(store: Store, vm: str) -> dict[str, Any] | None:
+    """The VM's identity, states, XML, metadata and network volumes (``pool/name``)."""
+    uuid = records.find(store, vm)
+    rec = records.read(store, uuid) if uuid else None
+    if rec is None:
+        return None
+    disks = domxml.disks(domxml.parse_root(rec.xml))
+    return {"uuid": rec.uuid, "name": rec.name, "node": rec.node, "state": rec.state,
+            "running_on": rec.running_on, "xml": rec.xml, "meta": dict(rec.meta or {}),
+            "volumes": [d["source"] for d in disks
+                        if d["type"] == "network" and d["protocol"] == "rbd" and d["source"]]}
+
+
 def by_mac(store: Store, mac: str) -> dict[str, Any] | None:
     """The VM with a NIC of MAC ``mac``, and its profile."""
     import xml.etree.ElementTree as ET

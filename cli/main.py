@@ -7,6 +7,9 @@ pyproject.toml:
     [project.entry-points."pvc.cli"]
     vm = "pvc_plugins.vm_kvm.cli:vm"
 
+and subcommands to another package's group with a dotted name: ``vm.snapshot =
+"pkg.cli:snapshot"`` makes `pvc vm snapshot` (the group's own commands win).
+
 Nothing heavy (requests, urllib3) is imported until a command talks to the API.
 """
 
@@ -105,7 +108,7 @@ class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         names = set(CORE_COMMANDS) | set(self.commands)
         try:
-            names |= set(plugin_entry_points())
+            names |= {name for name in plugin_entry_points() if "." not in name}
         except Exception:  # a broken installation must not break `pvc --help`
             pass
         return sorted(names)
@@ -113,6 +116,8 @@ class LazyGroup(click.Group):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in self.commands:
             return self.commands[cmd_name]
+        if "." in cmd_name:          # `vm.snapshot` is an extension, not a command
+            return None
         target = CORE_COMMANDS.get(cmd_name)
         if target is None:
             try:
@@ -128,6 +133,8 @@ class LazyGroup(click.Group):
                 raise TypeError(f"{target} is not a click command")
         except Exception as exc:
             return _broken_command(cmd_name, target, exc)
+        if isinstance(cmd, click.Group):
+            extend(cmd, cmd_name)
         return cmd
 
     def invoke(self, ctx: click.Context) -> Any:
@@ -143,6 +150,31 @@ class LazyGroup(click.Group):
             raise PvcError(
                 f"internal error: {type(exc).__name__}: {exc} (set PVC_CLI_DEBUG=1 for a traceback)"
             ) from None
+
+
+def extend(group: click.Group, path: str) -> None:
+    """Add the `pvc.cli` entry points named ``PATH.SUB`` to ``group`` as its subcommand
+    ``SUB`` (and deeper: ``PATH.SUB.X`` to that one, if it is a group). A command the group
+    already has wins; one that fails to load becomes a stand-in that says why."""
+    try:
+        entries = plugin_entry_points()
+    except Exception:
+        return
+    prefix = path + "."
+    for name, ref in sorted(entries.items()):
+        sub = name[len(prefix):] if name.startswith(prefix) else ""
+        if not sub or "." in sub or sub in group.commands:
+            continue
+        try:
+            cmd = _load_target(ref.value)
+            if not isinstance(cmd, click.Command):
+                raise TypeError(f"{ref.value} is not a click command")
+        except Exception as exc:
+            cmd = _broken_command(sub, ref.value, exc)
+        else:
+            if isinstance(cmd, click.Group):
+                extend(cmd, name)
+        group.add_command(cmd, sub)
 
 
 def _broken_command(name: str, target: str, exc: Exception) -> click.Command:

@@ -198,3 +198,52 @@ def test_completion_of_commands(monkeypatch):
         env={"_PVC_COMPLETE": "bash_complete"},
     )
     assert "plain,node" in result.output
+
+
+def test_a_plugin_adds_subcommands_to_another_plugins_group(monkeypatch):
+    module = types.ModuleType("pvc_fake_ext_cli")
+
+    @click.group(help="Manage fake VMs.")
+    def fakevm() -> None:
+        pass
+
+    @fakevm.command()
+    def info() -> None:
+        click.echo("own info")
+
+    @click.group(help="Snapshots of fake VMs.")
+    def snapshot() -> None:
+        pass
+
+    @snapshot.command()
+    def create() -> None:
+        click.echo("snapshot created")
+
+    @click.command(help="Deeper extension.")
+    def deep() -> None:
+        click.echo("deep")
+
+    @click.command(help="Would shadow.")
+    def shadow() -> None:
+        click.echo("shadow")
+
+    module.fakevm, module.snapshot, module.deep, module.shadow = fakevm, snapshot, deep, shadow
+    monkeypatch.setitem(sys.modules, "pvc_fake_ext_cli", module)
+    eps = {name: PluginRef(name, value, "x") for name, value in {
+        "fakevm": "pvc_fake_ext_cli:fakevm",
+        "fakevm.snapshot": "pvc_fake_ext_cli:snapshot",
+        "fakevm.snapshot.deep": "pvc_fake_ext_cli:deep",
+        "fakevm.info": "pvc_fake_ext_cli:shadow",
+        "fakevm.gone": "pvc_missing_module_xyz:cli",
+    }.items()}
+    monkeypatch.setattr("pvc_cli.main.plugin_entry_points", lambda: eps)
+
+    top = run("--help")
+    assert top.exit_code == 0 and "fakevm.snapshot" not in top.output
+    assert run("fakevm.snapshot", "create").exit_code != 0
+    listed = run("fakevm", "--help").output
+    assert "Snapshots of fake VMs." in listed and "failed to load" in listed
+    assert run("fakevm", "snapshot", "create").stdout.strip() == "snapshot created"
+    assert run("fakevm", "snapshot", "deep").stdout.strip() == "deep"
+    assert run("fakevm", "info").stdout.strip() == "own info"     # the group's own wins
+    support.assert_one_error_line(run("fakevm", "gone"), 1, "command 'gone'")

@@ -386,6 +386,12 @@ def pvc_vm_by_mac(daemon: NodeDaemonFace, mac: str) -> VmIdentity | None:
 
 
 @hookspec(firstresult=True)
+def pvc_vm_modify(daemon: NodeDaemonFace, vm: str, xml: str) -> bool | None:
+    """Replace the XML of VM ``vm`` as ``PUT /vm/<vm>`` does (same checks; a running VM
+    gets it at its next start). Raise with the reason when refused."""
+
+
+@hookspec(firstresult=True)
 def pvc_vm_volumes(daemon: NodeDaemonFace, vm: str) -> dict[str, Any] | None:
     """VM ``vm`` (name or UUID) as a copy of it needs it: ``{uuid, name, node, state,
     running_on (node or None), xml, meta, volumes: ["pool/name", ...]}``, the volumes being

@@ -214,6 +214,12 @@ class VmKvmPlugin:
         return provide.undefine(daemon.store, vm)
 
     @hookimpl
+    def pvc_vm_modify(self, daemon: Any, vm: str, xml: str) -> bool:
+        from pvc_plugins.vm_kvm import provide
+
+        return provide.modify(daemon.store, daemon.plugins, vm, xml)
+
+    @hookimpl
     def pvc_vm_volumes(self, daemon: Any, vm: str) -> dict[str, Any] | None:
         """The VM and its RBD disks (``provide.volumes``)."""
         from pvc_plugins.vm_kvm import provide

@@ -66,6 +66,11 @@ def undefine(store: Store, vm: str) -> bool:
     return True
 
 
+def modify(store: Store, plugins: Any, vm: str, xml: str) -> bool:
+    vms.modify(store, vm, xml, plugins=plugins)
+    return True
+
+
 def volumes(store: Store, vm: str) -> dict[str, Any] | None:
     """The VM's identity, states, XML, metadata and network volumes (``pool/name``)."""
     uuid = records.find(store, vm)

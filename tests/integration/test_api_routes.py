@@ -555,7 +555,7 @@ def test_schemathesis_finds_no_server_errors_or_schema_violations(store, zk_host
 
 
 BUILTIN_PLUGINS = ("vm_kvm", "storage_ceph", "fencing_ipmi", "net_bridged", "net_vxlan",
-                   "provisioner")
+                   "provisioner", "vm_protect")
 
 
 def _domain_xml(name: str) -> str:

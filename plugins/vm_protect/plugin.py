@@ -1,0 +1,35 @@
+"""The ``vm_protect`` plugin (entry point ``vm_protect`` in ``pvc.plugins`` names
+``VmProtectPlugin``): VM snapshots as tasks on the primary, served at
+``/vm/<vm>/snapshot`` and driven by ``pvc vm snapshot``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pvc_kernel.sdk import Key, hookimpl
+from pvc_plugins.vm_protect import keys
+
+
+class VmProtectPlugin:
+    """Stateless: snapshot records live in ZooKeeper, the work runs in tasks."""
+
+    @hookimpl
+    def pvc_schema_keys(self) -> list[Key]:
+        """``/vm_protect`` (``pvc_plugins.vm_protect.keys``)."""
+        return list(keys.KEYS)
+
+    @hookimpl
+    def pvc_task_handlers(self) -> dict[str, Any]:
+        """``vm.create_snapshot``, ``vm.remove_snapshot``, ``vm.rollback_snapshot``."""
+        from pvc_plugins.vm_protect import snapshots
+
+        return {kind: (lambda ctx, kind=kind: snapshots.run_task(ctx, kind))
+                for kind in (snapshots.CREATE_TASK, snapshots.REMOVE_TASK,
+                             snapshots.ROLLBACK_TASK)}
+
+    @hookimpl
+    def pvc_api_routes(self, api: Any) -> None:
+        """``/vm/{vm}/snapshot`` and ``/vm/{vm}/snapshot/rollback``."""
+        from pvc_plugins.vm_protect import routes
+
+        routes.add_to(api)

@@ -1,0 +1,168 @@
+"""VM snapshots (plugin vm_protect) against a real Ceph and ZooKeeper, through the real
+vm_kvm and storage_ceph hooks: create over two volumes, rollback of data and XML, refusal
+while running, a half-failed create that leaves nothing, remove; the routes answer 404/400
+at once and run the rest as tasks on the primary."""
+
+from __future__ import annotations
+
+import os
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from pvc_kernel import tasks
+from pvc_kernel.plugins import PluginHost
+from pvc_plugins.storage_ceph import pools
+from pvc_plugins.storage_ceph.plugin import StorageCephPlugin
+from pvc_plugins.vm_kvm import keys as vm_keys
+from pvc_plugins.vm_kvm import records
+from pvc_plugins.vm_kvm.plugin import VmKvmPlugin
+from pvc_plugins.vm_protect import snapshots
+from pvc_plugins.vm_protect.plugin import VmProtectPlugin
+from tests.integration.test_fencing_recovery import RBD_DISK, add_node, add_vm
+from tests.support.ceph import task_node
+
+pytestmark = pytest.mark.integration
+MiB = 2**20
+KEY = "snapshot-test-key"
+V1 = "/api/v1"
+
+
+def _disk(pool: str, volume: str, dev: str) -> str:
+    return RBD_DISK.format(name=volume, dev=dev).replace("name='vms/", f"name='{pool}/")
+
+
+def _io(rt, pool: str, volume: str, data: bytes | None = None) -> bytes:
+    import rbd
+
+    with rt.client.ioctx(pool) as ioctx, rbd.Image(ioctx, volume) as img:
+        if data is not None:
+            img.write(data, 0)
+            return data
+        return img.read(0, 4096)
+
+
+def _run(daemon, record: dict, timeout: float = 60.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        daemon.tasks.scan()
+        final = tasks.get_task(daemon.store, record["task_id"])
+        if final["state"] in tasks.FINISHED:
+            return final
+        time.sleep(0.1)
+    raise AssertionError(f"task {record} did not finish")
+
+
+@pytest.fixture
+def node(ceph):
+    import falcon.testing
+
+    from pvc_api.app import create_app
+    from pvc_kernel.state.migrations import migrate
+
+    with task_node(ceph) as base:
+        host = PluginHost()
+        for cls, name in ((VmKvmPlugin, "vm_kvm"), (StorageCephPlugin, "storage_ceph"),
+                          (VmProtectPlugin, "vm_protect")):
+            host.register(cls, name)
+        daemon = SimpleNamespace(store=base.store, config=base.config, node="ceph1",
+                                 plugins=host)
+        migrate(daemon.store)
+        daemon.store.set("config.primary_node", "ceph1")
+        daemon.store.set("node.daemon_state", "run", node="ceph1")
+        daemon.config.api.keys = [KEY]
+        daemon.http = falcon.testing.TestClient(
+            create_app(daemon.store, daemon.config, host).app, headers={"X-Api-Key": KEY})
+        daemon.tasks = tasks.TaskRunner(daemon.store, "ceph1",
+                                        host.plugin("vm_protect").pvc_task_handlers(),
+                                        daemon=daemon)
+        rt = host.plugin("storage_ceph").runtime(daemon)
+        daemon.rt = rt
+        daemon.pool = f"s{os.urandom(3).hex()}"
+        pools.add_pool(rt.client, daemon.pool, 8, "copies=2,mincopies=1", None, "osd")
+        add_node(daemon.store, "hv1", 4096)
+        try:
+            yield daemon
+        finally:
+            daemon.tasks.stop()
+            pools.remove_pool(rt.client, daemon.pool)
+            rt.client.close()
+
+
+def test_snapshot_rollback_remove_of_a_two_disk_vm(node):
+    store, rt, pool = node.store, node.rt, node.pool
+    for vol in ("snapvm", "snapvm_data"):
+        node.plugins.call_first("pvc_volume_create", raising=True, daemon=node, pool=pool,
+                                name=vol, size_bytes=8 * MiB, source=None)
+        _io(rt, pool, vol, vol.encode() + b"-A" * 100)
+    uuid = add_vm(store, "snapvm", "hv1", state=vm_keys.STOP,
+                  extra=_disk(pool, "snapvm", "a") + _disk(pool, "snapvm_data", "b"))
+    original_xml = records.read(store, uuid).xml
+
+    http = node.http
+    assert http.simulate_post(f"{V1}/vm/nothere/snapshot").status_code == 404
+    assert http.simulate_post(f"{V1}/vm/snapvm/snapshot",
+                              params={"snapshot_name": "Bad Name"}).status_code == 400
+    started = http.simulate_post(f"{V1}/vm/snapvm/snapshot", params={"snapshot_name": "s1"})
+    assert started.status_code == 202, started.text
+    assert started.json["task_name"] == "vm.create_snapshot"
+    final = _run(node, started.json)
+    assert final["state"] == tasks.SUCCESS, final
+    listed = http.simulate_get(f"{V1}/vm/snapvm/snapshot").json
+    assert [s["name"] for s in listed] == ["s1"]
+    assert listed[0]["rbd_snapshots"] == [f"{pool}/snapvm@s1", f"{pool}/snapvm_data@s1"]
+    assert listed[0]["consistency"] == "crash"
+    assert http.simulate_post(f"{V1}/vm/snapvm/snapshot",
+                              params={"snapshot_name": "s1"}).status_code == 400
+
+    # written and reconfigured after the snapshot ...
+    for vol in ("snapvm", "snapvm_data"):
+        _io(rt, pool, vol, b"B" * 4096)
+    changed = original_xml.replace("</domain>", "<description>later</description></domain>")
+    node.plugins.call_first("pvc_vm_modify", raising=True, daemon=node, vm="snapvm",
+                            xml=changed)
+
+    # ... refused while the VM runs ...
+    records.write_observed(store, uuid, "hv1", vm_keys.RUNNING, libvirt_state="running")
+    store.set("vm.state", vm_keys.START, uuid=uuid)
+    assert http.simulate_post(f"{V1}/vm/snapvm/snapshot/rollback",
+                              params={"snapshot_name": "s1"}).status_code == 400
+    with pytest.raises(snapshots.SnapshotError, match="must be stopped"):
+        snapshots.rollback(node, "snapvm", "s1")
+    records.write_observed(store, uuid, None, vm_keys.STOPPED)
+    store.set("vm.state", vm_keys.STOP, uuid=uuid)
+
+    # ... and back as they were once it is stopped
+    assert http.simulate_post(f"{V1}/vm/snapvm/snapshot/rollback",
+                              params={"snapshot_name": "nope"}).status_code == 404
+    started = http.simulate_post(f"{V1}/vm/snapvm/snapshot/rollback",
+                                 params={"snapshot_name": "s1"})
+    assert started.status_code == 202, started.text
+    assert _run(node, started.json)["state"] == tasks.SUCCESS
+    for vol in ("snapvm", "snapvm_data"):
+        assert _io(rt, pool, vol).startswith(vol.encode() + b"-A-A")
+    assert "<description>later" not in records.read(store, uuid).xml
+
+    started = http.simulate_delete(f"{V1}/vm/snapvm/snapshot", params={"snapshot_name": "s1"})
+    assert started.status_code == 202 and _run(node, started.json)["state"] == tasks.SUCCESS
+    assert http.simulate_get(f"{V1}/vm/snapvm/snapshot").json == []
+    assert store.children("vm_protect.vm", uuid=uuid) == []
+    assert node.plugins.call_first("pvc_volume_snapshot_remove", raising=True, daemon=node,
+                                   pool=pool, name="snapvm", snapshot="s1") is False
+
+
+def test_a_create_refused_half_way_leaves_nothing(node):
+    store, pool = node.store, node.pool
+    node.plugins.call_first("pvc_volume_create", raising=True, daemon=node, pool=pool,
+                            name="halfvm", size_bytes=8 * MiB, source=None)
+    # the second disk's volume does not exist: its snapshot is refused
+    add_vm(store, "halfvm", "hv1", state=vm_keys.STOP,
+           extra=_disk(pool, "halfvm", "a") + _disk(pool, "halfvm_gone", "b"))
+    with pytest.raises(snapshots.SnapshotError) as failed:
+        snapshots.create(node, "halfvm", "s1")
+    assert f"{pool}/halfvm_gone" in str(failed.value)
+    assert "removed the 1 made before it" in str(failed.value)
+    assert snapshots.listing(store, records.find(store, "halfvm")) == []
+    assert node.plugins.call_first("pvc_volume_snapshot_remove", raising=True, daemon=node,
+                                   pool=pool, name="halfvm", snapshot="s1") is False

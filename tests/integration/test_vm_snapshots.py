@@ -72,8 +72,8 @@ def node(ceph):
         daemon.store.set("config.primary_node", "ceph1")
         daemon.store.set("node.daemon_state", "run", node="ceph1")
         daemon.config.api.keys = [KEY]
-        daemon.http = falcon.testing.TestClient(
-            create_app(daemon.store, daemon.config, host).app, headers={"X-Api-Key": KEY})
+        daemon.api = create_app(daemon.store, daemon.config, host)
+        daemon.http = falcon.testing.TestClient(daemon.api.app, headers={"X-Api-Key": KEY})
         daemon.tasks = tasks.TaskRunner(daemon.store, "ceph1",
                                         host.plugin("vm_protect").pvc_task_handlers(),
                                         daemon=daemon)
@@ -166,3 +166,64 @@ def test_a_create_refused_half_way_leaves_nothing(node):
     assert snapshots.listing(store, records.find(store, "halfvm")) == []
     assert node.plugins.call_first("pvc_volume_snapshot_remove", raising=True, daemon=node,
                                    pool=pool, name="halfvm", snapshot="s1") is False
+
+
+def test_the_cli_over_http(node, monkeypatch, tmp_path):
+    """`pvc vm snapshot` (joined to `pvc vm` by its dotted entry point) against a real API
+    server, the tasks run by the node's runner."""
+    import socket
+    import threading
+
+    from click.testing import CliRunner
+
+    from pvc_api.server import create_server
+    from pvc_cli.main import cli
+    from tests.support import apiserver
+    from tests.unit.test_cli_support import ENV_VARS
+
+    store, pool = node.store, node.pool
+    node.plugins.call_first("pvc_volume_create", raising=True, daemon=node, pool=pool,
+                            name="clivm", size_bytes=8 * MiB, source=None)
+    add_vm(store, "clivm", "hv1", state=vm_keys.STOP, extra=_disk(pool, "clivm", "a"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        node.config.api.port = s.getsockname()[1]
+    server = create_server(node.api, node.config)
+    thread = threading.Thread(target=server.run, name="pvcapid", daemon=True)
+    thread.start()
+    stop = threading.Event()
+
+    def runner() -> None:
+        while not stop.wait(0.2):
+            node.tasks.scan()
+    scanning = threading.Thread(target=runner, daemon=True)
+    scanning.start()
+    for var in ENV_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("PVC_CLI_CONFIG", str(tmp_path / "pvc.json"))
+    monkeypatch.setenv("PVC_API_HOSTS", f"127.0.0.1:{node.config.api.port}")
+    monkeypatch.setenv("PVC_API_KEY", KEY)
+
+    def pvc(*args: str):
+        return CliRunner().invoke(cli, ["vm", "snapshot", *args])
+
+    try:
+        assert "Snapshots of a VM" in CliRunner().invoke(cli, ["vm", "--help"]).output
+        r = pvc("create", "clivm", "c1", "--wait")
+        assert r.exit_code == 0 and "Created snapshot 'c1'" in r.output, r.output
+        listed = pvc("list", "clivm")
+        assert listed.exit_code == 0 and "c1" in listed.output and "crash" in listed.output
+        bad = pvc("create", "clivm", "c1")
+        assert bad.exit_code != 0 and "already has a snapshot" in bad.output
+        assert "Traceback" not in bad.output
+        missing = pvc("rollback", "novm", "c1")
+        assert missing.exit_code != 0 and "not found" in missing.output
+        r = pvc("rollback", "clivm", "c1", "--wait")
+        assert r.exit_code == 0 and "Rolled back" in r.output, r.output
+        r = pvc("remove", "clivm", "c1", "--wait")
+        assert r.exit_code == 0, r.output
+        assert "has no snapshot" in pvc("list", "clivm").output
+    finally:
+        stop.set()
+        scanning.join(5)
+        apiserver.stop(server, thread)

@@ -209,3 +209,50 @@ def test_start_refused_while_another_node_holds_the_disk(lab, pool, tmp_path):
     # the killed holder's watch lingers until Ceph times it out (osd_client_watch_timeout)
     lab.wait_for(lambda: pvc(lab, "storage", "volume", "remove", pool, "held",
                              "--yes").returncode == 0, 90, "the dead holder's watch to expire")
+
+
+def test_vm_snapshot_of_a_running_guest_and_rollback(lab, pool, tmp_path):
+    """`pvc vm snapshot` of a running VM whose guest writes a tick to its disk every second:
+    the guest writes on, the stopped VM is rolled back, and the disk holds the tick of the
+    snapshot's moment; the VM boots from it."""
+    from pvc_lab.guest import boot_disk, build
+
+    spec = f"{pool}/snapdisk"
+    disk = boot_disk(str(tmp_path / "boot.img"), build(), seed="snapvm")
+
+    def tick(node: str = "hv3") -> int:
+        return disk_tick(lab, node, spec, disk.tick_offset)
+
+    ok(lab, "storage", "volume", "add", pool, "snapdisk", f"{disk.size // 2**20}M")
+    ok(lab, "storage", "volume", "upload", pool, "snapdisk", disk.path, timeout=300)
+    xml, console = guest_xml(lab, "snapvm", pool, "snapdisk", boot_from_disk=True)
+    xml_file = tmp_path / "snapvm.xml"
+    xml_file.write_text(xml)
+    ok(lab, "vm", "define", str(xml_file), "--target", "hv1")
+    ok(lab, "vm", "start", "snapvm", "--wait", timeout=BOOT_TIMEOUT)
+    lab.wait_for(lambda: tick() > 2, BOOT_TIMEOUT, "the guest's first writes to its disk")
+
+    before = tick()
+    out = ok(lab, "vm", "snapshot", "create", "snapvm", "running1", "--wait", timeout=120)
+    after = tick()
+    assert "crash-consistent" in out, out
+    listed = as_json(lab, "vm", "snapshot", "list", "snapvm")
+    assert [s["name"] for s in listed] == ["running1"]
+    assert listed[0]["rbd_snapshots"] == [f"{spec}@running1"]
+    lab.wait_for(lambda: tick() > after + 3, 60, "the guest to write on after the snapshot")
+    refused = pvc(lab, "vm", "snapshot", "rollback", "snapvm", "running1")
+    assert refused.returncode != 0 and "must be stopped" in refused.stdout + refused.stderr
+
+    ok(lab, "vm", "stop", "snapvm", "--wait", timeout=120)
+    written = tick()
+    ok(lab, "vm", "snapshot", "rollback", "snapvm", "running1", "--wait", timeout=120)
+    restored = tick()
+    assert before <= restored <= after < written, (before, restored, after, written)
+    ok(lab, "vm", "start", "snapvm", "--wait", timeout=BOOT_TIMEOUT)
+    lab.wait_for(lambda: console_text(console).count("GUEST-BOOTED") == 2, BOOT_TIMEOUT,
+                 "a boot from the rolled-back disk")
+    ok(lab, "vm", "stop", "snapvm", "--wait", timeout=120)
+    ok(lab, "vm", "snapshot", "remove", "snapvm", "running1", "--wait", timeout=120)
+    assert as_json(lab, "vm", "snapshot", "list", "snapvm") == []
+    ok(lab, "vm", "undefine", "snapvm", "--yes")
+    ok(lab, "storage", "volume", "remove", pool, "snapdisk", "--yes")

@@ -52,13 +52,17 @@ def node_log(lab, node: str) -> str:
 
 
 def ticks(path: str) -> list[int]:
-    """The guest's tick counters, in order (a reboot starts them again at 1)."""
+    """The guest's tick counters, in order (a reboot starts them again at 1).
+
+    Only whole lines count: the guest may be halfway through writing the last
+    one ("tick " or "tick 1" of "tick 123"), which would read as a restart.
+    """
     try:
         with open(path, errors="replace") as fh:
-            return [int(line.split()[1]) for line in fh
-                    if line.startswith("tick ") and line.split()[1].isdigit()]
+            lines = [line.split() for line in fh if line.endswith("\n")]
     except OSError:
         return []
+    return [int(f[1]) for f in lines if len(f) >= 2 and f[0] == "tick" and f[1].isdigit()]
 
 
 def boots(path: str) -> int:

@@ -450,6 +450,22 @@ def pvc_volume_rollback(daemon: NodeDaemonFace, pool: str, name: str,
     client (a running VM) uses the volume, or when there is no such snapshot."""
 
 
+@hookspec(firstresult=True)
+def pvc_volume_export(daemon: NodeDaemonFace, pool: str, name: str, snapshot: str,
+                      since: str | None, path: str) -> int | None:
+    """Write the data of ``pool/name@snapshot`` to the new file ``path`` on this node: the
+    whole volume, or with ``since`` only what changed after that older snapshot. The bytes
+    written; raise with the reason (no such snapshot, ``path`` exists) and leave no file."""
+
+
+@hookspec(firstresult=True)
+def pvc_volume_import(daemon: NodeDaemonFace, pool: str, name: str, path: str,
+                      since: str | None, snapshot: str) -> bool | None:
+    """The reverse of ``pvc_volume_export``: a new volume ``pool/name`` from a whole export,
+    or (``since`` given) a diff applied to the existing volume, which must hold snapshot
+    ``since``. Afterwards the volume holds ``snapshot``. Raise with the reason."""
+
+
 # -- client networks (one network model, shared by the network plugins) -------------------
 
 @hookspec

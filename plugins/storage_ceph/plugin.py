@@ -313,6 +313,25 @@ class StorageCephPlugin:
         return provide.rollback(rt.client, pool, name, snapshot) if rt else None
 
     @hookimpl
+    def pvc_volume_export(self, daemon: Any, pool: str, name: str, snapshot: str,
+                          since: str | None, path: str) -> int | None:
+        """``rbd export --export-format 2`` or ``rbd export-diff --from-snap``."""
+        from pvc_plugins.storage_ceph import provide
+
+        rt = self._enabled(daemon)
+        return provide.export(rt.client, pool, name, snapshot, since, path) if rt else None
+
+    @hookimpl
+    def pvc_volume_import(self, daemon: Any, pool: str, name: str, path: str,
+                          since: str | None, snapshot: str) -> bool | None:
+        """``rbd import --export-format 2`` or ``rbd import-diff``."""
+        from pvc_plugins.storage_ceph import provide
+
+        rt = self._enabled(daemon)
+        return provide.import_volume(rt.client, pool, name, path, since,
+                                     snapshot) if rt else None
+
+    @hookimpl
     def pvc_volume_blockdev(self, daemon: Any, pool: str, name: str) -> dict[str, Any] | None:
         """``raw`` over ``rbd`` with this node's ceph.conf and user."""
         from pvc_plugins.storage_ceph import provide

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pvc_plugins.storage_ceph import pools, secrets, snapshots, vmdisks, volumes
+from pvc_plugins.storage_ceph import exports, pools, secrets, snapshots, vmdisks, volumes
 from pvc_plugins.storage_ceph.client import CephClient
 from pvc_plugins.storage_ceph.config import CephConfig
 
@@ -64,3 +64,13 @@ def blockdev(settings: CephConfig, pool: str, name: str) -> dict[str, Any]:
     return {"driver": "raw", "discard": "unmap",
             "file": {"driver": "rbd", "pool": pool, "image": name, "discard": "unmap",
                      "conf": settings.ceph_conf, "user": settings.rados_id}}
+
+
+def export(client: CephClient, pool: str, name: str, snap: str, since: str | None,
+           path: str) -> int:
+    return exports.export(client, pool, name, snap, since, path)
+
+
+def import_volume(client: CephClient, pool: str, name: str, path: str, since: str | None,
+                  snap: str) -> bool:
+    return exports.import_(client, pool, name, path, since, snap)

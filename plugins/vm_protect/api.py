@@ -7,7 +7,7 @@ from typing import Any
 
 from pvc_api.sdk import ApiError, Call, Reply, zk
 from pvc_kernel.sdk import tasks
-from pvc_plugins.vm_protect import snapshots
+from pvc_plugins.vm_protect import exports, snapshots
 
 
 def _vm(call: Call) -> dict[str, Any]:
@@ -28,12 +28,13 @@ def _name(call: Call, default: str | None = None) -> str:
     return name
 
 
-def _start(call: Call, kind: str, info: dict[str, Any], name: str, message: str) -> Reply:
+def _start(call: Call, kind: str, info: dict[str, Any], name: str, message: str,
+           **extra: Any) -> Reply:
     (primary,) = zk.fetch(call.api.store, [zk.get("config.primary_node")], call.api.zk_timeout)
     if not primary or primary == "none":
         raise ApiError(503, "There is no primary node to run the task; try again")
     record = tasks.create_task(call.api.store, kind, primary,
-                               {"vm": info["uuid"], "snapshot": name})
+                               {"vm": info["uuid"], "snapshot": name, **extra})
     return Reply({"message": message, "task_id": record["id"], "task_name": record["type"],
                   "run_on": f"{primary} (primary)"}, status=202,
                  headers={"Location": call.url(f"/tasks/{record['id']}")})
@@ -81,3 +82,45 @@ def rollback_snapshot(call: Call) -> Reply:
                             f"(it is {info['state']})")
     return _start(call, snapshots.ROLLBACK_TASK, info, name,
                   f"Rolling back VM '{info['name']}' to snapshot '{name}'.")
+
+
+def _path(call: Call, param: str) -> str:
+    path = call.args.get(param)
+    if not path:
+        raise ApiError(400, f"{param} is required")
+    if not path.startswith("/"):
+        raise ApiError(400, f"{param} must be an absolute path (a directory on the primary "
+                            "node)")
+    return path
+
+
+def export_snapshot(call: Call) -> Reply:
+    """Export a snapshot to files on the primary (task ``vm.export_snapshot``)."""
+    name = _name(call)
+    path = _path(call, "export_path")
+    info = _vm(call)
+    rec = _existing(call, info, name)
+    parent = call.args.get("incremental_parent") or None
+    if parent:
+        older = _existing(call, info, parent)
+        if float(older["timestamp"]) >= float(rec["timestamp"]):
+            raise ApiError(400, f"the parent '{parent}' is not older than '{name}'")
+    return _start(call, exports.EXPORT_TASK, info, name,
+                  f"Exporting snapshot '{name}' of VM '{info['name']}' to {path}.",
+                  path=path, parent=parent)
+
+
+def import_snapshot(call: Call) -> Reply:
+    """Define a VM again from an export on the primary (task ``vm.import_snapshot``)."""
+    name = _name(call)
+    path = _path(call, "import_path")
+    vm = call.args["vm"]
+    if "/" in vm or vm.startswith("."):
+        raise ApiError(400, f"VM name {vm!r} is not valid")
+    if snapshots.ask(call.api, "pvc_vm_volumes", vm=vm):
+        raise ApiError(400, f"VM '{vm}' exists: remove it before importing it")
+    retain = call.args.get("retain_snapshot")
+    info = {"uuid": vm, "name": vm}
+    return _start(call, exports.IMPORT_TASK, info, name,
+                  f"Importing VM '{vm}' from snapshot '{name}' in {path}.", path=path,
+                  retain=True if retain is None else bool(retain))

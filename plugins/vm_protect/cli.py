@@ -19,10 +19,11 @@ from pvc_cli.sdk import (
 )
 
 
-def _start(method: str, vm: str, path: str, name: str | None, wait: bool) -> None:
+def _start(method: str, vm: str, path: str, name: str | None, wait: bool,
+           **extra: Any) -> None:
     client = get_settings().client()
     answer = client.request(method, f"/vm/{quote(vm, safe='')}/snapshot{path}",
-                            {"snapshot_name": name})
+                            {"snapshot_name": name, **extra})
     data = answer.data if isinstance(answer.data, dict) else {}
     task_id = data.get("task_id")
     if not wait or not task_id:
@@ -47,6 +48,7 @@ def snapshot() -> None:
       pvc vm snapshot create web1 before-upgrade --wait
       pvc vm snapshot list web1
       pvc vm snapshot rollback web1 before-upgrade --wait
+      pvc vm snapshot export web1 before-upgrade /srv/backups --wait
     """
 
 
@@ -92,6 +94,49 @@ def rollback(vm: str, name: str, wait: bool) -> None:
       pvc vm stop web1 && pvc vm snapshot rollback web1 before-upgrade --wait
     """
     _start("POST", vm, "/rollback", name, wait)
+
+
+@snapshot.command("export")
+@click.argument("vm")
+@click.argument("name")
+@click.argument("path")
+@click.option("-i", "--incremental", "parent", metavar="PARENT",
+              help="Write only the changes since snapshot PARENT, exported to PATH before")
+@WAIT
+def export(vm: str, name: str, path: str, parent: str | None, wait: bool) -> None:
+    """Write snapshot NAME of VM to files under PATH/VM/NAME on the primary node: each
+    volume (whole, or its changes since PARENT), the VM's configuration and a manifest of
+    checksums. PATH is an absolute directory on the primary (a mounted backup disk or
+    share); an export that fails leaves nothing under PATH/VM/NAME.
+
+    \b
+    Examples:
+      pvc vm snapshot export web1 monday /srv/backups --wait
+      pvc vm snapshot export web1 tuesday /srv/backups -i monday --wait
+    """
+    _start("POST", vm, "/export", name, wait, export_path=path, incremental_parent=parent)
+
+
+@snapshot.command("import")
+@click.argument("vm")
+@click.argument("name")
+@click.argument("path")
+@click.option("-r/-R", "--retain-snapshot/--remove-snapshot", "retain", default=True,
+              help="Keep the imported snapshots as snapshots of the new VM (default), or "
+                   "remove them")
+@WAIT
+def import_(vm: str, name: str, path: str, retain: bool, wait: bool) -> None:
+    """Define VM again from its export NAME under PATH/VM on the primary node, with its
+    volumes (and those of the exports NAME is incremental from). The VM and its volumes
+    must not exist; every file is checked against the manifest before anything is made,
+    and the VM is defined stopped.
+
+    \b
+    Examples:
+      pvc vm snapshot import web1 tuesday /srv/backups --wait
+    """
+    _start("POST", vm, "/import", name, wait, import_path=path,
+           retain_snapshot="true" if retain else "false")
 
 
 @snapshot.command("list")

@@ -20,16 +20,19 @@ class VmProtectPlugin:
 
     @hookimpl
     def pvc_task_handlers(self) -> dict[str, Any]:
-        """``vm.create_snapshot``, ``vm.remove_snapshot``, ``vm.rollback_snapshot``."""
-        from pvc_plugins.vm_protect import snapshots
+        """``vm.{create,remove,rollback,export,import}_snapshot``."""
+        from pvc_plugins.vm_protect import exports, snapshots
 
-        return {kind: (lambda ctx, kind=kind: snapshots.run_task(ctx, kind))
-                for kind in (snapshots.CREATE_TASK, snapshots.REMOVE_TASK,
-                             snapshots.ROLLBACK_TASK)}
+        handlers = {kind: (lambda ctx, kind=kind: snapshots.run_task(ctx, kind))
+                    for kind in (snapshots.CREATE_TASK, snapshots.REMOVE_TASK,
+                                 snapshots.ROLLBACK_TASK)}
+        handlers.update({kind: (lambda ctx, kind=kind: exports.run_task(ctx, kind))
+                         for kind in (exports.EXPORT_TASK, exports.IMPORT_TASK)})
+        return handlers
 
     @hookimpl
     def pvc_api_routes(self, api: Any) -> None:
-        """``/vm/{vm}/snapshot`` and ``/vm/{vm}/snapshot/rollback``."""
+        """``/vm/{vm}/snapshot`` and its ``rollback``, ``export`` and ``import``."""
         from pvc_plugins.vm_protect import routes
 
         routes.add_to(api)

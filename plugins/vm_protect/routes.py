@@ -31,6 +31,21 @@ SCHEMAS: dict[str, Any] = {
                                 "message", "task_id", "task_name", "run_on")}},
 }
 
+EXPORT = (VM, NEEDED,
+          Param("export_path", required=True,
+                description="Absolute path of a directory on the primary node"),
+          Param("incremental_parent",
+                description="Export only the changes since this older snapshot, which was "
+                            "exported to the same path"))
+IMPORT = (Param("vm", location="path", description="The VM's name: its directory under "
+                                                     "import_path"),
+          NEEDED,
+          Param("import_path", required=True,
+                description="Absolute path of the directory on the primary node it was "
+                            "exported to"),
+          Param("retain_snapshot", type="bool", default=True,
+                description="Keep the imported snapshots as snapshots of the new VM"))
+
 ROUTES = [
     Route("GET", "/vm/{vm}/snapshot", h.list_snapshots, "A VM's snapshots, newest first",
           tag=TAG, params=(VM,),
@@ -45,6 +60,12 @@ ROUTES = [
     Route("POST", "/vm/{vm}/snapshot/rollback", h.rollback_snapshot,
           "Roll a stopped VM back to a snapshot (a task on the primary)", tag=TAG,
           params=(VM, NEEDED), responses=TASK),
+    Route("POST", "/vm/{vm}/snapshot/export", h.export_snapshot,
+          "Export a VM snapshot to files on the primary, whole or since a parent snapshot "
+          "(a task on the primary)", tag=TAG, params=EXPORT, responses=TASK),
+    Route("POST", "/vm/{vm}/snapshot/import", h.import_snapshot,
+          "Define a removed VM again, with its volumes, from an export (a task on the "
+          "primary)", tag=TAG, params=IMPORT, responses=TASK),
 ]
 
 

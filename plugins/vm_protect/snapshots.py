@@ -134,7 +134,7 @@ def _remove_volume_snaps(daemon: Any, volumes: list[str], name: str) -> list[str
     return left
 
 
-def _record(store: Any, info: dict[str, Any], name: str) -> dict[str, Any]:
+def snapshot_record(store: Any, info: dict[str, Any], name: str) -> dict[str, Any]:
     rec = store.get_json("vm_protect.snapshot", uuid=info["uuid"], snapshot=name)
     if not isinstance(rec, dict):
         raise SnapshotError(f"VM '{info['name']}' has no snapshot '{name}'", status=404)
@@ -147,7 +147,7 @@ def remove(daemon: Any, vm: str, name: str) -> str:
     store, uuid = daemon.store, info["uuid"]
     with store.locked(keys.lock_name(uuid), daemon.node, LOCK_WAIT,
                       what=f"VM '{info['name']}' snapshots"):
-        rec = _record(store, info, name)
+        rec = snapshot_record(store, info, name)
         left = _remove_volume_snaps(daemon, [v.rpartition("@")[0] for v in rec["volumes"]],
                                     name)
         if left:
@@ -162,7 +162,7 @@ def rollback(daemon: Any, vm: str, name: str) -> str:
     store, uuid = daemon.store, info["uuid"]
     with store.locked(keys.lock_name(uuid), daemon.node, LOCK_WAIT,
                       what=f"VM '{info['name']}' snapshots"):
-        rec = _record(store, info, name)
+        rec = snapshot_record(store, info, name)
         if info["state"] not in STOPPED or info.get("running_on"):
             raise SnapshotError(f"VM '{info['name']}' must be stopped to roll back (it is "
                                 f"{info['state']}" + (f" on {info['running_on']}"

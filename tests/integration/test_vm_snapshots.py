@@ -220,6 +220,14 @@ def test_the_cli_over_http(node, monkeypatch, tmp_path):
         assert missing.exit_code != 0 and "not found" in missing.output
         r = pvc("rollback", "clivm", "c1", "--wait")
         assert r.exit_code == 0 and "Rolled back" in r.output, r.output
+        (tmp_path / "exports").mkdir()
+        r = pvc("export", "clivm", "c1", "relative/path")
+        assert r.exit_code != 0 and "must be an absolute path" in r.output, r.output
+        r = pvc("export", "clivm", "c1", str(tmp_path / "exports"), "--wait")
+        assert r.exit_code == 0 and "Exported snapshot 'c1'" in r.output, r.output
+        assert (tmp_path / "exports" / "clivm" / "c1" / "manifest.json").is_file()
+        r = pvc("import", "clivm", "c1", str(tmp_path / "exports"))
+        assert r.exit_code != 0 and "exists: remove it" in r.output, r.output
         r = pvc("remove", "clivm", "c1", "--wait")
         assert r.exit_code == 0, r.output
         assert "has no snapshot" in pvc("list", "clivm").output
@@ -227,3 +235,128 @@ def test_the_cli_over_http(node, monkeypatch, tmp_path):
         stop.set()
         scanning.join(5)
         apiserver.stop(server, thread)
+
+
+def _define_two_disk_vm(node, name: str, fill: bytes) -> str:
+    for vol in (name, f"{name}_data"):
+        node.plugins.call_first("pvc_volume_create", raising=True, daemon=node,
+                                pool=node.pool, name=vol, size_bytes=8 * MiB, source=None)
+        _io(node.rt, node.pool, vol, vol.encode() + fill * 100)
+    return add_vm(node.store, name, "hv1", state=vm_keys.STOP,
+                  extra=_disk(node.pool, name, "a") + _disk(node.pool, f"{name}_data", "b"))
+
+
+def _task(node, response) -> dict:
+    assert response.status_code == 202, response.text
+    return _run(node, response.json)
+
+
+def _lose_vm(node, name: str, uuid: str) -> None:
+    """The disaster: the VM, its snapshots and its volumes are gone."""
+    for snap in node.store.children("vm_protect.vm", uuid=uuid):
+        node.store.delete("vm_protect.snapshot", uuid=uuid, snapshot=snap)
+        for vol in (name, f"{name}_data"):
+            node.plugins.call_first("pvc_volume_snapshot_remove", raising=True, daemon=node,
+                                    pool=node.pool, name=vol, snapshot=snap)
+    node.plugins.call_first("pvc_vm_undefine", raising=True, daemon=node, vm=name)
+    for vol in (name, f"{name}_data"):
+        node.plugins.call_first("pvc_volume_remove", raising=True, daemon=node,
+                                pool=node.pool, name=vol)
+
+
+def test_export_full_and_incremental_then_import_after_the_vm_is_lost(node, tmp_path):
+    import json
+    import shutil
+
+    rt, pool, http = node.rt, node.pool, node.http
+    uuid = _define_two_disk_vm(node, "expvm", b"-A")
+    out = tmp_path / "backups"
+    out.mkdir()
+    assert _task(node, http.simulate_post(f"{V1}/vm/expvm/snapshot",
+                                          params={"snapshot_name": "mon"}))["state"] == \
+        tasks.SUCCESS
+    for vol in ("expvm", "expvm_data"):
+        _io(rt, pool, vol, vol.encode() + b"-B" * 100)
+    assert _task(node, http.simulate_post(f"{V1}/vm/expvm/snapshot",
+                                          params={"snapshot_name": "tue"}))["state"] == \
+        tasks.SUCCESS
+
+    # refusals answered at once
+    def export(**params):
+        return http.simulate_post(f"{V1}/vm/expvm/snapshot/export", params=params)
+    assert export(snapshot_name="mon", export_path="rel").status_code == 400
+    assert export(snapshot_name="nope", export_path=str(out)).status_code == 404
+    assert export(snapshot_name="mon", export_path=str(out),
+                  incremental_parent="tue").status_code == 400       # parent not older
+
+    # an incremental export needs its parent exported there first: the task fails
+    failed = _task(node, export(snapshot_name="tue", export_path=str(out),
+                                incremental_parent="mon"))
+    assert failed["state"] == tasks.FAILURE and "no manifest.json" in failed["status"], failed
+    assert list(out.iterdir()) == []                               # nothing half-written
+
+    full = _task(node, export(snapshot_name="mon", export_path=str(out)))
+    assert full["state"] == tasks.SUCCESS, full
+    incr = _task(node, export(snapshot_name="tue", export_path=str(out),
+                              incremental_parent="mon"))
+    assert incr["state"] == tasks.SUCCESS and "incremental from 'mon'" in incr["status"]
+    again = _task(node, export(snapshot_name="mon", export_path=str(out)))
+    assert again["state"] == tasks.FAILURE and "already exists" in again["status"]
+    mon, tue = out / "expvm" / "mon", out / "expvm" / "tue"
+    assert sorted(p.name for p in (mon / "images").iterdir()) == \
+        [f"{pool}.expvm.rbdimg", f"{pool}.expvm_data.rbdimg"]
+    assert sorted(p.name for p in (tue / "images").iterdir()) == \
+        [f"{pool}.expvm.rbddiff", f"{pool}.expvm_data.rbddiff"]
+    manifest = json.loads((tue / "manifest.json").read_text())
+    assert set(manifest["files"]) == {"snapshot.json", f"images/{pool}.expvm.rbddiff",
+                                      f"images/{pool}.expvm_data.rbddiff"}
+    assert json.loads((tue / "snapshot.json").read_text())["incremental_parent"] == "mon"
+
+    def import_(path, **params):
+        return http.simulate_post(f"{V1}/vm/expvm/snapshot/import",
+                                  params={"snapshot_name": "tue", "import_path": str(path),
+                                          **params})
+    assert import_(out).status_code == 400                         # the VM still exists
+    _lose_vm(node, "expvm", uuid)
+    assert node.plugins.call_first("pvc_vm_volumes", daemon=node, vm="expvm") is None
+
+    # a damaged copy is refused before anything is made, naming the file
+    damaged = tmp_path / "damaged"
+    shutil.copytree(out, damaged)
+    bad = damaged / "expvm" / "mon" / "images" / f"{pool}.expvm_data.rbdimg"
+    data = bytearray(bad.read_bytes())
+    data[-20] ^= 0xFF
+    bad.write_bytes(bytes(data))
+    refused = _task(node, import_(damaged))
+    assert refused["state"] == tasks.FAILURE, refused
+    assert f"{pool}.expvm_data.rbdimg: checksum does not match" in refused["status"]
+    assert node.plugins.call_first("pvc_vm_volumes", daemon=node, vm="expvm") is None
+    assert node.plugins.call_first("pvc_volume_remove", daemon=node, pool=pool,
+                                   name="expvm") is False
+
+    # a volume in the way half-way: the one already made is removed again
+    node.plugins.call_first("pvc_volume_create", raising=True, daemon=node, pool=pool,
+                            name="expvm_data", size_bytes=MiB, source=None)
+    clash = _task(node, import_(out))
+    assert clash["state"] == tasks.FAILURE and "already exists" in clash["status"], clash
+    assert "the volumes it made are removed" in clash["status"]
+    assert node.plugins.call_first("pvc_volume_remove", daemon=node, pool=pool,
+                                   name="expvm") is False
+    assert node.plugins.call_first("pvc_volume_remove", daemon=node, pool=pool,
+                                   name="expvm_data") is True
+
+    done = _task(node, import_(out))
+    assert done["state"] == tasks.SUCCESS, done
+    info = node.plugins.call_first("pvc_vm_volumes", daemon=node, vm="expvm")
+    assert info["uuid"] == uuid and info["state"] == vm_keys.STOP
+    for vol in ("expvm", "expvm_data"):
+        assert _io(rt, pool, vol).startswith(vol.encode() + b"-B-B")
+    listed = http.simulate_get(f"{V1}/vm/expvm/snapshot").json
+    assert [s["name"] for s in listed] == ["tue", "mon"]
+    # the retained parent is a real point in time: rolling back to it gives Monday's data
+    rolled = _task(node, http.simulate_post(f"{V1}/vm/expvm/snapshot/rollback",
+                                            params={"snapshot_name": "mon"}))
+    assert rolled["state"] == tasks.SUCCESS, rolled
+    for vol in ("expvm", "expvm_data"):
+        assert _io(rt, pool, vol).startswith(vol.encode() + b"-A-A")
+    _lose_vm(node, "expvm", uuid)

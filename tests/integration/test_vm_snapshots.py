@@ -33,14 +33,28 @@ def _disk(pool: str, volume: str, dev: str) -> str:
     return RBD_DISK.format(name=volume, dev=dev).replace("name='vms/", f"name='{pool}/")
 
 
-def _io(rt, pool: str, volume: str, data: bytes | None = None) -> bytes:
+def _io(rt, pool: str, volume: str, data: bytes | None = None, offset: int = 0) -> bytes:
     import rbd
 
     with rt.client.ioctx(pool) as ioctx, rbd.Image(ioctx, volume) as img:
         if data is not None:
-            img.write(data, 0)
+            img.write(data, offset)
             return data
-        return img.read(0, 4096)
+        return img.read(offset, 4096)
+
+
+def _digest(rt, pool: str, volume: str, snapshot: str | None = None) -> str:
+    """SHA-256 of the whole volume (at ``snapshot`` if given)."""
+    import hashlib
+
+    import rbd
+
+    with rt.client.ioctx(pool) as ioctx, rbd.Image(ioctx, volume, snapshot=snapshot,
+                                                   read_only=True) as img:
+        digest, size = hashlib.sha256(), img.size()
+        for at in range(0, size, 4 * MiB):
+            digest.update(img.read(at, min(4 * MiB, size - at)))
+        return digest.hexdigest()
 
 
 def _run(daemon, record: dict, timeout: float = 60.0) -> dict:
@@ -264,7 +278,7 @@ def _lose_vm(node, name: str, uuid: str) -> None:
                                 pool=node.pool, name=vol)
 
 
-def test_export_full_and_incremental_then_import_after_the_vm_is_lost(node, tmp_path):
+def test_export_full_and_two_incrementals_then_import_after_the_vm_is_lost(node, tmp_path):
     import json
     import shutil
 
@@ -280,6 +294,15 @@ def test_export_full_and_incremental_then_import_after_the_vm_is_lost(node, tmp_
     assert _task(node, http.simulate_post(f"{V1}/vm/expvm/snapshot",
                                           params={"snapshot_name": "tue"}))["state"] == \
         tasks.SUCCESS
+    for vol in ("expvm", "expvm_data"):
+        _io(rt, pool, vol, vol.encode() + b"-C" * 100)
+        _io(rt, pool, vol, b"-C" * 2000, offset=5 * MiB)
+    assert _task(node, http.simulate_post(f"{V1}/vm/expvm/snapshot",
+                                          params={"snapshot_name": "wed"}))["state"] == \
+        tasks.SUCCESS
+    at_wed = {vol: _digest(rt, pool, vol, "wed") for vol in ("expvm", "expvm_data")}
+    for vol in ("expvm", "expvm_data"):
+        _io(rt, pool, vol, b"after wed, in no export")
 
     # refusals answered at once
     def export(**params):
@@ -300,6 +323,8 @@ def test_export_full_and_incremental_then_import_after_the_vm_is_lost(node, tmp_
     incr = _task(node, export(snapshot_name="tue", export_path=str(out),
                               incremental_parent="mon"))
     assert incr["state"] == tasks.SUCCESS and "incremental from 'mon'" in incr["status"]
+    assert _task(node, export(snapshot_name="wed", export_path=str(out),
+                              incremental_parent="tue"))["state"] == tasks.SUCCESS
     again = _task(node, export(snapshot_name="mon", export_path=str(out)))
     assert again["state"] == tasks.FAILURE and "already exists" in again["status"]
     mon, tue = out / "expvm" / "mon", out / "expvm" / "tue"
@@ -314,7 +339,7 @@ def test_export_full_and_incremental_then_import_after_the_vm_is_lost(node, tmp_
 
     def import_(path, **params):
         return http.simulate_post(f"{V1}/vm/expvm/snapshot/import",
-                                  params={"snapshot_name": "tue", "import_path": str(path),
+                                  params={"snapshot_name": "wed", "import_path": str(path),
                                           **params})
     assert import_(out).status_code == 400                         # the VM still exists
     _lose_vm(node, "expvm", uuid)
@@ -349,10 +374,10 @@ def test_export_full_and_incremental_then_import_after_the_vm_is_lost(node, tmp_
     assert done["state"] == tasks.SUCCESS, done
     info = node.plugins.call_first("pvc_vm_volumes", daemon=node, vm="expvm")
     assert info["uuid"] == uuid and info["state"] == vm_keys.STOP
-    for vol in ("expvm", "expvm_data"):
-        assert _io(rt, pool, vol).startswith(vol.encode() + b"-B-B")
+    # the whole of each disk is the source's at the last snapshot of the chain
+    assert {vol: _digest(rt, pool, vol) for vol in ("expvm", "expvm_data")} == at_wed
     listed = http.simulate_get(f"{V1}/vm/expvm/snapshot").json
-    assert [s["name"] for s in listed] == ["tue", "mon"]
+    assert [s["name"] for s in listed] == ["wed", "tue", "mon"]
     # the retained parent is a real point in time: rolling back to it gives Monday's data
     rolled = _task(node, http.simulate_post(f"{V1}/vm/expvm/snapshot/rollback",
                                             params={"snapshot_name": "mon"}))

@@ -392,6 +392,12 @@ def pvc_vm_modify(daemon: NodeDaemonFace, vm: str, xml: str) -> bool | None:
 
 
 @hookspec(firstresult=True)
+def pvc_vm_names(daemon: NodeDaemonFace, tag: str | None) -> list[str] | None:
+    """The names of the VMs (only those with tag ``tag`` when given), sorted; None if this
+    plugin runs no VMs."""
+
+
+@hookspec(firstresult=True)
 def pvc_vm_volumes(daemon: NodeDaemonFace, vm: str) -> dict[str, Any] | None:
     """VM ``vm`` (name or UUID) as a copy of it needs it: ``{uuid, name, node, state,
     running_on (node or None), xml, meta, volumes: ["pool/name", ...]}``, the volumes being

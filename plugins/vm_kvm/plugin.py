@@ -227,6 +227,13 @@ class VmKvmPlugin:
         return provide.volumes(daemon.store, vm)
 
     @hookimpl
+    def pvc_vm_names(self, daemon: Any, tag: str | None) -> list[str]:
+        """VM names, those with ``tag`` only when given (``provide.names``)."""
+        from pvc_plugins.vm_kvm import provide
+
+        return provide.names(daemon.store, tag)
+
+    @hookimpl
     def pvc_vm_by_mac(self, daemon: Any, mac: str) -> dict[str, Any] | None:
         """The VM with that NIC (``provide.by_mac``)."""
         from pvc_plugins.vm_kvm import provide

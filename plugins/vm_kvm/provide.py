@@ -84,6 +84,12 @@ def volumes(store: Store, vm: str) -> dict[str, Any] | None:
                         if d["type"] == "network" and d["protocol"] == "rbd" and d["source"]]}
 
 
+def names(store: Store, tag: str | None = None) -> list[str]:
+    """Every VM's name, or only those of the VMs with tag ``tag``; sorted."""
+    return sorted(r.name for r in records.all_records(store)
+                  if tag is None or any(t.get("name") == tag for t in r.tags or []))
+
+
 def by_mac(store: Store, mac: str) -> dict[str, Any] | None:
     """The VM with a NIC of MAC ``mac``, and its profile."""
     import xml.etree.ElementTree as ET

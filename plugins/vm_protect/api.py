@@ -7,7 +7,7 @@ from typing import Any
 
 from pvc_api.sdk import ApiError, Call, Reply, zk
 from pvc_kernel.sdk import tasks
-from pvc_plugins.vm_protect import exports, snapshots
+from pvc_plugins.vm_protect import autobackup, exports, snapshots
 
 
 def _vm(call: Call) -> dict[str, Any]:
@@ -124,3 +124,15 @@ def import_snapshot(call: Call) -> Reply:
     return _start(call, exports.IMPORT_TASK, info, name,
                   f"Importing VM '{vm}' from snapshot '{name}' in {path}.", path=path,
                   retain=True if retain is None else bool(retain))
+
+
+def start_autobackup(call: Call) -> Reply:
+    """Back up every VM with an autobackup tag (task ``cluster.autobackup``)."""
+    (primary,) = zk.fetch(call.api.store, [zk.get("config.primary_node")], call.api.zk_timeout)
+    if not primary or primary == "none":
+        raise ApiError(503, "There is no primary node to run the task; try again")
+    record = tasks.create_task(call.api.store, autobackup.TASK, primary,
+                               {"force_full": bool(call.args.get("force_full"))})
+    return Reply({"message": "Starting autobackup of the tagged VMs.", "task_id": record["id"],
+                  "task_name": record["type"], "run_on": f"{primary} (primary)"}, status=202,
+                 headers={"Location": call.url(f"/tasks/{record['id']}")})

@@ -158,3 +158,29 @@ def list_(vm: str, fmt: str) -> None:
             for s in items])
 
     show_list(get_settings().painter, found, fmt, f"VM {vm} has no snapshot.", table)
+
+
+@click.command()
+@click.option("--force-full", is_flag=True, help="A full backup of every VM this time")
+@WAIT
+def autobackup(force_full: bool, wait: bool) -> None:
+    """Back up every VM with an autobackup tag to the primary's autobackup_path (a
+    snapshot and an export each): a full export every autobackup_full_interval runs,
+    incrementals from it between, and only the newest autobackup_full_retention fulls kept
+    with their incrementals. The settings are in plugins.vm_protect of pvcnoded.yaml.
+
+    \b
+    Examples:
+      pvc vm tag add web1 autobackup
+      pvc vm autobackup --wait
+    """
+    client = get_settings().client()
+    data = client.request("POST", "/vm/autobackup",
+                          {"force_full": "true" if force_full else "false"}).data
+    data = data if isinstance(data, dict) else {}
+    task_id = data.get("task_id")
+    if not wait or not task_id:
+        click.echo(f"{data.get('message', 'Started.')} Task {task_id}; follow it with: "
+                   f"pvc task show {task_id}")
+        return
+    report_task(task_id, wait_task(client, task_id))

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pvc_kernel.sdk import Key, hookimpl
-from pvc_plugins.vm_protect import keys
+from pvc_kernel.sdk import Key, Settings, hookimpl
+from pvc_plugins.vm_protect import config, keys
 
 
 class VmProtectPlugin:
@@ -19,20 +19,27 @@ class VmProtectPlugin:
         return list(keys.KEYS)
 
     @hookimpl
+    def pvc_config_settings(self) -> Settings:
+        """``plugins.vm_protect`` (``pvc_plugins.vm_protect.config.SETTINGS``)."""
+        return config.SETTINGS
+
+    @hookimpl
     def pvc_task_handlers(self) -> dict[str, Any]:
-        """``vm.{create,remove,rollback,export,import}_snapshot``."""
-        from pvc_plugins.vm_protect import exports, snapshots
+        """``vm.{create,remove,rollback,export,import}_snapshot``, ``cluster.autobackup``."""
+        from pvc_plugins.vm_protect import autobackup, exports, snapshots
 
         handlers = {kind: (lambda ctx, kind=kind: snapshots.run_task(ctx, kind))
                     for kind in (snapshots.CREATE_TASK, snapshots.REMOVE_TASK,
                                  snapshots.ROLLBACK_TASK)}
         handlers.update({kind: (lambda ctx, kind=kind: exports.run_task(ctx, kind))
                          for kind in (exports.EXPORT_TASK, exports.IMPORT_TASK)})
+        handlers[autobackup.TASK] = autobackup.run_task
         return handlers
 
     @hookimpl
     def pvc_api_routes(self, api: Any) -> None:
-        """``/vm/{vm}/snapshot`` and its ``rollback``, ``export`` and ``import``."""
+        """``/vm/{vm}/snapshot`` (with ``rollback``, ``export``, ``import``) and
+        ``/vm/autobackup``."""
         from pvc_plugins.vm_protect import routes
 
         routes.add_to(api)

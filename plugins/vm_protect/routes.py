@@ -66,6 +66,12 @@ ROUTES = [
     Route("POST", "/vm/{vm}/snapshot/import", h.import_snapshot,
           "Define a removed VM again, with its volumes, from an export (a task on the "
           "primary)", tag=TAG, params=IMPORT, responses=TASK),
+    Route("POST", "/vm/autobackup", h.start_autobackup,
+          "Back up every VM with an autobackup tag: full every N runs, incremental between, "
+          "old chains pruned (a task on the primary)", tag=TAG,
+          params=(Param("force_full", type="bool", default=False,
+                        description="A full backup of every VM this time"),),
+          responses={202: TASK[202], 503: TASK[503]}),
 ]
 
 

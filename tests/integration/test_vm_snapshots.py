@@ -18,7 +18,7 @@ from pvc_plugins.storage_ceph.plugin import StorageCephPlugin
 from pvc_plugins.vm_kvm import keys as vm_keys
 from pvc_plugins.vm_kvm import records
 from pvc_plugins.vm_kvm.plugin import VmKvmPlugin
-from pvc_plugins.vm_protect import snapshots
+from pvc_plugins.vm_protect import exports, snapshots
 from pvc_plugins.vm_protect.plugin import VmProtectPlugin
 from tests.integration.test_fencing_recovery import RBD_DISK, add_node, add_vm
 from tests.support.ceph import task_node
@@ -245,6 +245,9 @@ def test_the_cli_over_http(node, monkeypatch, tmp_path):
         r = pvc("remove", "clivm", "c1", "--wait")
         assert r.exit_code == 0, r.output
         assert "has no snapshot" in pvc("list", "clivm").output
+        # `pvc vm autobackup` joins `pvc vm` the same way; with no path set it is off
+        r = CliRunner().invoke(cli, ["vm", "autobackup", "--wait"])
+        assert r.exit_code != 0 and "autobackup is off" in r.output, r.output
     finally:
         stop.set()
         scanning.join(5)
@@ -385,3 +388,60 @@ def test_export_full_and_two_incrementals_then_import_after_the_vm_is_lost(node,
     for vol in ("expvm", "expvm_data"):
         assert _io(rt, pool, vol).startswith(vol.encode() + b"-A-A")
     _lose_vm(node, "expvm", uuid)
+
+
+def test_autobackup_runs_keep_the_right_chains(node, tmp_path, monkeypatch):
+    import json
+
+    from pvc_plugins.vm_protect import autobackup
+
+    store, pool, http = node.store, node.pool, node.http
+    root = tmp_path / "autobackup"
+    root.mkdir()
+    marks = tmp_path / "marks"
+    monkeypatch.setitem(node.config.plugin_sections, "vm_protect", {
+        "autobackup_path": str(root), "autobackup_full_interval": 3,
+        "autobackup_full_retention": 2,
+        "autobackup_mount_commands": [f"mkdir -p {marks}", f"touch {marks}/mounted"],
+        "autobackup_unmount_commands": [f"touch {marks}/unmounted"]})
+    tagged = [{"name": "autobackup", "type": "user", "protected": False}]
+    uuid = _define_two_disk_vm(node, "abvm", b"-A")
+    store.set("vm.tags", json.dumps(tagged), uuid=uuid)
+    _define_two_disk_vm(node, "plainvm", b"-P")             # no tag: never backed up
+
+    started = http.simulate_post(f"{V1}/vm/autobackup")
+    assert started.status_code == 202 and started.json["task_name"] == "cluster.autobackup"
+    first = _run(node, started.json)
+    assert first["state"] == tasks.SUCCESS, first
+    assert "abvm: full ab" in first["status"] and "plainvm" not in first["status"]
+    assert (marks / "mounted").exists() and (marks / "unmounted").exists()
+
+    kinds = []
+    for n in range(6):
+        _io(node.rt, pool, "abvm", f"run {n}".encode())
+        report = autobackup.run(node)
+        assert report["failed"] == 0, report
+        kinds.append(report["vms"][0]["kind"])
+    assert kinds == ["incremental", "incremental", "full", "incremental", "incremental",
+                     "full"]
+    history = json.loads((root / "abvm" / ".autobackup.json").read_text())
+    # 7 runs, a full every 3, 2 fulls kept: the first chain (3 backups) is pruned
+    assert [b["parent"] is None for b in history] == [True, False, False, True]
+    assert sorted(p.name for p in (root / "abvm").iterdir() if p.is_dir()) == \
+        sorted(b["name"] for b in history)
+    assert history[1]["parent"] == history[2]["parent"] == history[0]["name"]
+    assert not (root / "plainvm").exists()
+    # only the newest full's snapshot stays: the base of the next incremental
+    assert store.children("vm_protect.vm", uuid=uuid) == [history[-1]["name"]]
+    for name in (b["name"] for b in history):
+        assert exports.verify(str(root / "abvm" / name)) == []
+
+    # one VM failing does not stop the others; the task fails with the report
+    broken = add_vm(store, "brokenvm", "hv1", state=vm_keys.STOP,
+                    extra=_disk(pool, "brokenvm_gone", "a"))
+    store.set("vm.tags", json.dumps(tagged), uuid=broken)
+    started = http.simulate_post(f"{V1}/vm/autobackup", params={"force_full": "true"})
+    final = _run(node, started.json)
+    assert final["state"] == tasks.FAILURE and "1 failed" in final["status"], final
+    assert "brokenvm: FAILED" in final["status"] and "abvm: full" in final["status"]
+    node.plugins.call_first("pvc_vm_undefine", raising=True, daemon=node, vm="brokenvm")

@@ -81,9 +81,10 @@ def backup_vm(daemon: Any, vm: str, root: str, full_interval: int, full_retentio
     base = os.path.join(root, info["name"])
     history = load_history(base)
     parent = plan(history, full_interval, force_full)
-    if parent and not daemon.store.exists("vm_protect.snapshot", uuid=info["uuid"],
-                                          snapshot=parent):
-        parent = None                         # the base is gone: start a new chain
+    if parent and (not daemon.store.exists("vm_protect.snapshot", uuid=info["uuid"],
+                                           snapshot=parent)
+                   or exports.verify(os.path.join(base, parent))):
+        parent = None           # the base snapshot or its export is gone: a new chain
     at = time.time() if now is None else now
     name = PREFIX + snapshots.default_name(at)
     while daemon.store.exists("vm_protect.snapshot", uuid=info["uuid"], snapshot=name) \

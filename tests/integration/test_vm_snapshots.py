@@ -392,6 +392,7 @@ def test_export_full_and_two_incrementals_then_import_after_the_vm_is_lost(node,
 
 def test_autobackup_runs_keep_the_right_chains(node, tmp_path, monkeypatch):
     import json
+    import shutil
 
     from pvc_plugins.vm_protect import autobackup
 
@@ -435,6 +436,11 @@ def test_autobackup_runs_keep_the_right_chains(node, tmp_path, monkeypatch):
     assert store.children("vm_protect.vm", uuid=uuid) == [history[-1]["name"]]
     for name in (b["name"] for b in history):
         assert exports.verify(str(root / "abvm" / name)) == []
+
+    # the newest full's export lost: the next run starts a new chain instead of failing
+    shutil.rmtree(root / "abvm" / history[-1]["name"])
+    report = autobackup.run(node)
+    assert report["failed"] == 0 and report["vms"][0]["kind"] == "full", report
 
     # one VM failing does not stop the others; the task fails with the report
     broken = add_vm(store, "brokenvm", "hv1", state=vm_keys.STOP,

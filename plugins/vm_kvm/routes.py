@@ -97,14 +97,8 @@ ROUTES = [
         VM, Param("delete_disks", "bool", default=False,
                   description="Accepted for compatibility; no disk is deleted")),
         responses=_ok("Removed")),
-    # fixed paths win over /vm/{vm} for POST (other methods still reach /vm/{vm})
-    Route("POST", "/vm/autobackup", not_implemented("autobackup"),
-          "Back up VMs by tag (not implemented)",
-          tag=TAG, params=(Param("force_full", "bool", default=False,
-                                 description="Force a full backup"),
-                           Param("email_recipients", many=True,
-                                 description="Send a report to these addresses")),
-          responses={501: ("Not implemented yet", MSG)}),
+    # fixed paths win over /vm/{vm} for POST (other methods still reach /vm/{vm});
+    # POST /vm/autobackup is the vm_protect plugin's
     Route("POST", "/vm/automirror", not_implemented("automirror"),
           "Mirror VMs by tag (not implemented)",
           tag=TAG, params=(Param("email_recipients", many=True,

@@ -133,6 +133,9 @@ def start_autobackup(call: Call) -> Reply:
         raise ApiError(503, "There is no primary node to run the task; try again")
     record = tasks.create_task(call.api.store, autobackup.TASK, primary,
                                {"force_full": bool(call.args.get("force_full"))})
-    return Reply({"message": "Starting autobackup of the tagged VMs.", "task_id": record["id"],
+    message = "Starting autobackup of the tagged VMs."
+    if call.args.get("email_recipients"):
+        message += " (no mail is sent: the report is the task's status)"
+    return Reply({"message": message, "task_id": record["id"],
                   "task_name": record["type"], "run_on": f"{primary} (primary)"}, status=202,
                  headers={"Location": call.url(f"/tasks/{record['id']}")})

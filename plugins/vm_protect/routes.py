@@ -70,7 +70,10 @@ ROUTES = [
           "Back up every VM with an autobackup tag: full every N runs, incremental between, "
           "old chains pruned (a task on the primary)", tag=TAG,
           params=(Param("force_full", type="bool", default=False,
-                        description="A full backup of every VM this time"),),
+                        description="A full backup of every VM this time"),
+                  Param("email_recipients", many=True,
+                        description="Accepted from v1 clients; no mail is sent (the report "
+                                    "is the task's status)")),
           responses={202: TASK[202], 503: TASK[503]}),
 ]
 

@@ -15,6 +15,7 @@ from pvc_kernel import tasks
 from pvc_kernel.plugins import PluginHost
 from pvc_plugins.storage_ceph.plugin import StorageCephPlugin as ceph_plugin
 from pvc_plugins.vm_kvm.plugin import VmKvmPlugin as vm_plugin
+from pvc_plugins.vm_protect.plugin import VmProtectPlugin as protect_plugin
 from tests.integration.test_api_routes import KEY, V1, make_config, seed_node
 from tests.support import apiserver
 
@@ -46,7 +47,7 @@ def plugin_client(store, zk_hosts, tmp_path):
     seed_node(store, "hv1", coordinator="primary")
     store.set("config.primary_node", "hv1")
     client = _client(store, zk_hosts, tmp_path, ("vm_kvm", vm_plugin),
-                     ("storage_ceph", ceph_plugin))
+                     ("storage_ceph", ceph_plugin), ("vm_protect", protect_plugin))
     store.set("vm_kvm.node", {"memory_total": 8192}, node="hv1")  # runs a hypervisor
     return client
 
@@ -146,9 +147,13 @@ def _domain_xml(name: str) -> str:
 @pytest.mark.parametrize("job", ["autobackup", "automirror"])
 def test_fixed_vm_routes_win_over_the_vm_name(plugin_client, job):
     r = plugin_client.simulate_post(f"{V1}/vm/{job}", params={"email_recipients": "a@b.c"})
-    assert r.status_code == 501
-    assert r.json == {"message": f"POST /vm/{job} (task cluster.{job}) is not implemented by "
-                                 f"this PVC API yet; nothing was done."}
+    if job == "autobackup":                     # the vm_protect plugin's
+        assert r.status_code == 202 and r.json["task_name"] == "cluster.autobackup", r.text
+        assert "no mail is sent" in r.json["message"]
+    else:
+        assert r.status_code == 501
+        assert r.json == {"message": f"POST /vm/{job} (task cluster.{job}) is not implemented "
+                                     f"by this PVC API yet; nothing was done."}
     # the other methods still take the segment as a VM name, as in the original
     assert plugin_client.simulate_get(f"{V1}/vm/{job}").json == {"message": "VM not found."}
     r = plugin_client.simulate_delete(f"{V1}/vm/{job}")

@@ -626,7 +626,7 @@ def test_schemathesis_over_the_builtin_plugin_routes(store, zk_hosts, tmp_path):
     assert operations == _operations(api)
     assert len(statuses) > 2000, "schemathesis made too few requests"
     assert not [s for s in statuses if s >= 500 and s != 501]
-    assert 501 in statuses  # POST /vm/autobackup, /vm/automirror
+    assert 501 in statuses  # POST /vm/automirror
     r = client.simulate_get(f"{V1}/storage/ceph/pool")  # the Ceph routes without Ceph: 400
     assert r.status_code == 400 and "Ceph storage is not configured" in r.json["message"]
 

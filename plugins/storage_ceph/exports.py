@@ -72,10 +72,10 @@ def import_(client: CephClient, pool: str, name: str, path: str, since: str | No
     if since is None:
         if _exists(client, pool, name):
             raise StorageError(f'Volume "{pool}/{name}" already exists.')
+        import rbd
+
         size = diff_size(path)
         with client.ioctx(pool) as ioctx:
-            import rbd
-
             rbd.RBD().create(ioctx, name, size)
         try:
             _run(client, ["import-diff", path, f"{pool}/{name}"], f"import of {pool}/{name}")

@@ -28,16 +28,20 @@ def _name(call: Call, default: str | None = None) -> str:
     return name
 
 
-def _start(call: Call, kind: str, info: dict[str, Any], name: str, message: str,
-           **extra: Any) -> Reply:
+def _task(call: Call, kind: str, args: dict[str, Any], message: str) -> Reply:
+    """Start task ``kind`` on the primary; the v1 202 reply."""
     (primary,) = zk.fetch(call.api.store, [zk.get("config.primary_node")], call.api.zk_timeout)
     if not primary or primary == "none":
         raise ApiError(503, "There is no primary node to run the task; try again")
-    record = tasks.create_task(call.api.store, kind, primary,
-                               {"vm": info["uuid"], "snapshot": name, **extra})
+    record = tasks.create_task(call.api.store, kind, primary, args)
     return Reply({"message": message, "task_id": record["id"], "task_name": record["type"],
                   "run_on": f"{primary} (primary)"}, status=202,
                  headers={"Location": call.url(f"/tasks/{record['id']}")})
+
+
+def _start(call: Call, kind: str, info: dict[str, Any], name: str, message: str,
+           **extra: Any) -> Reply:
+    return _task(call, kind, {"vm": info["uuid"], "snapshot": name, **extra}, message)
 
 
 def _existing(call: Call, info: dict[str, Any], name: str) -> dict[str, Any]:
@@ -128,14 +132,8 @@ def import_snapshot(call: Call) -> Reply:
 
 def start_autobackup(call: Call) -> Reply:
     """Back up every VM with an autobackup tag (task ``cluster.autobackup``)."""
-    (primary,) = zk.fetch(call.api.store, [zk.get("config.primary_node")], call.api.zk_timeout)
-    if not primary or primary == "none":
-        raise ApiError(503, "There is no primary node to run the task; try again")
-    record = tasks.create_task(call.api.store, autobackup.TASK, primary,
-                               {"force_full": bool(call.args.get("force_full"))})
     message = "Starting autobackup of the tagged VMs."
     if call.args.get("email_recipients"):
         message += " (no mail is sent: the report is the task's status)"
-    return Reply({"message": message, "task_id": record["id"],
-                  "task_name": record["type"], "run_on": f"{primary} (primary)"}, status=202,
-                 headers={"Location": call.url(f"/tasks/{record['id']}")})
+    return _task(call, autobackup.TASK, {"force_full": bool(call.args.get("force_full"))},
+                 message)

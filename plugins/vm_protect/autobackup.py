@@ -55,7 +55,9 @@ def load_history(base: str) -> list[dict[str, Any]]:
     except (OSError, ValueError) as exc:
         raise SnapshotError(f"{base}/{HISTORY} is unreadable ({exc}); fix or remove it") \
             from None
-    return found if isinstance(found, list) else []
+    if not isinstance(found, list):
+        raise SnapshotError(f"{base}/{HISTORY} is not a list of backups; fix or remove it")
+    return found
 
 
 def save_history(base: str, history: list[dict[str, Any]]) -> None:
@@ -67,11 +69,11 @@ def save_history(base: str, history: list[dict[str, Any]]) -> None:
     os.rename(tmp, os.path.join(base, HISTORY))
 
 
-def _drop_snapshots(daemon: Any, vm: str, uuid: str, keep: str | None) -> None:
+def _drop_snapshots(daemon: Any, uuid: str, keep: str) -> None:
     """Remove this VM's autobackup snapshots except ``keep`` (the next incremental's base)."""
     for name in daemon.store.children("vm_protect.vm", uuid=uuid):
         if name.startswith(PREFIX) and name != keep:
-            snapshots.remove(daemon, vm, name)
+            snapshots.remove(daemon, uuid, name)
 
 
 def backup_vm(daemon: Any, vm: str, root: str, full_interval: int, full_retention: int,
@@ -103,7 +105,7 @@ def backup_vm(daemon: Any, vm: str, root: str, full_interval: int, full_retentio
     for old in dropped:
         shutil.rmtree(os.path.join(base, old["name"]), ignore_errors=True)
     newest_full = [b["name"] for b in kept if not b.get("parent")][-1]
-    _drop_snapshots(daemon, info["uuid"], info["uuid"], newest_full)
+    _drop_snapshots(daemon, info["uuid"], newest_full)
     return {"vm": info["name"], "snapshot": name, "kind": "incremental" if parent else "full",
             "parent": parent, "pruned": [b["name"] for b in dropped]}
 
